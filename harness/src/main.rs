@@ -1,1 +1,3 @@
-fn main() {}
+fn main() {
+    std::process::exit(hsm_harness::cli::main());
+}

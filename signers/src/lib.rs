@@ -4,14 +4,21 @@
 
 mod alg;
 pub mod config;
+pub mod encoding;
 mod error;
 mod keyid;
+pub mod kmip;
+pub mod pkcs11;
 mod secret;
 mod signer;
+pub mod router;
+pub mod software;
 
 pub use alg::{Algorithm, KeyType};
 pub use config::{ConfigError, SignerSetup};
 pub use error::{ErrorKind, SignerError};
 pub use keyid::KeyIdentifier;
+pub use pkcs11::Pkcs11Signer;
+pub use router::Router;
 pub use secret::Secret;
 pub use signer::{CreatedKey, Signer, SignerInfo};

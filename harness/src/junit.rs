@@ -1,0 +1,543 @@
+//! The run's reports: JUnit XML for CI, and a JSON twin for scripts.
+//!
+//! JUnit is written with quick-junit 0.8 rather than junit-report 0.9: junit-report has no
+//! `<properties>` at all (the testsuite properties below need them) and writes
+//! `system-out` as one CDATA section, which a log holding `]]>` breaks. quick-junit
+//! escapes text and attributes, has properties, and can read its output back.
+//!
+//! Layout: one `<testsuite name="SUITE.BACKEND">` per (suite, backend) pair in the order
+//! first seen; in it one `<testcase name="CASE" classname="SUITE.BACKEND" time="...">`
+//! per cell with `<failure>` / `<error>` / `<skipped message="REASON">` and the cell log
+//! as `<system-out>`. The testsuite's `<properties>` are `backend` and then the cells'
+//! properties (first value wins).
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
+use serde::Serialize;
+
+use crate::outcome::{CellResult, RunResult, Status, Tally};
+
+/// Writes `run` as JUnit XML to `path` (atomically; parent directories are created).
+pub fn write_junit(run: &RunResult, path: &Path) -> anyhow::Result<()> {
+    let xml = junit_xml(run)?;
+    write_atomically(path, xml.as_bytes())
+        .with_context(|| format!("cannot write the JUnit report {}", path.display()))
+}
+
+/// Writes `run` as pretty JSON `{ "tally": {...}, "cells": [...] }` to `path`
+/// (atomically; parent directories are created). Strings are kept as they are: JSON
+/// escapes control characters, so nothing is lost.
+pub fn write_json(run: &RunResult, path: &Path) -> anyhow::Result<()> {
+    #[derive(Serialize)]
+    struct JsonReport<'a> {
+        tally: Tally,
+        cells: &'a [CellResult],
+    }
+    let report = JsonReport {
+        tally: Tally::of(&run.cells),
+        cells: &run.cells,
+    };
+    let mut json = serde_json::to_string_pretty(&report).context("cannot serialise the run")?;
+    json.push('\n');
+    write_atomically(path, json.as_bytes())
+        .with_context(|| format!("cannot write the JSON report {}", path.display()))
+}
+
+/// The JUnit XML text of `run`.
+fn junit_xml(run: &RunResult) -> anyhow::Result<String> {
+    let mut report = Report::new("hsm-harness");
+    for group in group_cells(&run.cells) {
+        let suite_name = format!("{}.{}", group[0].suite, group[0].backend);
+        let mut suite = TestSuite::new(for_xml(&suite_name));
+
+        // `backend` first, then the union of the cells' properties; first value wins.
+        let mut seen: Vec<&str> = vec!["backend"];
+        suite.add_property(Property::new("backend", for_xml(&group[0].backend)));
+        for cell in &group {
+            for (name, value) in &cell.properties {
+                if !seen.contains(&name.as_str()) {
+                    seen.push(name);
+                    suite.add_property(Property::new(for_xml(name), for_xml(value)));
+                }
+            }
+        }
+
+        for cell in &group {
+            suite.add_test_case(test_case(cell, &suite_name));
+        }
+        suite.set_time(group.iter().map(|c| c.duration).sum::<Duration>());
+        report.add_test_suite(suite);
+    }
+    report.set_time(run.cells.iter().map(|c| c.duration).sum::<Duration>());
+    report
+        .to_string()
+        .context("cannot serialise the JUnit report")
+}
+
+fn test_case(cell: &CellResult, classname: &str) -> TestCase {
+    let status = match &cell.status {
+        Status::Passed => TestCaseStatus::success(),
+        Status::Failed { message } => non_success(NonSuccessKind::Failure, "failure", message),
+        Status::Errored { message } => non_success(NonSuccessKind::Error, "error", message),
+        Status::Skipped { reason } => {
+            let mut status = TestCaseStatus::skipped();
+            status.set_message(for_xml(reason));
+            status
+        }
+    };
+    let mut case = TestCase::new(for_xml(&cell.case), status);
+    case.set_classname(for_xml(classname));
+    case.set_time(cell.duration);
+    if !cell.log.is_empty() {
+        case.set_system_out(for_xml(&cell.log));
+    }
+    case
+}
+
+fn non_success(kind: NonSuccessKind, ty: &str, message: &str) -> TestCaseStatus {
+    let message = for_xml(message);
+    let mut status = TestCaseStatus::non_success(kind);
+    status.set_type(ty);
+    // XML readers fold newlines in attributes into spaces: keep a multi-line message
+    // intact in the element's text as well.
+    if message.contains('\n') {
+        status.set_description(message.as_str());
+    }
+    status.set_message(message);
+    status
+}
+
+/// The cells grouped by (suite, backend), groups and cells in first-seen order.
+fn group_cells(cells: &[CellResult]) -> Vec<Vec<&CellResult>> {
+    let mut index: HashMap<(&str, &str), usize> = HashMap::new();
+    let mut groups: Vec<Vec<&CellResult>> = Vec::new();
+    for cell in cells {
+        let i = *index
+            .entry((cell.suite.as_str(), cell.backend.as_str()))
+            .or_insert_with(|| {
+                groups.push(Vec::new());
+                groups.len() - 1
+            });
+        groups[i].push(cell);
+    }
+    groups
+}
+
+/// `text` as it goes into the XML: [`clean`]ed, with tabs expanded to spaces (8-column
+/// stops). quick-junit passes every string through `strip-ansi-escapes`, which drops tabs
+/// and carriage returns; expanding tabs first keeps a log's indentation.
+fn for_xml(text: &str) -> String {
+    let text = clean(text);
+    if !text.contains('\t') {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut column = 0;
+    for c in text.chars() {
+        match c {
+            '\t' => {
+                let spaces = 8 - column % 8;
+                out.extend(std::iter::repeat_n(' ', spaces));
+                column += spaces;
+            }
+            '\n' | '\r' => {
+                out.push(c);
+                column = 0;
+            }
+            _ => {
+                out.push(c);
+                column += 1;
+            }
+        }
+    }
+    out
+}
+
+/// `text` without terminal escape sequences and without characters XML 1.0 cannot hold
+/// or that are control characters: C0 controls except tab, newline and carriage return,
+/// DEL and C1 controls, U+FFFE and U+FFFF.
+pub(crate) fn clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => skip_escape_sequence(&mut chars),
+            // C1 CSI: the 8-bit form of ESC [.
+            '\u{9b}' => skip_csi(&mut chars),
+            '\t' | '\n' | '\r' => out.push(c),
+            '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{fffe}' | '\u{ffff}' => {}
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Skips what follows an ESC (ECMA-48): a CSI sequence, a string command (OSC, DCS,
+/// ...) up to its terminator, or a two-character escape.
+fn skip_escape_sequence(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    match chars.peek() {
+        Some('[') => {
+            chars.next();
+            skip_csi(chars);
+        }
+        // OSC, DCS, SOS, PM, APC: up to BEL or ST (ESC \).
+        Some(']' | 'P' | 'X' | '^' | '_') => {
+            chars.next();
+            while let Some(c) = chars.next() {
+                if c == '\u{7}' || c == '\u{9c}' {
+                    break;
+                }
+                if c == '\u{1b}' {
+                    if chars.peek() == Some(&'\\') {
+                        chars.next();
+                    }
+                    break;
+                }
+            }
+        }
+        // ESC followed by intermediates (0x20-0x2F), then one final character.
+        Some(_) => {
+            while chars
+                .next_if(|c| ('\u{20}'..='\u{2f}').contains(c))
+                .is_some()
+            {}
+            chars.next_if(|c| ('\u{30}'..='\u{7e}').contains(c));
+        }
+        None => {}
+    }
+}
+
+/// Skips a CSI sequence's parameters, intermediates and final byte.
+fn skip_csi(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    while chars
+        .next_if(|c| ('\u{30}'..='\u{3f}').contains(c))
+        .is_some()
+    {}
+    while chars
+        .next_if(|c| ('\u{20}'..='\u{2f}').contains(c))
+        .is_some()
+    {}
+    chars.next_if(|c| ('\u{40}'..='\u{7e}').contains(c));
+}
+
+/// Writes `bytes` to a temporary file next to `path`, then renames it over `path`, so
+/// a reader never sees half a report. Creates the parent directories.
+fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let file_name = path
+        .file_name()
+        .with_context(|| format!("{} is not a file path", path.display()))?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| -> anyhow::Result<()> {
+        let mut file =
+            fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(suite: &str, backend: &str, case: &str, status: Status) -> CellResult {
+        CellResult {
+            suite: suite.into(),
+            backend: backend.into(),
+            case: case.into(),
+            status,
+            duration: Duration::from_millis(1500),
+            properties: vec![],
+            log: String::new(),
+        }
+    }
+
+    /// One cell of each status across two (suite, backend) pairs, with dirty strings.
+    fn sample_run() -> RunResult {
+        let mut passed = cell("baseline", "softhsm", "rsa2048 sign", Status::Passed);
+        passed.log = "step 1 \x1b[31mred\x1b[0m ok\nNUL:\0: bell:\x07: tab:\t: ünï ✓".into();
+        passed.properties = vec![
+            ("module".into(), "/usr/lib/softhsm/libsofthsm2.so".into()),
+            ("library-version".into(), "2.6\x1b[1m.1".into()),
+        ];
+        let mut failed = cell(
+            "baseline",
+            "softhsm",
+            "ecdsa-p256 verify",
+            Status::Failed {
+                message: "step 2: signature \x1b[1mmismatch\x1b[0m\nsecond line".into(),
+            },
+        );
+        failed.properties = vec![
+            ("module".into(), "ignored: first value wins".into()),
+            ("token-label".into(), "harness".into()),
+        ];
+        failed.log = "log with ]]> and <tags> & \u{ffff} and \u{85}".into();
+        let errored = cell(
+            "baseline",
+            "kmip",
+            "rsa2048 sign",
+            Status::Errored {
+                message: "killed by signal 9 (SIGKILL)".into(),
+            },
+        );
+        let skipped = cell(
+            "baseline",
+            "kmip",
+            "ed25519 sign",
+            Status::Skipped {
+                reason: "backend lacks capability ed25519".into(),
+            },
+        );
+        let again = cell("baseline", "softhsm", "random", Status::Passed);
+        RunResult {
+            cells: vec![passed, failed, errored, skipped, again],
+        }
+    }
+
+    fn assert_no_control_chars(text: &str) {
+        for (i, c) in text.char_indices() {
+            assert!(
+                (!c.is_control() || matches!(c, '\n' | '\t' | '\r'))
+                    && !matches!(c, '\u{fffe}' | '\u{ffff}'),
+                "control character U+{:04X} at byte {i} in {text:?}",
+                c as u32
+            );
+        }
+    }
+
+    #[test]
+    fn clean_strips_escapes_and_controls() {
+        assert_eq!(clean("\x1b[31mred\x1b[0m"), "red");
+        assert_eq!(clean("a\0b\x07c\x7fd\u{9b}1;2mE"), "abcdE");
+        assert_eq!(clean("\x1b]0;title\x07after"), "after");
+        assert_eq!(clean("\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\"), "link");
+        assert_eq!(clean("\x1b(Bx\x1b7y\x1b"), "xy");
+        assert_eq!(
+            clean("keep\ttab\nnewline\r\n and ünïcödé ✓"),
+            "keep\ttab\nnewline\r\n and ünïcödé ✓"
+        );
+        assert_eq!(clean("\u{fffe}\u{ffff}\u{fffd}"), "\u{fffd}");
+    }
+
+    #[test]
+    fn tabs_are_expanded_for_xml() {
+        assert_eq!(
+            for_xml("a\tb\n\tc\x1b[0m\tdefghijkl\te"),
+            "a       b\n        c       defghijkl       e"
+        );
+    }
+
+    #[test]
+    fn junit_report_is_valid_and_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/deeper/junit.xml");
+        write_junit(&sample_run(), &path).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert_no_control_chars(&text);
+        assert!(!text.contains("[31m"), "ANSI escape left over:\n{text}");
+
+        let doc = roxmltree::Document::parse(&text).expect("the report is well-formed XML");
+        let root = doc.root_element();
+        assert_eq!(root.tag_name().name(), "testsuites");
+        assert_eq!(root.attribute("tests"), Some("5"));
+        assert_eq!(root.attribute("failures"), Some("1"));
+        assert_eq!(root.attribute("errors"), Some("1"));
+
+        let suites: Vec<_> = root
+            .children()
+            .filter(|n| n.has_tag_name("testsuite"))
+            .collect();
+        let names: Vec<_> = suites
+            .iter()
+            .map(|s| s.attribute("name").unwrap())
+            .collect();
+        assert_eq!(names, ["baseline.softhsm", "baseline.kmip"]);
+        assert_eq!(suites[0].attribute("tests"), Some("3"));
+        assert_eq!(suites[0].attribute("failures"), Some("1"));
+        assert_eq!(suites[1].attribute("tests"), Some("2"));
+        assert_eq!(suites[1].attribute("errors"), Some("1"));
+        assert_eq!(suites[1].attribute("skipped"), Some("1"));
+
+        let properties = |suite: roxmltree::Node| -> Vec<(String, String)> {
+            suite
+                .descendants()
+                .filter(|n| n.has_tag_name("property"))
+                .map(|p| {
+                    (
+                        p.attribute("name").unwrap().into(),
+                        p.attribute("value").unwrap().into(),
+                    )
+                })
+                .collect()
+        };
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            properties(suites[0]),
+            [
+                pair("backend", "softhsm"),
+                pair("module", "/usr/lib/softhsm/libsofthsm2.so"),
+                pair("library-version", "2.6.1"),
+                pair("token-label", "harness"),
+            ]
+        );
+        assert_eq!(properties(suites[1]), [pair("backend", "kmip")]);
+
+        let cases: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("testcase"))
+            .collect();
+        assert_eq!(cases.len(), 5);
+        let by_name = |suite: &str, name: &str| {
+            *cases
+                .iter()
+                .find(|c| {
+                    c.attribute("classname") == Some(suite) && c.attribute("name") == Some(name)
+                })
+                .unwrap_or_else(|| panic!("no testcase {suite} / {name}"))
+        };
+
+        let passed = by_name("baseline.softhsm", "rsa2048 sign");
+        assert_eq!(passed.attribute("time"), Some("1.500"));
+        assert!(!passed
+            .children()
+            .any(|n| n.has_tag_name("failure") || n.has_tag_name("error")));
+        let out = passed
+            .children()
+            .find(|n| n.has_tag_name("system-out"))
+            .unwrap();
+        // Tabs become spaces up to the next 8-column stop.
+        assert_eq!(
+            out.text(),
+            Some("step 1 red ok\nNUL:: bell:: tab:       : ünï ✓")
+        );
+
+        let failed = by_name("baseline.softhsm", "ecdsa-p256 verify");
+        let failure = failed
+            .children()
+            .find(|n| n.has_tag_name("failure"))
+            .unwrap();
+        assert_eq!(failure.attribute("type"), Some("failure"));
+        // Attribute values fold the newline into a space; the text keeps it.
+        assert_eq!(
+            failure.attribute("message"),
+            Some("step 2: signature mismatch second line")
+        );
+        assert_eq!(
+            failure.text(),
+            Some("step 2: signature mismatch\nsecond line")
+        );
+        let out = failed
+            .children()
+            .find(|n| n.has_tag_name("system-out"))
+            .unwrap();
+        assert_eq!(out.text(), Some("log with ]]> and <tags> &  and "));
+
+        let errored = by_name("baseline.kmip", "rsa2048 sign");
+        let error = errored
+            .children()
+            .find(|n| n.has_tag_name("error"))
+            .unwrap();
+        assert_eq!(error.attribute("type"), Some("error"));
+        assert_eq!(
+            error.attribute("message"),
+            Some("killed by signal 9 (SIGKILL)")
+        );
+        assert!(!errored.children().any(|n| n.has_tag_name("system-out")));
+
+        let skipped = by_name("baseline.kmip", "ed25519 sign");
+        let skip = skipped
+            .children()
+            .find(|n| n.has_tag_name("skipped"))
+            .unwrap();
+        assert_eq!(
+            skip.attribute("message"),
+            Some("backend lacks capability ed25519")
+        );
+
+        // Every skipped element carries its reason.
+        for skip in doc.descendants().filter(|n| n.has_tag_name("skipped")) {
+            assert!(!skip.attribute("message").unwrap_or("").is_empty());
+        }
+
+        // quick-junit reads it back too.
+        let back = Report::deserialize_from_str(&text).unwrap();
+        assert_eq!(back.tests, 5);
+
+        // No temporary file left behind.
+        let left: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(left.len(), 1);
+    }
+
+    #[test]
+    fn empty_run_is_valid_junit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junit.xml");
+        write_junit(&RunResult::default(), &path).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        let doc = roxmltree::Document::parse(&text).unwrap();
+        assert_eq!(doc.root_element().attribute("tests"), Some("0"));
+    }
+
+    #[test]
+    fn rewriting_replaces_the_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junit.xml");
+        write_junit(&sample_run(), &path).unwrap();
+        write_junit(&RunResult::default(), &path).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("testcase"), "{text}");
+    }
+
+    #[test]
+    fn unwritable_path_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        fs::write(&blocker, "").unwrap();
+        let err = write_junit(&sample_run(), &blocker.join("junit.xml")).unwrap_err();
+        assert!(format!("{err:#}").contains("junit.xml"), "{err:#}");
+    }
+
+    #[test]
+    fn json_twin_has_tally_and_cells() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out/results.json");
+        let run = sample_run();
+        write_json(&run, &path).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            value["tally"],
+            serde_json::json!({"passed": 2, "failed": 1, "errored": 1, "skipped": 1})
+        );
+        let cells = value["cells"].as_array().unwrap();
+        assert_eq!(cells.len(), 5);
+        assert_eq!(cells[1]["status"], "failed");
+        assert_eq!(cells[3]["reason"], "backend lacks capability ed25519");
+        assert_eq!(cells[0]["duration"], 1.5);
+        // Lossless: the JSON keeps the original strings, and they read back.
+        let back: Vec<CellResult> = serde_json::from_value(value["cells"].clone()).unwrap();
+        assert_eq!(back[0].log, run.cells[0].log);
+        assert_eq!(back[1].status, run.cells[1].status);
+    }
+}

@@ -1,0 +1,103 @@
+//! What a run produced: small data types shared by the runner and the reporters.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How one cell (one case on one backend) ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum Status {
+    Passed,
+    /// An expectation did not hold. `message` says which step and why.
+    Failed { message: String },
+    /// The case could not run: a crash, a timeout, a backend that would not start.
+    /// `message` is "timeout", "killed by signal N (SIGX)", or the error.
+    Errored { message: String },
+    /// Not run, with the reason (e.g. the backend lacks a capability).
+    Skipped { reason: String },
+}
+
+impl Status {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Status::Passed => "PASS",
+            Status::Failed { .. } => "FAIL",
+            Status::Errored { .. } => "ERROR",
+            Status::Skipped { .. } => "SKIP",
+        }
+    }
+}
+
+/// The result of one cell.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CellResult {
+    /// The suite's name (its `suite:` field).
+    pub suite: String,
+    /// The backend's name (its `backend:` field).
+    pub backend: String,
+    /// The case's name, unique within the suite.
+    pub case: String,
+    #[serde(flatten)]
+    pub status: Status,
+    #[serde(with = "duration_secs")]
+    pub duration: Duration,
+    /// Facts about the backend and the run (module path, library version, token label, ...).
+    pub properties: Vec<(String, String)>,
+    /// The cell's log: steps as they ran, then (on a crash) the tail of stderr.
+    pub log: String,
+}
+
+/// The results of one whole run, in matrix order.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunResult {
+    pub cells: Vec<CellResult>,
+}
+
+/// Counts by status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Tally {
+    pub passed: usize,
+    pub failed: usize,
+    pub errored: usize,
+    pub skipped: usize,
+}
+
+impl Tally {
+    pub fn of<'a>(cells: impl IntoIterator<Item = &'a CellResult>) -> Tally {
+        let mut t = Tally::default();
+        for c in cells {
+            match c.status {
+                Status::Passed => t.passed += 1,
+                Status::Failed { .. } => t.failed += 1,
+                Status::Errored { .. } => t.errored += 1,
+                Status::Skipped { .. } => t.skipped += 1,
+            }
+        }
+        t
+    }
+
+    pub fn total(&self) -> usize {
+        self.passed + self.failed + self.errored + self.skipped
+    }
+
+    /// A run is good when nothing failed or errored.
+    pub fn is_success(&self) -> bool {
+        self.failed == 0 && self.errored == 0
+    }
+}
+
+mod duration_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}

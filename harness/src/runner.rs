@@ -1,0 +1,380 @@
+//! The runner: the matrix of case x backend, each cell in its own child process.
+//!
+//! A cell is the harness re-executing itself (`hsm-harness cell ...`) in a new process
+//! group with a private work directory. A cell that crashes (a module that aborts) or
+//! overruns `--timeout` (a module that hangs) is killed with its whole process group
+//! and reported as an error carrying the signal or "timeout" and the tail of its
+//! stderr; the run goes on with the next cell. Cells whose backend cannot start here,
+//! or lacks a capability the case needs, are skipped with that reason and never
+//! started.
+
+use std::fs::File;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use globset::{Glob, GlobMatcher};
+
+use crate::backend::Backend;
+use crate::cell::{CellReport, RESULT_FILE};
+use crate::outcome::{CellResult, RunResult, Status};
+use crate::suite::Suite;
+
+/// How many lines of a dead cell's stderr go into its error message.
+const STDERR_TAIL_LINES: usize = 20;
+/// The most of a cell's log kept for the report.
+const LOG_LIMIT: usize = 256 * 1024;
+
+/// One cell of the matrix, by index into the plan's suites and backends.
+#[derive(Clone, Copy, Debug)]
+pub struct PlannedCell {
+    pub suite: usize,
+    pub case: usize,
+    pub backend: usize,
+}
+
+/// Which cells to run.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// Backend names; empty = all.
+    pub backends: Vec<String>,
+    /// Glob over case names and over `suite.backend/case`.
+    pub filter: Option<String>,
+    /// Suite or case tags; empty = all. A cell is selected if it has any of them.
+    pub tags: Vec<String>,
+}
+
+/// The suites and backends of a run and the cells chosen from them.
+pub struct Plan {
+    pub suites: Vec<Suite>,
+    pub backends: Vec<Backend>,
+    pub cells: Vec<PlannedCell>,
+}
+
+impl Plan {
+    /// The matrix in order: suite, then backend, then case.
+    ///
+    /// Refused: a `--backend` naming no loaded backend, or a filter that is not a glob.
+    pub fn new(
+        suites: Vec<Suite>,
+        backends: Vec<Backend>,
+        selection: &Selection,
+    ) -> anyhow::Result<Plan> {
+        for wanted in &selection.backends {
+            if !backends.iter().any(|b| &b.name == wanted) {
+                let known: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
+                anyhow::bail!(
+                    "no backend named '{wanted}' (known: {})",
+                    known.join(", ")
+                );
+            }
+        }
+        let filter: Option<GlobMatcher> = selection
+            .filter
+            .as_deref()
+            .map(|g| Glob::new(g).map(|g| g.compile_matcher()))
+            .transpose()
+            .context("--filter is not a valid glob")?;
+        let mut cells = Vec::new();
+        for (si, suite) in suites.iter().enumerate() {
+            for (bi, backend) in backends.iter().enumerate() {
+                if !selection.backends.is_empty() && !selection.backends.contains(&backend.name)
+                {
+                    continue;
+                }
+                for (ci, case) in suite.cases.iter().enumerate() {
+                    if let Some(f) = &filter {
+                        let id = format!("{}.{}/{}", suite.name, backend.name, case.name);
+                        if !f.is_match(&case.name) && !f.is_match(&id) {
+                            continue;
+                        }
+                    }
+                    if !selection.tags.is_empty()
+                        && !suite
+                            .tags
+                            .iter()
+                            .chain(&case.tags)
+                            .any(|t| selection.tags.contains(t))
+                    {
+                        continue;
+                    }
+                    cells.push(PlannedCell {
+                        suite: si,
+                        case: ci,
+                        backend: bi,
+                    });
+                }
+            }
+        }
+        Ok(Plan {
+            suites,
+            backends,
+            cells,
+        })
+    }
+
+    /// Why a cell will not run here, if it will not.
+    pub fn skip_reason(&self, cell: &PlannedCell) -> Option<String> {
+        let backend = &self.backends[cell.backend];
+        if let Some(reason) = backend.unavailable_reason() {
+            return Some(format!("backend '{}' cannot start here: {reason}", backend.name));
+        }
+        let case = &self.suites[cell.suite].cases[cell.case];
+        backend.missing(&case.requires).map(|c| {
+            format!(
+                "backend '{}' lacks capability '{c}' (capability profile in {})",
+                backend.name,
+                backend.path.display()
+            )
+        })
+    }
+}
+
+/// Settings for a run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub jobs: usize,
+    pub timeout: Duration,
+    /// The program to start for each cell (this harness).
+    pub program: PathBuf,
+}
+
+/// Runs every cell of `plan`, `jobs` at a time, calling `on_done` as each finishes
+/// (in completion order). Returns the results in matrix order.
+pub fn run(
+    plan: &Plan,
+    options: &RunOptions,
+    mut on_done: impl FnMut(usize, usize, &CellResult),
+) -> anyhow::Result<RunResult> {
+    let root = tempfile::Builder::new()
+        .prefix("hsm-harness-run-")
+        .tempdir()
+        .context("creating the run's work directory")?;
+    let total = plan.cells.len();
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::channel::<(usize, CellResult)>();
+    let mut results: Vec<Option<CellResult>> = vec![None; total];
+    std::thread::scope(|scope| {
+        for _ in 0..options.jobs.max(1).min(total.max(1)) {
+            let tx = tx.clone();
+            let next = &next;
+            let root = root.path();
+            scope.spawn(move || loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= total {
+                    break;
+                }
+                let result = run_cell(plan, &plan.cells[i], i, root, options);
+                if tx.send((i, result)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        let mut done = 0;
+        for (i, result) in rx {
+            done += 1;
+            on_done(done, total, &result);
+            results[i] = Some(result);
+        }
+    });
+    Ok(RunResult {
+        cells: results.into_iter().flatten().collect(),
+    })
+}
+
+fn run_cell(
+    plan: &Plan,
+    cell: &PlannedCell,
+    index: usize,
+    root: &Path,
+    options: &RunOptions,
+) -> CellResult {
+    let suite = &plan.suites[cell.suite];
+    let case = &suite.cases[cell.case];
+    let backend = &plan.backends[cell.backend];
+    let mut result = CellResult {
+        suite: suite.name.clone(),
+        backend: backend.name.clone(),
+        case: case.name.clone(),
+        status: Status::Passed,
+        duration: Duration::ZERO,
+        properties: vec![
+            ("backend".into(), backend.name.clone()),
+            ("provider".into(), backend.provider_name().into()),
+        ],
+        log: String::new(),
+    };
+    if let Some(reason) = plan.skip_reason(cell) {
+        result.status = Status::Skipped { reason };
+        return result;
+    }
+    let started = Instant::now();
+    let workdir = root.join(format!("cell-{index}"));
+    let outcome = spawn_and_wait(&workdir, suite, &case.name, backend, options);
+    result.duration = started.elapsed();
+    match outcome {
+        Ok((report, log)) => {
+            result.status = report.status;
+            for (k, v) in report.properties {
+                if !result.properties.iter().any(|(pk, _)| *pk == k) {
+                    result.properties.push((k, v));
+                }
+            }
+            result.log = log;
+        }
+        Err((message, log)) => {
+            result.status = Status::Errored { message };
+            result.log = log;
+        }
+    }
+    // The cell's backend (token directory, key files) goes with its work directory.
+    let _ = std::fs::remove_dir_all(&workdir);
+    result
+}
+
+type CellOutcome = Result<(CellReport, String), (String, String)>;
+
+fn spawn_and_wait(
+    workdir: &Path,
+    suite: &Suite,
+    case: &str,
+    backend: &Backend,
+    options: &RunOptions,
+) -> CellOutcome {
+    let fail = |m: String| Err((m, String::new()));
+    if let Err(e) = std::fs::create_dir_all(workdir) {
+        return fail(format!("cannot create {}: {e}", workdir.display()));
+    }
+    let log_path = workdir.join("cell.log");
+    let log_file = match File::create(&log_path) {
+        Ok(f) => f,
+        Err(e) => return fail(format!("cannot create {}: {e}", log_path.display())),
+    };
+    let stderr = match log_file.try_clone() {
+        Ok(f) => f,
+        Err(e) => return fail(format!("cannot share {}: {e}", log_path.display())),
+    };
+    let spawned = Command::new(&options.program)
+        .arg("cell")
+        .arg("--suite")
+        .arg(&suite.path)
+        .arg("--case")
+        .arg(case)
+        .arg("--backend")
+        .arg(&backend.path)
+        .arg("--workdir")
+        .arg(workdir)
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(stderr)
+        // Its own process group, so a timeout kills whatever the cell started too.
+        .process_group(0)
+        .spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => {
+            return fail(format!(
+                "cannot start {}: {e}",
+                options.program.display()
+            ))
+        }
+    };
+    let deadline = Instant::now() + options.timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() >= deadline => break None,
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                kill_group(child.id());
+                let _ = child.wait();
+                return Err((format!("lost the cell process: {e}"), read_log(&log_path)));
+            }
+        }
+    };
+    let Some(status) = status else {
+        kill_group(child.id());
+        let _ = child.wait();
+        let log = read_log(&log_path);
+        return Err((
+            format!(
+                "timeout: the cell ran longer than {:?} and was killed\n{}",
+                options.timeout,
+                tail(&log)
+            ),
+            log,
+        ));
+    };
+    // Whatever the cell left running in its group goes too.
+    kill_group(child.id());
+    let log = read_log(&log_path);
+    let report = std::fs::read(workdir.join(RESULT_FILE))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<CellReport>(&b).ok());
+    match (report, status.signal()) {
+        (Some(report), None) if status.success() => Ok((report, log)),
+        (_, Some(sig)) => Err((
+            format!(
+                "the cell process was killed by signal {sig} ({})\n{}",
+                signal_name(sig),
+                tail(&log)
+            ),
+            log,
+        )),
+        (_, None) => Err((
+            format!(
+                "the cell process exited with status {} without a result\n{}",
+                status.code().unwrap_or(-1),
+                tail(&log)
+            ),
+            log,
+        )),
+    }
+}
+
+fn kill_group(pid: u32) {
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory involved.
+    unsafe {
+        libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
+    }
+}
+
+fn read_log(path: &Path) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let start = bytes.len().saturating_sub(LOG_LIMIT);
+    let mut text = String::from_utf8_lossy(&bytes[start..]).into_owned();
+    if start > 0 {
+        text.insert_str(0, "[... log truncated ...]\n");
+    }
+    text
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    let from = lines.len().saturating_sub(STDERR_TAIL_LINES);
+    let mut out = String::from("stderr tail:\n");
+    out.push_str(&lines[from..].join("\n"));
+    out
+}
+
+/// The conventional name of a signal number.
+pub fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGILL => "SIGILL",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGINT => "SIGINT",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGTRAP => "SIGTRAP",
+        _ => "signal",
+    }
+}

@@ -1,0 +1,1006 @@
+//! The PKCS#11 signer: key pairs on a token, reached through a PKCS#11 module.
+//!
+//! Contract, beyond [`Signer`]'s:
+//!
+//! - Lazy: [`Pkcs11Signer::new`] touches nothing. The first call that needs the token
+//!   loads the module, finds the slot, opens a read/write session and logs in as the
+//!   user (when `login` is on). Every later call reuses that session, one call at a
+//!   time (a PKCS#11 session must not be used by two threads at once).
+//! - One module load per process: modules are kept in a process-wide registry keyed by
+//!   library path, so signers on the same library share one `C_Initialize` (a second
+//!   one is at best refused and at worst crashes the module). A module someone else in
+//!   the process already initialised (CKR_CRYPTOKI_ALREADY_INITIALIZED) is used as is.
+//!   Modules are never finalised.
+//! - The login is per token and per process in PKCS#11: a second signer on a token
+//!   that is already logged in is told CKR_USER_ALREADY_LOGGED_IN, which counts as
+//!   success, whatever PIN it holds.
+//! - Keys are found by CKA_ID (the 20-byte [`KeyIdentifier`]) and CKA_CLASS. New keys
+//!   are token objects labelled `hsm-harness`; the private half is private, sensitive,
+//!   not extractable and may only sign.
+//!
+//! Refused, and why:
+//!
+//! - A module that cannot be loaded or initialised, a slot id without a token, a token
+//!   label no slot has (the message lists the labels seen), a wrong or locked PIN:
+//!   [`ErrorKind::Unavailable`]. No message ever holds the PIN.
+//! - `login = true` without a `user_pin`, on a token without a protected
+//!   authentication path: [`ErrorKind::Config`].
+//! - Signing with an algorithm whose key type is not the key's (by CKA_KEY_TYPE, the
+//!   curve in CKA_EC_PARAMS and the RSA modulus size): [`ErrorKind::InvalidInput`],
+//!   before the token sees it (SoftHSM answers CKR_GENERAL_ERROR for ECDSA with an RSA
+//!   key, which says nothing).
+//! - A key whose private half is not on the token: [`ErrorKind::NotFound`].
+//! - CKR_FUNCTION_NOT_SUPPORTED, CKR_RANDOM_NO_RNG, CKR_MECHANISM_INVALID and
+//!   CKR_CURVE_NOT_SUPPORTED: [`ErrorKind::Unsupported`].
+//! - A lost session (CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED,
+//!   CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, CKR_USER_NOT_LOGGED_IN,
+//!   CKR_CRYPTOKI_NOT_INITIALIZED): [`ErrorKind::Unavailable`]; the connection is
+//!   dropped and the next call connects afresh.
+//! - Every other PKCS#11 error: [`ErrorKind::Backend`], naming the function and the
+//!   CKR code.
+//!
+//! ECDSA is hashed here (SHA-256 or SHA-384) and signed with CKM_ECDSA, because tokens
+//! such as SoftHSM 2.6 offer no CKM_ECDSA_SHA256; the `r || s` the token returns is
+//! re-encoded as DER. RSA uses CKM_SHA256_RSA_PKCS and CKM_SHA256_RSA_PKCS_PSS
+//! (MGF1-SHA-256, salt 32), Ed25519 CKM_EDDSA without parameters.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+
+use crate::config::{Pkcs11Config, SlotSelector};
+use crate::encoding::{self, ec_spki_der, ed25519_spki_der, rsa_spki_der};
+use crate::{
+    Algorithm, CreatedKey, ErrorKind, KeyIdentifier, KeyType, Signer, SignerError, SignerInfo,
+};
+
+/// The CKA_LABEL put on both halves of every key pair this signer creates.
+pub const KEY_LABEL: &str = "hsm-harness";
+
+/// Modules loaded in this process, by canonical library path. Never emptied: a module
+/// is initialised once and stays loaded for the life of the process.
+static MODULES: Mutex<Vec<(PathBuf, Pkcs11)>> = Mutex::new(Vec::new());
+
+/// The module at `path`, loaded and initialised once per process.
+fn module(path: &Path) -> Result<Pkcs11, String> {
+    let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    // Held across loading and C_Initialize: parallel initialisation crashes some
+    // modules (rust-cryptoki #260).
+    let mut modules = MODULES.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, m)) = modules.iter().find(|(p, _)| *p == key) {
+        return Ok(m.clone());
+    }
+    let m = Pkcs11::new(path)
+        .map_err(|e| format!("cannot load PKCS#11 module {}: {e}", path.display()))?;
+    initialize(&m).map_err(|e| format!("{} ({})", describe(&e), path.display()))?;
+    modules.push((key, m.clone()));
+    Ok(m)
+}
+
+/// C_Initialize with OS locking; a module already initialised in this process is fine.
+fn initialize(m: &Pkcs11) -> Result<(), CkError> {
+    match m.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// `C_Sign`, from cryptoki's `Function::Sign`.
+fn function_name(f: Function) -> String {
+    format!("C_{f:?}")
+}
+
+/// `CKR_PIN_INCORRECT`, from cryptoki's `RvError::PinIncorrect`.
+fn rv_name(rv: RvError) -> String {
+    match rv {
+        RvError::VendorDefined(code) => format!("CKR_VENDOR_DEFINED+{code:#x}"),
+        RvError::UnknownErrorCode(code) => format!("unknown CKR {code:#x}"),
+        other => {
+            let camel = format!("{other:?}");
+            let mut name = String::from("CKR");
+            for c in camel.chars() {
+                if c.is_ascii_uppercase() {
+                    name.push('_');
+                }
+                name.push(c.to_ascii_uppercase());
+            }
+            name
+        }
+    }
+}
+
+/// "C_Sign answered CKR_GENERAL_ERROR", or cryptoki's own words for other errors.
+fn describe(e: &CkError) -> String {
+    match e {
+        CkError::Pkcs11(rv, f) => format!("{} answered {}", function_name(*f), rv_name(*rv)),
+        other => other.to_string(),
+    }
+}
+
+/// Errors after which the session cannot be trusted: drop it and reconnect next time.
+fn is_connection_lost(rv: RvError) -> bool {
+    matches!(
+        rv,
+        RvError::SessionHandleInvalid
+            | RvError::SessionClosed
+            | RvError::DeviceRemoved
+            | RvError::TokenNotPresent
+            | RvError::UserNotLoggedIn
+            | RvError::CryptokiNotInitialized
+    )
+}
+
+/// An error inside an operation, with whether the connection must be dropped.
+struct OpError {
+    error: SignerError,
+    lost: bool,
+}
+
+impl From<SignerError> for OpError {
+    fn from(error: SignerError) -> Self {
+        Self { error, lost: false }
+    }
+}
+
+/// Turns cryptoki results into [`OpError`]s, with what was being done.
+trait CkContext<T> {
+    fn ck(self, signer: &str, what: &str) -> Result<T, OpError>;
+}
+
+impl<T> CkContext<T> for Result<T, CkError> {
+    fn ck(self, signer: &str, what: &str) -> Result<T, OpError> {
+        self.map_err(|e| classify(signer, what, &e))
+    }
+}
+
+/// The generic mapping of a PKCS#11 error; callers handle their special cases first.
+fn classify(signer: &str, what: &str, e: &CkError) -> OpError {
+    let text = format!("signer '{signer}': {what}: {}", describe(e));
+    let CkError::Pkcs11(rv, _) = e else {
+        return SignerError::backend(text).into();
+    };
+    if is_connection_lost(*rv) {
+        return OpError {
+            error: SignerError::unavailable(format!(
+                "{text}; the session is dropped and the next call reconnects"
+            )),
+            lost: true,
+        };
+    }
+    let kind = match rv {
+        RvError::FunctionNotSupported
+        | RvError::RandomNoRng
+        | RvError::MechanismInvalid
+        | RvError::CurveNotSupported => ErrorKind::Unsupported,
+        RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid => ErrorKind::NotFound,
+        _ => ErrorKind::Backend,
+    };
+    SignerError::new(kind, text).into()
+}
+
+/// A live connection: the module, the slot, and the logged-in session.
+struct Connection {
+    module: Pkcs11,
+    slot: Slot,
+    token_label: String,
+    session: Session,
+}
+
+/// The key-generation and signing mechanisms an algorithm needs.
+fn mechanisms(alg: Algorithm) -> (MechanismType, MechanismType) {
+    match alg {
+        Algorithm::Rsa2048Pkcs1Sha256 => (
+            MechanismType::RSA_PKCS_KEY_PAIR_GEN,
+            MechanismType::SHA256_RSA_PKCS,
+        ),
+        Algorithm::Rsa2048PssSha256 => (
+            MechanismType::RSA_PKCS_KEY_PAIR_GEN,
+            MechanismType::SHA256_RSA_PKCS_PSS,
+        ),
+        Algorithm::EcdsaP256Sha256 | Algorithm::EcdsaP384Sha384 => {
+            (MechanismType::ECC_KEY_PAIR_GEN, MechanismType::ECDSA)
+        }
+        Algorithm::Ed25519 => (
+            MechanismType::ECC_EDWARDS_KEY_PAIR_GEN,
+            MechanismType::EDDSA,
+        ),
+    }
+}
+
+/// The key size (in bits, as PKCS#11 counts for RSA and EC) a key type needs.
+fn key_bits(kt: KeyType) -> usize {
+    match kt {
+        KeyType::Rsa2048 => 2048,
+        KeyType::EcP256 | KeyType::Ed25519 => 256,
+        KeyType::EcP384 => 384,
+    }
+}
+
+/// Number of significant bits in a big-endian unsigned integer.
+fn bit_len(n: &[u8]) -> usize {
+    match n.iter().position(|b| *b != 0) {
+        None => 0,
+        Some(i) => (n.len() - i - 1) * 8 + (8 - n[i].leading_zeros() as usize),
+    }
+}
+
+/// What one key object says about itself: the attributes needed for its type and its
+/// public key. Attributes the token does not have (or hides) are `None`.
+#[derive(Default)]
+struct KeyFacts {
+    key_type: Option<CkKeyType>,
+    modulus: Option<Vec<u8>>,
+    exponent: Option<Vec<u8>>,
+    ec_params: Option<Vec<u8>>,
+    ec_point: Option<Vec<u8>>,
+}
+
+impl KeyFacts {
+    fn read(session: &Session, handle: ObjectHandle) -> Result<Self, CkError> {
+        let attrs = session.get_attributes(
+            handle,
+            &[
+                AttributeType::KeyType,
+                AttributeType::Modulus,
+                AttributeType::PublicExponent,
+                AttributeType::EcParams,
+                AttributeType::EcPoint,
+            ],
+        )?;
+        let mut facts = KeyFacts::default();
+        for a in attrs {
+            match a {
+                Attribute::KeyType(t) => facts.key_type = Some(t),
+                Attribute::Modulus(v) => facts.modulus = Some(v),
+                Attribute::PublicExponent(v) => facts.exponent = Some(v),
+                Attribute::EcParams(v) => facts.ec_params = Some(v),
+                Attribute::EcPoint(v) => facts.ec_point = Some(v),
+                _ => {}
+            }
+        }
+        Ok(facts)
+    }
+
+    /// Our key type, `Ok(None)` when the object does not say enough (no modulus, no
+    /// curve), or `Err` describing a key we do not handle.
+    fn our_key_type(&self) -> Result<Option<KeyType>, String> {
+        let Some(t) = self.key_type else {
+            return Ok(None);
+        };
+        if t == CkKeyType::RSA {
+            return match self.modulus.as_deref().map(bit_len) {
+                None => Ok(None),
+                Some(2048) => Ok(Some(KeyType::Rsa2048)),
+                Some(bits) => Err(format!("an RSA-{bits} key")),
+            };
+        }
+        let curve = self
+            .ec_params
+            .as_deref()
+            .map(|p| (encoding::key_type_from_ec_params(p), hex::encode(p)));
+        if t == CkKeyType::EC {
+            return match curve {
+                None => Ok(None),
+                Some((Some(kt @ (KeyType::EcP256 | KeyType::EcP384)), _)) => Ok(Some(kt)),
+                Some((_, hex)) => Err(format!("an EC key on a curve we do not handle ({hex})")),
+            };
+        }
+        if t == CkKeyType::EC_EDWARDS {
+            return match curve {
+                None | Some((Some(KeyType::Ed25519), _)) => Ok(Some(KeyType::Ed25519)),
+                Some((_, hex)) => Err(format!("an EdDSA key on another curve ({hex})")),
+            };
+        }
+        Err(format!("a key of type {t}"))
+    }
+
+    /// The SubjectPublicKeyInfo, from a public key object's attributes.
+    fn spki(&self) -> Result<Vec<u8>, SignerError> {
+        let missing = |what: &str| {
+            SignerError::backend(format!("the public key object has no readable {what}"))
+        };
+        match self.key_type {
+            Some(t) if t == CkKeyType::RSA => {
+                let n = self.modulus.as_deref().ok_or_else(|| missing("CKA_MODULUS"))?;
+                let e = self
+                    .exponent
+                    .as_deref()
+                    .ok_or_else(|| missing("CKA_PUBLIC_EXPONENT"))?;
+                if bit_len(n) == 0 || bit_len(e) == 0 {
+                    return Err(SignerError::backend("the RSA public key is zero"));
+                }
+                Ok(rsa_spki_der(n, e))
+            }
+            Some(_) => {
+                let kt = self
+                    .our_key_type()
+                    .map_err(|what| SignerError::unsupported(format!("the key is {what}")))?
+                    .ok_or_else(|| missing("CKA_EC_PARAMS"))?;
+                let point = self.ec_point.as_deref().ok_or_else(|| missing("CKA_EC_POINT"))?;
+                match kt {
+                    KeyType::Ed25519 => ed25519_spki_der(point),
+                    curve => ec_spki_der(curve, point),
+                }
+            }
+            None => Err(missing("CKA_KEY_TYPE")),
+        }
+    }
+}
+
+/// Attributes of a private key object, for tests that check how keys are made.
+#[doc(hidden)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PrivateKeyAttributes {
+    pub token: Option<bool>,
+    pub private: Option<bool>,
+    pub sensitive: Option<bool>,
+    pub extractable: Option<bool>,
+    pub always_sensitive: Option<bool>,
+    pub never_extractable: Option<bool>,
+    pub sign: Option<bool>,
+    pub id: Option<Vec<u8>>,
+    pub label: Option<Vec<u8>>,
+}
+
+/// A signer whose keys live on a PKCS#11 token. See the module documentation for the
+/// contract.
+pub struct Pkcs11Signer {
+    name: String,
+    config: Pkcs11Config,
+    conn: Mutex<Option<Connection>>,
+}
+
+impl fmt::Debug for Pkcs11Signer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pkcs11Signer")
+            .field("name", &self.name)
+            .field("lib_path", &self.config.lib_path)
+            .field("slot", &self.config.slot)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pkcs11Signer {
+    /// A signer for `config`. Loads nothing and connects to nothing: that happens on
+    /// the first call that needs the token.
+    pub fn new(name: &str, config: &Pkcs11Config) -> Self {
+        Self {
+            name: name.to_string(),
+            config: config.clone(),
+            conn: Mutex::new(None),
+        }
+    }
+
+    fn unavailable(&self, message: impl fmt::Display) -> SignerError {
+        SignerError::unavailable(format!("signer '{}': {message}", self.name))
+    }
+
+    /// Runs `op` on the connection, connecting first if needed; drops the connection
+    /// when `op` reports it lost.
+    fn with_conn<T>(
+        &self,
+        op: impl FnOnce(&Connection) -> Result<T, OpError>,
+    ) -> Result<T, SignerError> {
+        let mut guard = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = match guard.take() {
+            Some(c) => c,
+            None => self.connect()?,
+        };
+        let result = op(&conn);
+        match result {
+            Err(OpError { error, lost: true }) => {
+                tracing::warn!(signer = %self.name, "dropping the PKCS#11 session: {error}");
+                drop(conn);
+                Err(error)
+            }
+            other => {
+                *guard = Some(conn);
+                other.map_err(|e| e.error)
+            }
+        }
+    }
+
+    /// Loads the module, finds the slot, opens a R/W session and logs in.
+    fn connect(&self) -> Result<Connection, SignerError> {
+        let path = &self.config.lib_path;
+        let module = module(path).map_err(|e| self.unavailable(e))?;
+        let slots = match module.get_slots_with_token() {
+            // Someone finalised the module behind our back: initialise again, once.
+            Err(CkError::Pkcs11(RvError::CryptokiNotInitialized, _)) => {
+                initialize(&module).map_err(|e| self.unavailable(describe(&e)))?;
+                module.get_slots_with_token()
+            }
+            other => other,
+        }
+        .map_err(|e| self.unavailable(format!("listing slots: {}", describe(&e))))?;
+
+        let (slot, token) = self.find_slot(&module, &slots)?;
+        let session = module.open_rw_session(slot).map_err(|e| {
+            self.unavailable(format!(
+                "opening a session on token '{}': {}",
+                token.label(),
+                describe(&e)
+            ))
+        })?;
+        if self.config.login {
+            self.login(&session, &token)?;
+        }
+        tracing::debug!(signer = %self.name, slot = %slot, token = token.label(), "connected");
+        Ok(Connection {
+            module,
+            slot,
+            token_label: token.label().to_string(),
+            session,
+        })
+    }
+
+    fn find_slot(
+        &self,
+        module: &Pkcs11,
+        slots: &[Slot],
+    ) -> Result<(Slot, cryptoki::slot::TokenInfo), SignerError> {
+        let lib = self.config.lib_path.display();
+        let mut seen = Vec::new();
+        for &slot in slots {
+            match module.get_token_info(slot) {
+                Ok(info) => {
+                    let wanted = match &self.config.slot {
+                        SlotSelector::Id(id) => slot.id() == *id,
+                        SlotSelector::Label(label) => info.label() == label,
+                    };
+                    if wanted {
+                        return Ok((slot, info));
+                    }
+                    seen.push(format!("'{}' (slot {:#x})", info.label(), slot.id()));
+                }
+                Err(e) => {
+                    seen.push(format!("slot {:#x}: {}", slot.id(), describe(&e)));
+                }
+            }
+        }
+        let seen = if seen.is_empty() {
+            "no slot has a token".to_string()
+        } else {
+            format!("tokens seen: {}", seen.join(", "))
+        };
+        Err(self.unavailable(format!(
+            "no token with {} in {lib} ({seen})",
+            self.config.slot
+        )))
+    }
+
+    fn login(&self, session: &Session, token: &cryptoki::slot::TokenInfo) -> Result<(), SignerError> {
+        let pin = match &self.config.user_pin {
+            Some(secret) => Some(AuthPin::from(secret.resolve()?)),
+            None if token.protected_authentication_path() => None,
+            None => {
+                return Err(SignerError::config(format!(
+                    "signer '{}': login is on but no user_pin is configured \
+                     (token '{}' has no protected authentication path)",
+                    self.name,
+                    token.label()
+                )))
+            }
+        };
+        let label = token.label();
+        match session.login(UserType::User, pin.as_ref()) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(self
+                .unavailable(format!(
+                    "token '{label}' refused the login: wrong PIN (CKR_PIN_INCORRECT; \
+                     PIN from {})",
+                    self.pin_source()
+                ))),
+            Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(self.unavailable(format!(
+                "token '{label}' refused the login: the user PIN is locked (CKR_PIN_LOCKED)"
+            ))),
+            Err(CkError::Pkcs11(rv @ (RvError::PinLenRange | RvError::PinInvalid), _)) => {
+                Err(self.unavailable(format!(
+                    "token '{label}' refused the login: the PIN from {} is not a valid PIN \
+                     for this token ({})",
+                    self.pin_source(),
+                    rv_name(rv)
+                )))
+            }
+            Err(CkError::Pkcs11(RvError::UserPinNotInitialized, _)) => Err(self.unavailable(
+                format!("token '{label}' has no user PIN set (CKR_USER_PIN_NOT_INITIALIZED)"),
+            )),
+            Err(e) => Err(self.unavailable(format!(
+                "logging in to token '{label}': {}",
+                describe(&e)
+            ))),
+        }
+    }
+
+    /// Where the PIN comes from, never the PIN.
+    fn pin_source(&self) -> String {
+        self.config
+            .user_pin
+            .as_ref()
+            .map_or_else(|| "the protected authentication path".into(), |s| s.to_string())
+    }
+
+    /// The objects of `class` with CKA_ID = `key`.
+    fn find(
+        &self,
+        session: &Session,
+        class: ObjectClass,
+        key: &KeyIdentifier,
+    ) -> Result<Vec<ObjectHandle>, OpError> {
+        session
+            .find_objects(&[Attribute::Class(class), Attribute::Id(key.as_bytes().to_vec())])
+            .ck(&self.name, &format!("finding {class} objects of key {key}"))
+    }
+
+    fn private_key(&self, session: &Session, key: &KeyIdentifier) -> Result<ObjectHandle, OpError> {
+        self.find(session, ObjectClass::PRIVATE_KEY, key)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| SignerError::key_not_found(&self.name, key).into())
+    }
+
+    /// The key type of `key`, from its private object, or its public object when the
+    /// private one does not say (hidden modulus, no EC params).
+    fn key_type_of(
+        &self,
+        session: &Session,
+        key: &KeyIdentifier,
+        private: ObjectHandle,
+    ) -> Result<KeyType, OpError> {
+        let what = format!("reading the attributes of key {key}");
+        let unhandled =
+            |w: String| OpError::from(SignerError::unsupported(format!("key {key} is {w}")));
+        let facts = KeyFacts::read(session, private).ck(&self.name, &what)?;
+        if let Some(kt) = facts.our_key_type().map_err(unhandled)? {
+            return Ok(kt);
+        }
+        for public in self.find(session, ObjectClass::PUBLIC_KEY, key)? {
+            let facts = KeyFacts::read(session, public).ck(&self.name, &what)?;
+            if let Some(kt) = facts.our_key_type().map_err(unhandled)? {
+                return Ok(kt);
+            }
+        }
+        // An RSA key that hides its modulus everywhere: the token will judge the size.
+        if facts.key_type == Some(CkKeyType::RSA) {
+            return Ok(KeyType::Rsa2048);
+        }
+        Err(SignerError::backend(format!(
+            "signer '{}': cannot tell the type of key {key} from its attributes",
+            self.name
+        ))
+        .into())
+    }
+
+    fn generate(
+        &self,
+        session: &Session,
+        alg: Algorithm,
+    ) -> Result<(ObjectHandle, ObjectHandle), OpError> {
+        let label = || Attribute::Label(KEY_LABEL.as_bytes().to_vec());
+        let private = [
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Sign(true),
+            label(),
+        ];
+        let public_base = || vec![Attribute::Token(true), Attribute::Verify(true), label()];
+        let what = format!("generating a {} key pair", alg.key_type());
+        match alg.key_type() {
+            KeyType::Rsa2048 => {
+                let mut public = public_base();
+                public.push(Attribute::ModulusBits(2048.into()));
+                public.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
+                session
+                    .generate_key_pair(&Mechanism::RsaPkcsKeyPairGen, &public, &private)
+                    .ck(&self.name, &what)
+            }
+            kt @ (KeyType::EcP256 | KeyType::EcP384) => {
+                let mut public = public_base();
+                let params = encoding::ec_params_der(kt).unwrap_or_default();
+                public.push(Attribute::EcParams(params.to_vec()));
+                session
+                    .generate_key_pair(&Mechanism::EccKeyPairGen, &public, &private)
+                    .ck(&self.name, &what)
+            }
+            KeyType::Ed25519 => {
+                // PKCS#11 3.0 names the curve by OID or by the PrintableString
+                // "edwards25519"; tokens differ in which they take. Try the OID first.
+                let mut last = None;
+                for params in [encoding::OID_ED25519, encoding::EC_PARAMS_EDWARDS25519_NAME] {
+                    let mut public = public_base();
+                    public.push(Attribute::EcParams(params.to_vec()));
+                    match session.generate_key_pair(
+                        &Mechanism::EccEdwardsKeyPairGen,
+                        &public,
+                        &private,
+                    ) {
+                        Ok(pair) => return Ok(pair),
+                        Err(
+                            e @ CkError::Pkcs11(
+                                RvError::AttributeValueInvalid
+                                | RvError::CurveNotSupported
+                                | RvError::DomainParamsInvalid
+                                | RvError::TemplateInconsistent,
+                                _,
+                            ),
+                        ) => last = Some(e),
+                        Err(e) => return Err(classify(&self.name, &what, &e)),
+                    }
+                }
+                Err(match last {
+                    Some(e) => classify(&self.name, &what, &e),
+                    None => SignerError::backend(what).into(),
+                })
+            }
+        }
+    }
+
+    /// After generation: read the public key, compute the identifier, set CKA_ID on
+    /// both halves.
+    fn finish_key(
+        &self,
+        session: &Session,
+        public: ObjectHandle,
+        private: ObjectHandle,
+    ) -> Result<CreatedKey, OpError> {
+        let facts = KeyFacts::read(session, public)
+            .ck(&self.name, "reading the new public key")?;
+        let spki = facts.spki()?;
+        let id = KeyIdentifier::from_spki_der(&spki).map_err(|e| {
+            SignerError::backend(format!("the new public key is not usable: {e}"))
+        })?;
+        let set_id = [Attribute::Id(id.as_bytes().to_vec())];
+        for (half, handle) in [("public", public), ("private", private)] {
+            session
+                .update_attributes(handle, &set_id)
+                .ck(&self.name, &format!("setting CKA_ID on the new {half} key"))?;
+        }
+        Ok(CreatedKey {
+            id,
+            public_key: spki,
+        })
+    }
+
+    /// Attributes of the private half of `key`, for tests.
+    #[doc(hidden)]
+    pub fn private_key_attributes(
+        &self,
+        key: &KeyIdentifier,
+    ) -> Result<PrivateKeyAttributes, SignerError> {
+        self.with_conn(|c| {
+            let handle = self.private_key(&c.session, key)?;
+            let attrs = c
+                .session
+                .get_attributes(
+                    handle,
+                    &[
+                        AttributeType::Token,
+                        AttributeType::Private,
+                        AttributeType::Sensitive,
+                        AttributeType::Extractable,
+                        AttributeType::AlwaysSensitive,
+                        AttributeType::NeverExtractable,
+                        AttributeType::Sign,
+                        AttributeType::Id,
+                        AttributeType::Label,
+                    ],
+                )
+                .ck(&self.name, &format!("reading the attributes of key {key}"))?;
+            let mut out = PrivateKeyAttributes::default();
+            for a in attrs {
+                match a {
+                    Attribute::Token(b) => out.token = Some(b),
+                    Attribute::Private(b) => out.private = Some(b),
+                    Attribute::Sensitive(b) => out.sensitive = Some(b),
+                    Attribute::Extractable(b) => out.extractable = Some(b),
+                    Attribute::AlwaysSensitive(b) => out.always_sensitive = Some(b),
+                    Attribute::NeverExtractable(b) => out.never_extractable = Some(b),
+                    Attribute::Sign(b) => out.sign = Some(b),
+                    Attribute::Id(v) => out.id = Some(v),
+                    Attribute::Label(v) => out.label = Some(v),
+                    _ => {}
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+impl Signer for Pkcs11Signer {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Library (C_GetInfo), slot and token facts; connects if needed.
+    fn info(&self) -> Result<SignerInfo, SignerError> {
+        self.with_conn(|c| {
+            let lib = c
+                .module
+                .get_library_info()
+                .ck(&self.name, "reading the library information")?;
+            let token = c
+                .module
+                .get_token_info(c.slot)
+                .ck(&self.name, "reading the token information")?;
+            let details = vec![
+                ("lib_path", self.config.lib_path.display().to_string()),
+                ("library", lib.library_description().to_string()),
+                ("library_version", lib.library_version().to_string()),
+                ("library_manufacturer", lib.manufacturer_id().to_string()),
+                ("cryptoki_version", lib.cryptoki_version().to_string()),
+                ("slot", format!("{:#x}", c.slot.id())),
+                ("token_label", c.token_label.clone()),
+                ("token_manufacturer", token.manufacturer_id().to_string()),
+                ("token_model", token.model().to_string()),
+                ("token_serial", token.serial_number().to_string()),
+                ("firmware_version", token.firmware_version().to_string()),
+                ("hardware_version", token.hardware_version().to_string()),
+            ];
+            Ok(SignerInfo {
+                name: self.name.clone(),
+                signer_type: "PKCS#11".into(),
+                details: details
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+            })
+        })
+    }
+
+    /// True when the slot's mechanism list (C_GetMechanismList) has both the
+    /// key-generation and the signing mechanism `alg` needs, and the key-generation
+    /// mechanism's key size range (when the token gives one) holds the key size.
+    fn supports(&self, alg: Algorithm) -> Result<bool, SignerError> {
+        self.with_conn(|c| {
+            let list = c
+                .module
+                .get_mechanism_list(c.slot)
+                .ck(&self.name, "listing the token's mechanisms")?;
+            let (keygen, sign) = mechanisms(alg);
+            if !list.contains(&keygen) || !list.contains(&sign) {
+                return Ok(false);
+            }
+            // A token that cannot describe the mechanism gets the benefit of the doubt.
+            let Ok(info) = c.module.get_mechanism_info(c.slot, keygen) else {
+                return Ok(true);
+            };
+            let bits = key_bits(alg.key_type());
+            let (min, max) = (info.min_key_size(), info.max_key_size());
+            Ok(min == 0 && max == 0 || (min..=max).contains(&bits))
+        })
+    }
+
+    /// C_GenerateKeyPair, then CKA_ID := the key identifier on both halves. When
+    /// anything after generation fails, both halves are destroyed again.
+    fn create_key(&self, alg: Algorithm) -> Result<CreatedKey, SignerError> {
+        self.with_conn(|c| {
+            let (public, private) = self.generate(&c.session, alg)?;
+            self.finish_key(&c.session, public, private)
+                .inspect_err(|e| {
+                    for (half, handle) in [("public", public), ("private", private)] {
+                        if let Err(d) = c.session.destroy_object(handle) {
+                            tracing::warn!(
+                                signer = %self.name,
+                                "could not destroy the {half} half of a failed new key ({}) \
+                                 after: {}",
+                                describe(&d),
+                                e.error
+                            );
+                        }
+                    }
+                })
+        })
+    }
+
+    /// The SPKI rebuilt from the public key object (CKA_MODULUS and
+    /// CKA_PUBLIC_EXPONENT, or CKA_EC_PARAMS and CKA_EC_POINT). A key without a public
+    /// object is NotFound.
+    fn public_key(&self, key: &KeyIdentifier) -> Result<Vec<u8>, SignerError> {
+        self.with_conn(|c| {
+            let public = self
+                .find(&c.session, ObjectClass::PUBLIC_KEY, key)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| SignerError::key_not_found(&self.name, key))?;
+            let facts = KeyFacts::read(&c.session, public)
+                .ck(&self.name, &format!("reading the public key of {key}"))?;
+            Ok(facts.spki()?)
+        })
+    }
+
+    fn sign(
+        &self,
+        key: &KeyIdentifier,
+        alg: Algorithm,
+        data: &[u8],
+    ) -> Result<Vec<u8>, SignerError> {
+        self.with_conn(|c| {
+            let s = &c.session;
+            let private = self.private_key(s, key)?;
+            let kt = self.key_type_of(s, key, private)?;
+            if kt != alg.key_type() {
+                return Err(SignerError::invalid_input(format!(
+                    "key {key} is a {kt} key; {alg} needs a {} key",
+                    alg.key_type()
+                ))
+                .into());
+            }
+            let what = format!("signing with key {key} ({alg})");
+            match alg {
+                Algorithm::Rsa2048Pkcs1Sha256 => s
+                    .sign(&Mechanism::Sha256RsaPkcs, private, data)
+                    .ck(&self.name, &what),
+                Algorithm::Rsa2048PssSha256 => {
+                    let params = PkcsPssParams {
+                        hash_alg: MechanismType::SHA256,
+                        mgf: PkcsMgfType::MGF1_SHA256,
+                        s_len: 32.into(),
+                    };
+                    s.sign(&Mechanism::Sha256RsaPkcsPss(params), private, data)
+                        .ck(&self.name, &what)
+                }
+                Algorithm::EcdsaP256Sha256 | Algorithm::EcdsaP384Sha384 => {
+                    let (digest_alg, field) = if alg == Algorithm::EcdsaP256Sha256 {
+                        (&aws_lc_rs::digest::SHA256, 32)
+                    } else {
+                        (&aws_lc_rs::digest::SHA384, 48)
+                    };
+                    let digest = aws_lc_rs::digest::digest(digest_alg, data);
+                    let raw = s
+                        .sign(&Mechanism::Ecdsa, private, digest.as_ref())
+                        .ck(&self.name, &what)?;
+                    if raw.len() != 2 * field && !encoding::is_der_ecdsa_signature(&raw) {
+                        return Err(SignerError::backend(format!(
+                            "signer '{}': {what}: the token returned {} bytes, expected \
+                             r||s of {} bytes",
+                            self.name,
+                            raw.len(),
+                            2 * field
+                        ))
+                        .into());
+                    }
+                    Ok(encoding::ecdsa_raw_to_der(&raw)?)
+                }
+                Algorithm::Ed25519 => {
+                    let params = EddsaParams::new(EddsaSignatureScheme::Pure);
+                    s.sign(&Mechanism::Eddsa(params), private, data)
+                        .ck(&self.name, &what)
+                }
+            }
+        })
+    }
+
+    /// Destroys every private and public key object with the key's CKA_ID.
+    fn destroy_key(&self, key: &KeyIdentifier) -> Result<(), SignerError> {
+        self.with_conn(|c| {
+            let mut objects = self.find(&c.session, ObjectClass::PRIVATE_KEY, key)?;
+            objects.extend(self.find(&c.session, ObjectClass::PUBLIC_KEY, key)?);
+            if objects.is_empty() {
+                return Err(SignerError::key_not_found(&self.name, key).into());
+            }
+            for handle in objects {
+                c.session
+                    .destroy_object(handle)
+                    .ck(&self.name, &format!("destroying key {key}"))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// C_GenerateRandom. A token without a generator (CKR_RANDOM_NO_RNG,
+    /// CKR_FUNCTION_NOT_SUPPORTED) is Unsupported; more than 2^32-1 bytes at once is
+    /// InvalidInput.
+    fn random(&self, len: usize) -> Result<Vec<u8>, SignerError> {
+        let n = u32::try_from(len).map_err(|_| {
+            SignerError::invalid_input(format!("{len} random bytes is more than one request"))
+        })?;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        self.with_conn(|c| {
+            c.session
+                .generate_random_vec(n)
+                .ck(&self.name, &format!("generating {n} random bytes"))
+        })
+    }
+
+    /// The distinct 20-byte CKA_IDs of the private key objects, sorted. Objects with
+    /// other IDs (keys this harness did not make) are left out.
+    fn list_keys(&self) -> Result<Vec<KeyIdentifier>, SignerError> {
+        self.with_conn(|c| {
+            let what = "listing private keys";
+            let handles = c
+                .session
+                .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
+                .ck(&self.name, what)?;
+            let mut keys = Vec::new();
+            for h in handles {
+                let attrs = c
+                    .session
+                    .get_attributes(h, &[AttributeType::Id])
+                    .ck(&self.name, what)?;
+                for a in attrs {
+                    if let Attribute::Id(id) = a {
+                        if let Ok(bytes) = <[u8; 20]>::try_from(id.as_slice()) {
+                            keys.push(KeyIdentifier::from_bytes(bytes));
+                        }
+                    }
+                }
+            }
+            keys.sort();
+            keys.dedup();
+            Ok(keys)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Secret;
+
+    #[test]
+    fn return_values_get_their_ckr_names() {
+        assert_eq!(rv_name(RvError::PinIncorrect), "CKR_PIN_INCORRECT");
+        assert_eq!(
+            rv_name(RvError::SessionHandleInvalid),
+            "CKR_SESSION_HANDLE_INVALID"
+        );
+        assert_eq!(rv_name(RvError::VendorDefined(0x8000_0001)), "CKR_VENDOR_DEFINED+0x80000001");
+        assert_eq!(function_name(Function::GenerateRandom), "C_GenerateRandom");
+    }
+
+    #[test]
+    fn errors_are_classified() {
+        let e = |rv| CkError::Pkcs11(rv, Function::Sign);
+        let c = classify("s", "signing", &e(RvError::SessionHandleInvalid));
+        assert!(c.lost);
+        assert_eq!(c.error.kind, ErrorKind::Unavailable);
+        let c = classify("s", "random", &e(RvError::RandomNoRng));
+        assert_eq!((c.error.kind, c.lost), (ErrorKind::Unsupported, false));
+        let c = classify("s", "signing", &e(RvError::GeneralError));
+        assert_eq!(c.error.kind, ErrorKind::Backend);
+        assert!(c.error.message.contains("C_Sign answered CKR_GENERAL_ERROR"), "{}", c.error);
+    }
+
+    #[test]
+    fn bit_lengths() {
+        assert_eq!(bit_len(&[]), 0);
+        assert_eq!(bit_len(&[0, 0]), 0);
+        assert_eq!(bit_len(&[0, 1]), 1);
+        assert_eq!(bit_len(&[0x80, 0]), 16);
+        let mut n = vec![0u8; 257];
+        n[1] = 0xc5;
+        assert_eq!(bit_len(&n), 2048);
+    }
+
+    #[test]
+    fn new_touches_nothing_and_a_missing_module_is_unavailable() {
+        let config = Pkcs11Config {
+            lib_path: PathBuf::from("/nonexistent/libnothing-pkcs11.so"),
+            slot: SlotSelector::Label("x".into()),
+            user_pin: Some(Secret::Literal("123456".into())),
+            login: true,
+        };
+        let signer = Pkcs11Signer::new("missing", &config);
+        assert_eq!(signer.name(), "missing");
+        let e = signer.random(4).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        assert!(e.message.contains("/nonexistent/libnothing-pkcs11.so"), "{e}");
+        assert!(!e.message.contains("123456"), "{e}");
+        // Still no module: the failure is not cached as success.
+        assert_eq!(signer.list_keys().unwrap_err().kind, ErrorKind::Unavailable);
+    }
+}
