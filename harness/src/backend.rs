@@ -129,7 +129,6 @@ impl Backend {
                 let token = fresh_softhsm_token(&module, workdir)?;
                 properties.push(("module".into(), module.display().to_string()));
                 properties.push(("token_label".into(), token.label.clone()));
-                properties.extend(token.library);
                 // The PIN reaches the signer through the environment, never argv or logs.
                 std::env::set_var(CELL_PIN_ENV, &token.user_pin);
                 SignerKind::Pkcs11(Pkcs11Config {
@@ -177,7 +176,6 @@ fn softhsm_module(configured: Option<&Path>) -> Result<PathBuf, String> {
 struct FreshToken {
     label: String,
     user_pin: String,
-    library: Vec<(String, String)>,
 }
 
 /// Creates a token directory and configuration under `workdir`, points
@@ -206,19 +204,6 @@ fn fresh_softhsm_token(module: &Path, workdir: &Path) -> anyhow::Result<FreshTok
     let p11 = Pkcs11::new(module).with_context(|| format!("loading {}", module.display()))?;
     p11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
         .context("C_Initialize")?;
-    let info = p11.get_library_info().context("C_GetInfo")?;
-    let library = vec![
-        (
-            "library".to_string(),
-            format!(
-                "{} {} ({})",
-                info.library_description().trim(),
-                info.library_version(),
-                info.manufacturer_id().trim()
-            ),
-        ),
-        ("cryptoki_version".to_string(), info.cryptoki_version().to_string()),
-    ];
     let slot = p11
         .get_slots_with_token()
         .context("C_GetSlotList")?
@@ -253,11 +238,7 @@ fn fresh_softhsm_token(module: &Path, workdir: &Path) -> anyhow::Result<FreshTok
         session.logout().context("C_Logout")?;
     }
     p11.finalize().context("C_Finalize")?;
-    Ok(FreshToken {
-        label,
-        user_pin,
-        library,
-    })
+    Ok(FreshToken { label, user_pin })
 }
 
 fn random_hex(bytes: usize) -> String {
@@ -292,7 +273,11 @@ mod tests {
     fn unknown_provider_names_the_allowed_ones() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("b.yaml");
-        std::fs::write(&p, "backend: x\nabout: x\nprovider: cloud\ncapabilities: []\n").unwrap();
+        std::fs::write(
+            &p,
+            "backend: x\nabout: x\nprovider: cloud\ncapabilities: []\n",
+        )
+        .unwrap();
         let e = Backend::load(&p).unwrap_err();
         assert_eq!(e.line, 3, "{e}");
         assert!(e.message.contains("software"), "{e}");

@@ -230,7 +230,9 @@ fn run_step(router: &Router, b: &mut Bindings, step: &Step) -> Result<(), String
                 .ok_or("unknown signature")?;
             let key_name = key.as_ref().map_or(&sig.key, |k| &k.value);
             let key = b.keys.get(key_name).ok_or("unknown key")?;
-            let data = data.as_ref().map_or(sig.data.clone(), |d| d.as_bytes().to_vec());
+            let data = data
+                .as_ref()
+                .map_or(sig.data.clone(), |d| d.as_bytes().to_vec());
             let got = verify::verify(&key.spki, sig.alg, &data, &sig.bytes);
             let verdict = match &got {
                 Ok(()) => Verdict::Valid,

@@ -95,7 +95,11 @@ struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
     timeout: f64,
     /// Where to write the JUnit XML report.
-    #[arg(long, value_name = "FILE", default_value = "target/hsm-harness/junit.xml")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "target/hsm-harness/junit.xml"
+    )]
     junit: PathBuf,
     /// Also write the results as JSON here.
     #[arg(long, value_name = "FILE")]
@@ -107,7 +111,11 @@ pub fn main() -> i32 {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { EXIT_BAD_INPUT } else { EXIT_OK };
+            return if e.use_stderr() {
+                EXIT_BAD_INPUT
+            } else {
+                EXIT_OK
+            };
         }
     };
     match cli.command {
@@ -303,8 +311,9 @@ fn run_cell(suite: &Path, case: &str, backend: &Path, workdir: &Path) -> i32 {
 
 /// Log to stderr; `RUST_LOG` chooses the level (default: info for our crates).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("hsm_signers=info,hsm_harness=info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("hsm_signers=info,hsm_harness=info")
+    });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

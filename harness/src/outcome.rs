@@ -10,12 +10,18 @@ use serde::{Deserialize, Serialize};
 pub enum Status {
     Passed,
     /// An expectation did not hold. `message` says which step and why.
-    Failed { message: String },
+    Failed {
+        message: String,
+    },
     /// The case could not run: a crash, a timeout, a backend that would not start.
     /// `message` is "timeout", "killed by signal N (SIGX)", or the error.
-    Errored { message: String },
+    Errored {
+        message: String,
+    },
     /// Not run, with the reason (e.g. the backend lacks a capability).
-    Skipped { reason: String },
+    Skipped {
+        reason: String,
+    },
 }
 
 impl Status {

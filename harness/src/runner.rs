@@ -67,10 +67,7 @@ impl Plan {
         for wanted in &selection.backends {
             if !backends.iter().any(|b| &b.name == wanted) {
                 let known: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
-                anyhow::bail!(
-                    "no backend named '{wanted}' (known: {})",
-                    known.join(", ")
-                );
+                anyhow::bail!("no backend named '{wanted}' (known: {})", known.join(", "));
             }
         }
         let filter: Option<GlobMatcher> = selection
@@ -82,8 +79,7 @@ impl Plan {
         let mut cells = Vec::new();
         for (si, suite) in suites.iter().enumerate() {
             for (bi, backend) in backends.iter().enumerate() {
-                if !selection.backends.is_empty() && !selection.backends.contains(&backend.name)
-                {
+                if !selection.backends.is_empty() && !selection.backends.contains(&backend.name) {
                     continue;
                 }
                 for (ci, case) in suite.cases.iter().enumerate() {
@@ -121,7 +117,10 @@ impl Plan {
     pub fn skip_reason(&self, cell: &PlannedCell) -> Option<String> {
         let backend = &self.backends[cell.backend];
         if let Some(reason) = backend.unavailable_reason() {
-            return Some(format!("backend '{}' cannot start here: {reason}", backend.name));
+            return Some(format!(
+                "backend '{}' cannot start here: {reason}",
+                backend.name
+            ));
         }
         let case = &self.suites[cell.suite].cases[cell.case];
         backend.missing(&case.requires).map(|c| {
@@ -277,12 +276,7 @@ fn spawn_and_wait(
         .spawn();
     let mut child = match spawned {
         Ok(c) => c,
-        Err(e) => {
-            return fail(format!(
-                "cannot start {}: {e}",
-                options.program.display()
-            ))
-        }
+        Err(e) => return fail(format!("cannot start {}: {e}", options.program.display())),
     };
     let deadline = Instant::now() + options.timeout;
     let status = loop {

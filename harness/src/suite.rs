@@ -265,6 +265,11 @@ pub(crate) fn yaml_error(file: &Path, e: &serde_saphyr::Error) -> SuiteError {
         .split_once(": ")
         .filter(|(head, _)| head.starts_with("line "))
         .map_or(text.clone(), |(_, rest)| rest.to_string());
+    // Syntax errors repeat the place at the end ("... at line 5, column 10").
+    let message = match message.rfind(" at line ") {
+        Some(i) if message[i..].contains(", column ") => message[..i].to_string(),
+        _ => message,
+    };
     SuiteError {
         file: file.display().to_string(),
         line,
@@ -443,7 +448,12 @@ cases:
     }
 
     #[rstest]
-    #[case::unknown_step("      - creat_key: { alg: rsa2048, as: k }\n", 7, 9, "expected one of")]
+    #[case::unknown_step(
+        "      - creat_key: { alg: rsa2048, as: k }\n",
+        7,
+        9,
+        "expected one of"
+    )]
     #[case::unknown_alg("      - create_key: { alg: rsa1024, as: k }\n", 7, 28, "rsa2048")]
     #[case::unknown_error_kind(
         "      - create_key: { alg: rsa2048, as: k }\n      - sign: { key: k, expect: { error: lost } }\n",
@@ -451,8 +461,18 @@ cases:
         40,
         "not-found"
     )]
-    #[case::undefined_key("      - sign: { key: nope }\n", 7, 23, "no earlier step made a key named 'nope'")]
-    #[case::unknown_field("      - random: { bytes: 4, colour: red }\n", 7, 32, "unknown field `colour`")]
+    #[case::undefined_key(
+        "      - sign: { key: nope }\n",
+        7,
+        23,
+        "no earlier step made a key named 'nope'"
+    )]
+    #[case::unknown_field(
+        "      - random: { bytes: 4, colour: red }\n",
+        7,
+        32,
+        "unknown field `colour`"
+    )]
     fn errors_point_at_the_place(
         #[case] step: &str,
         #[case] line: u64,
@@ -463,12 +483,17 @@ cases:
         let e = parse(&text).unwrap_err();
         assert_eq!((e.line, e.column), (line, column), "{e}");
         assert!(e.message.contains(needle), "{e}");
-        assert!(e.to_string().starts_with(&format!("suites/t.yaml:{line}:{column}: ")), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("suites/t.yaml:{line}:{column}: ")),
+            "{e}"
+        );
     }
 
     #[test]
     fn duplicate_case_names_are_refused() {
-        let text = "suite: t\nabout: x\ncases:\n  - name: c\n    steps: []\n  - name: c\n    steps: []\n";
+        let text =
+            "suite: t\nabout: x\ncases:\n  - name: c\n    steps: []\n  - name: c\n    steps: []\n";
         let e = parse(text).unwrap_err();
         assert_eq!(e.line, 6);
         assert!(e.message.contains("duplicate case name"));

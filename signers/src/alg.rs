@@ -126,6 +126,9 @@ mod tests {
     #[test]
     fn unknown_name_lists_the_allowed_ones() {
         let err = "rsa1024".parse::<Algorithm>().unwrap_err();
-        assert!(err.contains("rsa1024") && err.contains("ecdsa-p384"), "{err}");
+        assert!(
+            err.contains("rsa1024") && err.contains("ecdsa-p384"),
+            "{err}"
+        );
     }
 }

@@ -211,10 +211,7 @@ impl SignerSetup {
             let config = parse_signer(&place, entry)?;
             if signers.iter().any(|s| s.name == config.name) {
                 let span = value_span(&place, entry.span(), "name");
-                return Err(place.error(
-                    span,
-                    format!("duplicate signer name '{}'", config.name),
-                ));
+                return Err(place.error(span, format!("duplicate signer name '{}'", config.name)));
             }
             signers.push(config);
         }
@@ -328,10 +325,7 @@ fn parse_signer(place: &Place, entry: &Spanned<Table>) -> Result<SignerConfig, C
         Some(Value::String(t)) => t.as_str(),
         Some(_) => return Err(place.error(at("type"), format!("type must be one of {TYPES}"))),
         None => {
-            return Err(place.error(
-                span.clone(),
-                format!("signer has no type (one of {TYPES})"),
-            ))
+            return Err(place.error(span.clone(), format!("signer has no type (one of {TYPES})")))
         }
     };
     let name = match table.get("name") {
@@ -527,7 +521,10 @@ force = false                                           # optional
             panic!("not KMIP")
         };
         assert_eq!((k.host.as_str(), k.port), ("my.hsm.example.com", 5696));
-        assert!(!format!("{k:?}").contains("xxxxxx"), "password leaked in Debug");
+        assert!(
+            !format!("{k:?}").contains("xxxxxx"),
+            "password leaked in Debug"
+        );
     }
 
     #[test]
@@ -543,7 +540,9 @@ force = false                                           # optional
     #[case::hex_string("slot = \"0x12a9f8f7\"", SlotSelector::Id(0x12a9f8f7))]
     #[case::label("slot = \"My token 1\"", SlotSelector::Label("My token 1".into()))]
     fn slot_forms(#[case] line: &str, #[case] expected: SlotSelector) {
-        let text = format!("[[signers]]\ntype = \"PKCS#11\"\nname = \"h\"\nlib_path = \"/x.so\"\n{line}\n");
+        let text = format!(
+            "[[signers]]\ntype = \"PKCS#11\"\nname = \"h\"\nlib_path = \"/x.so\"\n{line}\n"
+        );
         let setup = SignerSetup::parse(&text, "c").unwrap();
         let SignerKind::Pkcs11(p) = &setup.signers[0].kind else {
             panic!()
@@ -573,7 +572,11 @@ force = false                                           # optional
         1,
         "'zz' is not the name"
     )]
-    #[case::unknown_type("[[signers]]\ntype = \"HSM\"\nname = \"a\"\n", 2, "unknown signer type 'HSM'")]
+    #[case::unknown_type(
+        "[[signers]]\ntype = \"HSM\"\nname = \"a\"\n",
+        2,
+        "unknown signer type 'HSM'"
+    )]
     #[case::bad_port(
         "[[signers]]\ntype = \"KMIP\"\nname = \"k\"\nhost = \"h\"\nport = 70000\n",
         5,

@@ -26,9 +26,7 @@ pub const OID_RSA_ENCRYPTION: &[u8] = &[
 /// DER of the OID id-ecPublicKey, 1.2.840.10045.2.1.
 pub const OID_EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
 /// DER of the OID prime256v1 (P-256), 1.2.840.10045.3.1.7: CKA_EC_PARAMS for P-256.
-pub const OID_P256: &[u8] = &[
-    0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07,
-];
+pub const OID_P256: &[u8] = &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
 /// DER of the OID secp384r1 (P-384), 1.3.132.0.34: CKA_EC_PARAMS for P-384.
 pub const OID_P384: &[u8] = &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
 /// DER of the OID id-Ed25519, 1.3.101.112 (RFC 8410).
@@ -220,7 +218,7 @@ fn field_len(curve: KeyType) -> Option<usize> {
 
 /// Takes `point` raw when it has exactly `expected` bytes (and, for EC, the right first
 /// byte), else unwraps one OCTET STRING around it and checks the same.
-fn unwrap_point<'a>(point: &'a [u8], expected: usize, first: Option<u8>) -> Option<&'a [u8]> {
+fn unwrap_point(point: &[u8], expected: usize, first: Option<u8>) -> Option<&[u8]> {
     let fits = |p: &[u8]| p.len() == expected && first.is_none_or(|f| p.first() == Some(&f));
     if fits(point) {
         return Some(point);

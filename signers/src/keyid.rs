@@ -99,7 +99,10 @@ mod tests {
 
     #[test]
     fn refuses_wrong_length_and_non_hex() {
-        assert!("abcd".parse::<KeyIdentifier>().unwrap_err().contains("2 bytes"));
+        assert!("abcd"
+            .parse::<KeyIdentifier>()
+            .unwrap_err()
+            .contains("2 bytes"));
         assert!("zz".repeat(20).parse::<KeyIdentifier>().is_err());
     }
 

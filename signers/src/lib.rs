@@ -9,9 +9,9 @@ mod error;
 mod keyid;
 pub mod kmip;
 pub mod pkcs11;
+pub mod router;
 mod secret;
 mod signer;
-pub mod router;
 pub mod software;
 
 pub use alg::{Algorithm, KeyType};

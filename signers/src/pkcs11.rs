@@ -311,7 +311,10 @@ impl KeyFacts {
         };
         match self.key_type {
             Some(t) if t == CkKeyType::RSA => {
-                let n = self.modulus.as_deref().ok_or_else(|| missing("CKA_MODULUS"))?;
+                let n = self
+                    .modulus
+                    .as_deref()
+                    .ok_or_else(|| missing("CKA_MODULUS"))?;
                 let e = self
                     .exponent
                     .as_deref()
@@ -326,7 +329,10 @@ impl KeyFacts {
                     .our_key_type()
                     .map_err(|what| SignerError::unsupported(format!("the key is {what}")))?
                     .ok_or_else(|| missing("CKA_EC_PARAMS"))?;
-                let point = self.ec_point.as_deref().ok_or_else(|| missing("CKA_EC_POINT"))?;
+                let point = self
+                    .ec_point
+                    .as_deref()
+                    .ok_or_else(|| missing("CKA_EC_POINT"))?;
                 match kt {
                     KeyType::Ed25519 => ed25519_spki_der(point),
                     curve => ec_spki_der(curve, point),
@@ -479,7 +485,11 @@ impl Pkcs11Signer {
         )))
     }
 
-    fn login(&self, session: &Session, token: &cryptoki::slot::TokenInfo) -> Result<(), SignerError> {
+    fn login(
+        &self,
+        session: &Session,
+        token: &cryptoki::slot::TokenInfo,
+    ) -> Result<(), SignerError> {
         let pin = match &self.config.user_pin {
             Some(secret) => Some(AuthPin::from(secret.resolve()?)),
             None if token.protected_authentication_path() => None,
@@ -495,39 +505,36 @@ impl Pkcs11Signer {
         let label = token.label();
         match session.login(UserType::User, pin.as_ref()) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
-            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(self
-                .unavailable(format!(
-                    "token '{label}' refused the login: wrong PIN (CKR_PIN_INCORRECT; \
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(self.unavailable(format!(
+                "token '{label}' refused the login: wrong PIN (CKR_PIN_INCORRECT; \
                      PIN from {})",
-                    self.pin_source()
-                ))),
+                self.pin_source()
+            ))),
             Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(self.unavailable(format!(
                 "token '{label}' refused the login: the user PIN is locked (CKR_PIN_LOCKED)"
             ))),
-            Err(CkError::Pkcs11(rv @ (RvError::PinLenRange | RvError::PinInvalid), _)) => {
-                Err(self.unavailable(format!(
+            Err(CkError::Pkcs11(rv @ (RvError::PinLenRange | RvError::PinInvalid), _)) => Err(self
+                .unavailable(format!(
                     "token '{label}' refused the login: the PIN from {} is not a valid PIN \
                      for this token ({})",
                     self.pin_source(),
                     rv_name(rv)
-                )))
-            }
+                ))),
             Err(CkError::Pkcs11(RvError::UserPinNotInitialized, _)) => Err(self.unavailable(
                 format!("token '{label}' has no user PIN set (CKR_USER_PIN_NOT_INITIALIZED)"),
             )),
-            Err(e) => Err(self.unavailable(format!(
-                "logging in to token '{label}': {}",
-                describe(&e)
-            ))),
+            Err(e) => {
+                Err(self.unavailable(format!("logging in to token '{label}': {}", describe(&e))))
+            }
         }
     }
 
     /// Where the PIN comes from, never the PIN.
     fn pin_source(&self) -> String {
-        self.config
-            .user_pin
-            .as_ref()
-            .map_or_else(|| "the protected authentication path".into(), |s| s.to_string())
+        self.config.user_pin.as_ref().map_or_else(
+            || "the protected authentication path".into(),
+            |s| s.to_string(),
+        )
     }
 
     /// The objects of `class` with CKA_ID = `key`.
@@ -538,7 +545,10 @@ impl Pkcs11Signer {
         key: &KeyIdentifier,
     ) -> Result<Vec<ObjectHandle>, OpError> {
         session
-            .find_objects(&[Attribute::Class(class), Attribute::Id(key.as_bytes().to_vec())])
+            .find_objects(&[
+                Attribute::Class(class),
+                Attribute::Id(key.as_bytes().to_vec()),
+            ])
             .ck(&self.name, &format!("finding {class} objects of key {key}"))
     }
 
@@ -655,12 +665,10 @@ impl Pkcs11Signer {
         public: ObjectHandle,
         private: ObjectHandle,
     ) -> Result<CreatedKey, OpError> {
-        let facts = KeyFacts::read(session, public)
-            .ck(&self.name, "reading the new public key")?;
+        let facts = KeyFacts::read(session, public).ck(&self.name, "reading the new public key")?;
         let spki = facts.spki()?;
-        let id = KeyIdentifier::from_spki_der(&spki).map_err(|e| {
-            SignerError::backend(format!("the new public key is not usable: {e}"))
-        })?;
+        let id = KeyIdentifier::from_spki_der(&spki)
+            .map_err(|e| SignerError::backend(format!("the new public key is not usable: {e}")))?;
         let set_id = [Attribute::Id(id.as_bytes().to_vec())];
         for (half, handle) in [("public", public), ("private", private)] {
             session
@@ -958,7 +966,10 @@ mod tests {
             rv_name(RvError::SessionHandleInvalid),
             "CKR_SESSION_HANDLE_INVALID"
         );
-        assert_eq!(rv_name(RvError::VendorDefined(0x8000_0001)), "CKR_VENDOR_DEFINED+0x80000001");
+        assert_eq!(
+            rv_name(RvError::VendorDefined(0x8000_0001)),
+            "CKR_VENDOR_DEFINED+0x80000001"
+        );
         assert_eq!(function_name(Function::GenerateRandom), "C_GenerateRandom");
     }
 
@@ -972,7 +983,13 @@ mod tests {
         assert_eq!((c.error.kind, c.lost), (ErrorKind::Unsupported, false));
         let c = classify("s", "signing", &e(RvError::GeneralError));
         assert_eq!(c.error.kind, ErrorKind::Backend);
-        assert!(c.error.message.contains("C_Sign answered CKR_GENERAL_ERROR"), "{}", c.error);
+        assert!(
+            c.error
+                .message
+                .contains("C_Sign answered CKR_GENERAL_ERROR"),
+            "{}",
+            c.error
+        );
     }
 
     #[test]
@@ -998,7 +1015,10 @@ mod tests {
         assert_eq!(signer.name(), "missing");
         let e = signer.random(4).unwrap_err();
         assert_eq!(e.kind, ErrorKind::Unavailable);
-        assert!(e.message.contains("/nonexistent/libnothing-pkcs11.so"), "{e}");
+        assert!(
+            e.message.contains("/nonexistent/libnothing-pkcs11.so"),
+            "{e}"
+        );
         assert!(!e.message.contains("123456"), "{e}");
         // Still no module: the failure is not cached as success.
         assert_eq!(signer.list_keys().unwrap_err().kind, ErrorKind::Unavailable);

@@ -132,10 +132,7 @@ impl Router {
         }
         let mut message = format!("no configured signer has key {key}");
         if !unreachable.is_empty() {
-            message.push_str(&format!(
-                "; could not ask {}",
-                unreachable.join("; ")
-            ));
+            message.push_str(&format!("; could not ask {}", unreachable.join("; ")));
         }
         Err(SignerError::new(ErrorKind::NotFound, message))
     }

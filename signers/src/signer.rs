@@ -49,8 +49,12 @@ pub trait Signer: Send + Sync {
     /// Refused with [`crate::ErrorKind::InvalidInput`]: an `alg` whose key type differs
     /// from the key's. ECDSA signatures are returned DER-encoded whatever the backend
     /// produced; RSA and Ed25519 signatures are returned as the backend made them.
-    fn sign(&self, key: &KeyIdentifier, alg: Algorithm, data: &[u8])
-        -> Result<Vec<u8>, SignerError>;
+    fn sign(
+        &self,
+        key: &KeyIdentifier,
+        alg: Algorithm,
+        data: &[u8],
+    ) -> Result<Vec<u8>, SignerError>;
 
     /// Destroys both halves of `key`. A key that does not exist is
     /// [`crate::ErrorKind::NotFound`].

@@ -177,10 +177,7 @@ impl Signer for SoftwareSigner {
                 };
                 let k = EcdsaKeyPair::generate(sig_alg).map_err(|_| fail("key generation"))?;
                 let pkcs8 = k.to_pkcs8v1().map_err(|_| fail("PKCS#8 encoding"))?;
-                (
-                    pkcs8.as_ref().to_vec(),
-                    LoadedKey::Ecdsa(kt, k).spki()?,
-                )
+                (pkcs8.as_ref().to_vec(), LoadedKey::Ecdsa(kt, k).spki()?)
             }
             KeyType::Ed25519 => {
                 let k = Ed25519KeyPair::generate().map_err(|_| fail("key generation"))?;

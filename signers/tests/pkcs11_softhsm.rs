@@ -20,9 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_lc_rs::signature::{self, ParsedPublicKey, UnparsedPublicKey, VerificationAlgorithm};
 use hsm_signers::config::{Pkcs11Config, SlotSelector};
-use hsm_signers::{
-    Algorithm, ErrorKind, KeyIdentifier, Pkcs11Signer, Secret, Signer, SignerError,
-};
+use hsm_signers::{Algorithm, ErrorKind, KeyIdentifier, Pkcs11Signer, Secret, Signer, SignerError};
 use rstest::rstest;
 use spki::SubjectPublicKeyInfoRef;
 
@@ -123,7 +121,10 @@ fn hsm() -> &'static Hsm {
         std::env::set_var(PIN_VAR, &pin);
         let signer = Pkcs11Signer::new(
             "SoftHSMv2",
-            &config(SlotSelector::Label(label.clone()), Secret::Env(PIN_VAR.into())),
+            &config(
+                SlotSelector::Label(label.clone()),
+                Secret::Env(PIN_VAR.into()),
+            ),
         );
         Hsm {
             dir,
@@ -163,19 +164,52 @@ impl ToolObject {
     }
 }
 
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            // A file removed since the listing (a key another test destroyed) is fine.
+            let _ = std::fs::copy(e.path(), target);
+        }
+    }
+}
+
 /// The key objects on the test token, seen by pkcs11-tool in its own process.
+///
+/// pkcs11-tool reads a snapshot of the token directory, not the live one: two
+/// processes on one SoftHSM file store contend for its file locks, and this process
+/// then sees CKR_FUNCTION_FAILED from C_GenerateKeyPair now and then. The snapshot
+/// may catch another test's object half written, so a failing listing is retried.
 fn tool_objects(h: &Hsm) -> Vec<ToolObject> {
-    if Command::new("pkcs11-tool").arg("--version").output().is_err() {
+    if Command::new("pkcs11-tool")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         panic!("pkcs11-tool is missing: apt-get install opensc");
     }
-    // SoftHSM's file store is shared with this process, which may be writing a token
-    // file at the moment pkcs11-tool scans the directory; the token then looks absent
-    // for an instant ("No slot with token named ..."). Ask again a few times.
     let mut attempt = 0;
     let text = loop {
         attempt += 1;
+        let snapshot = tempfile::Builder::new()
+            .prefix("softhsm-snapshot-")
+            .tempdir_in(&h.dir)
+            .unwrap();
+        copy_dir(&h.dir.join("tokens"), &snapshot.path().join("tokens"));
+        let conf = snapshot.path().join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                snapshot.path().join("tokens").display()
+            ),
+        )
+        .unwrap();
         let out = Command::new("pkcs11-tool")
-            .env("SOFTHSM2_CONF", &h.conf)
+            .env("SOFTHSM2_CONF", &conf)
             .args(["--module", MODULE, "--token-label", &h.label])
             .args(["--login", "--pin", &h.pin, "--list-objects"])
             .output()
@@ -188,8 +222,11 @@ fn tool_objects(h: &Hsm) -> Vec<ToolObject> {
         if out.status.success() {
             break text;
         }
-        assert!(attempt < 10, "pkcs11-tool --list-objects failed {attempt} times: {text}");
-        std::thread::sleep(Duration::from_millis(100 * attempt));
+        assert!(
+            attempt < 5,
+            "pkcs11-tool --list-objects failed {attempt} times: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     };
     let mut objects: Vec<ToolObject> = Vec::new();
     for line in text.lines() {
@@ -202,7 +239,8 @@ fn tool_objects(h: &Hsm) -> Vec<ToolObject> {
                 fields: Vec::new(),
             });
         } else if let (Some(obj), Some((k, v))) = (objects.last_mut(), line.split_once(':')) {
-            obj.fields.push((k.trim().to_string(), v.trim().to_string()));
+            obj.fields
+                .push((k.trim().to_string(), v.trim().to_string()));
         }
     }
     objects
@@ -266,7 +304,10 @@ fn create_key_puts_the_key_identifier_on_both_halves(#[case] alg: Algorithm) {
 
     let spki = SubjectPublicKeyInfoRef::try_from(key.public_key.as_slice()).expect("DER SPKI");
     assert_eq!(spki.algorithm.oid.to_string(), spki_algorithm_oid(alg));
-    assert_eq!(KeyIdentifier::from_spki_der(&key.public_key).unwrap(), key.id);
+    assert_eq!(
+        KeyIdentifier::from_spki_der(&key.public_key).unwrap(),
+        key.id
+    );
     assert_eq!(s.public_key(&key.id).unwrap(), key.public_key);
     assert!(s.list_keys().unwrap().contains(&key.id));
 
@@ -279,7 +320,9 @@ fn create_key_puts_the_key_identifier_on_both_halves(#[case] alg: Algorithm) {
         .find(|o| o.header.starts_with("Private Key Object"))
         .unwrap_or_else(|| panic!("no private key with the id: {headers:?}"));
     assert!(
-        objects.iter().any(|o| o.header.starts_with("Public Key Object")),
+        objects
+            .iter()
+            .any(|o| o.header.starts_with("Public Key Object")),
         "no public key with the id: {headers:?}"
     );
     for o in &objects {
@@ -359,13 +402,20 @@ fn signatures_verify_with_an_independent_implementation(#[case] alg: Algorithm) 
     match alg {
         Algorithm::EcdsaP256Sha256 | Algorithm::EcdsaP384Sha384 => {
             // DER ECDSA-Sig-Value, not the token's r||s.
-            assert_eq!(sig[0], 0x30, "ECDSA signature is not DER: {}", hex::encode(&sig));
+            assert_eq!(
+                sig[0],
+                0x30,
+                "ECDSA signature is not DER: {}",
+                hex::encode(&sig)
+            );
             let fixed: &'static dyn VerificationAlgorithm = if alg == Algorithm::EcdsaP256Sha256 {
                 &signature::ECDSA_P256_SHA256_FIXED
             } else {
                 &signature::ECDSA_P384_SHA384_FIXED
             };
-            assert!(UnparsedPublicKey::new(fixed, bare).verify(msg, &sig).is_err());
+            assert!(UnparsedPublicKey::new(fixed, bare)
+                .verify(msg, &sig)
+                .is_err());
         }
         Algorithm::Ed25519 => assert_eq!(sig.len(), 64),
         _ => assert_eq!(sig.len(), 256),
@@ -474,7 +524,11 @@ fn info_names_the_library_and_the_token() {
     };
     assert_eq!(get("token_label"), h.label);
     assert_eq!(get("lib_path"), MODULE);
-    assert!(get("library_manufacturer").contains("SoftHSM"), "{:?}", info.details);
+    assert!(
+        get("library_manufacturer").contains("SoftHSM"),
+        "{:?}",
+        info.details
+    );
     assert!(!get("library").is_empty());
     assert!(get("token_model").contains("SoftHSM"), "{:?}", info.details);
     assert!(get("slot").starts_with("0x"));
@@ -504,7 +558,9 @@ fn a_second_signer_shares_the_module_and_the_login() {
         &config(SlotSelector::Id(id), Secret::Literal(h.pin.clone())),
     );
     assert!(second.list_keys().unwrap().contains(&key.id));
-    let sig = second.sign(&key.id, Algorithm::EcdsaP256Sha256, b"shared").unwrap();
+    let sig = second
+        .sign(&key.id, Algorithm::EcdsaP256Sha256, b"shared")
+        .unwrap();
     ParsedPublicKey::new(&signature::ECDSA_P256_SHA256_ASN1, &key.public_key)
         .unwrap()
         .verify_sig(b"shared", &sig)
@@ -533,7 +589,10 @@ fn an_unknown_slot_id_is_unavailable() {
     let h = hsm();
     let s = Pkcs11Signer::new(
         "nowhere",
-        &config(SlotSelector::Id(0xdead_beef_0000), Secret::Literal(h.pin.clone())),
+        &config(
+            SlotSelector::Id(0xdead_beef_0000),
+            Secret::Literal(h.pin.clone()),
+        ),
     );
     let e = expect_kind(s.random(1), ErrorKind::Unavailable);
     assert!(e.message.contains(&h.label), "{e}");
@@ -546,7 +605,10 @@ fn a_wrong_pin_is_unavailable_and_never_shown() {
     // The other token: nobody logs in to it, so the PIN is really checked.
     let s = Pkcs11Signer::new(
         "wrong pin",
-        &config(SlotSelector::Label(h.other_label.clone()), Secret::Literal(wrong.clone())),
+        &config(
+            SlotSelector::Label(h.other_label.clone()),
+            Secret::Literal(wrong.clone()),
+        ),
     );
     for _ in 0..2 {
         let e = expect_kind(s.random(8), ErrorKind::Unavailable);
@@ -568,7 +630,10 @@ fn a_missing_pin_variable_is_a_config_error_naming_the_variable() {
         ),
     );
     let e = expect_kind(s.random(8), ErrorKind::Config);
-    assert!(e.message.contains("HSM_HARNESS_TEST_SURELY_UNSET_PIN"), "{e}");
+    assert!(
+        e.message.contains("HSM_HARNESS_TEST_SURELY_UNSET_PIN"),
+        "{e}"
+    );
 }
 
 #[test]

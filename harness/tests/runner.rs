@@ -1,0 +1,310 @@
+//! The runner seen from outside: exit codes, crash and timeout isolation, skips with
+//! reasons, selectors, and a JUnit file that parses, all through the real binary.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use rstest::rstest;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hsm-harness");
+
+/// A scratch project: its own suites/ and backends/ directories.
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new() -> Self {
+        let p = Project {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        std::fs::create_dir_all(p.suites()).unwrap();
+        std::fs::create_dir_all(p.backends()).unwrap();
+        p.backend(
+            "software",
+            "provider: software\ncapabilities: [rsa2048, ecdsa-p256, random]\n",
+        );
+        p
+    }
+
+    fn suites(&self) -> PathBuf {
+        self.dir.path().join("suites")
+    }
+
+    fn backends(&self) -> PathBuf {
+        self.dir.path().join("backends")
+    }
+
+    fn junit(&self) -> PathBuf {
+        self.dir.path().join("out/junit.xml")
+    }
+
+    fn suite(&self, file: &str, text: &str) -> PathBuf {
+        let p = self.suites().join(file);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn backend(&self, name: &str, rest: &str) {
+        std::fs::write(
+            self.backends().join(format!("{name}.yaml")),
+            format!("backend: {name}\nabout: test backend\n{rest}"),
+        )
+        .unwrap();
+    }
+
+    fn command(&self, sub: &str) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg(sub)
+            .arg("--suites-dir")
+            .arg(self.suites())
+            .arg("--backends-dir")
+            .arg(self.backends());
+        cmd
+    }
+
+    fn run(&self, extra: &[&str]) -> Output {
+        self.command("run")
+            .arg("--junit")
+            .arg(self.junit())
+            .args(extra)
+            .output()
+            .unwrap()
+    }
+
+    fn junit_doc(&self) -> String {
+        std::fs::read_to_string(self.junit()).expect("the run wrote no JUnit file")
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// (name, verdict element or "passed", message) of each test case.
+fn cases(xml: &str) -> Vec<(String, String, String)> {
+    let doc = roxmltree::Document::parse(xml).expect("JUnit is not well-formed XML");
+    doc.descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .map(|tc| {
+            let name = tc.attribute("name").unwrap().to_string();
+            let verdict = tc
+                .children()
+                .find(|c| ["failure", "error", "skipped"].contains(&c.tag_name().name()));
+            match verdict {
+                Some(v) => (
+                    name,
+                    v.tag_name().name().to_string(),
+                    v.attribute("message").unwrap_or_default().to_string(),
+                ),
+                None => (name, "passed".into(), String::new()),
+            }
+        })
+        .collect()
+}
+
+fn find<'a>(cases: &'a [(String, String, String)], name: &str) -> &'a (String, String, String) {
+    cases
+        .iter()
+        .find(|c| c.0 == name)
+        .unwrap_or_else(|| panic!("no case '{name}' in {cases:?}"))
+}
+
+const TWO_GOOD_CASES: &str = "  - name: first
+    steps:
+      - create_key: { alg: ecdsa-p256, as: k }
+      - sign: { key: k, as: s }
+      - verify: { signature: s }
+  - name: last
+    steps:
+      - random: { bytes: 8 }
+";
+
+#[test]
+fn a_passing_run_exits_0_and_writes_junit() {
+    let p = Project::new();
+    p.suite(
+        "good.yaml",
+        &format!("suite: good\nabout: x\ncases:\n{TWO_GOOD_CASES}"),
+    );
+    let o = p.run(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let cases = cases(&p.junit_doc());
+    assert_eq!(cases.len(), 2);
+    assert!(cases.iter().all(|c| c.1 == "passed"), "{cases:?}");
+}
+
+#[test]
+fn a_yaml_error_exits_2_naming_file_line_and_column() {
+    let p = Project::new();
+    let file = p.suite(
+        "broken.yaml",
+        "suite: broken\nabout: x\ncases:\n  - name: c\n    steps:\n      - create_key: { alg: rsa1024, as: k }\n",
+    );
+    let o = p.run(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("{}:6:28:", file.display())),
+        "no file:line:col in: {err}"
+    );
+    assert!(err.contains("rsa2048"), "allowed values missing: {err}");
+    // `check` says the same.
+    let c = Command::new(BIN).arg("check").arg(&file).output().unwrap();
+    assert_eq!(c.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&c.stderr).contains(":6:28:"));
+}
+
+#[test]
+fn a_cell_past_the_timeout_is_an_error_and_the_others_pass() {
+    let p = Project::new();
+    p.suite(
+        "slow.yaml",
+        &format!(
+            "suite: slow\nabout: x\ncases:\n{TWO_GOOD_CASES}  - name: too slow\n    steps:\n      - random: {{ bytes: 4 }}\n      - sleep: {{ seconds: 60 }}\n"
+        ),
+    );
+    let o = p.run(&["--timeout", "3", "-j", "3"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let cases = cases(&p.junit_doc());
+    let slow = find(&cases, "too slow");
+    assert_eq!(slow.1, "error");
+    assert!(slow.2.contains("timeout"), "{slow:?}");
+    assert_eq!(find(&cases, "first").1, "passed");
+    assert_eq!(find(&cases, "last").1, "passed");
+}
+
+#[rstest]
+#[case::abort("abort", "SIGABRT")]
+#[case::hang("hang", "timeout")]
+fn a_crashing_or_hanging_cell_is_an_error_and_the_run_goes_on(
+    #[case] fault: &str,
+    #[case] expected: &str,
+) {
+    let p = Project::new();
+    p.suite(
+        "crash.yaml",
+        &format!(
+            "suite: crash\nabout: x\ncases:\n  - name: crashes\n    steps:\n      - random: {{ bytes: 4 }}\n      - self_test: {fault}\n{TWO_GOOD_CASES}"
+        ),
+    );
+    let o = p.run(&["--timeout", "3", "-j", "1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let xml = p.junit_doc();
+    let cases = cases(&xml);
+    assert_eq!(cases.len(), 3, "every cell is in the report");
+    let bad = find(&cases, "crashes");
+    assert_eq!(bad.1, "error");
+    assert!(bad.2.contains(expected), "{bad:?}");
+    // The tail of the dead cell's stderr is in the report.
+    assert!(xml.contains("self_test"), "stderr tail missing");
+    assert_eq!(find(&cases, "first").1, "passed");
+    assert_eq!(find(&cases, "last").1, "passed");
+}
+
+#[test]
+fn a_failed_expectation_fails_the_cell_and_the_run() {
+    let p = Project::new();
+    p.suite(
+        "wrong.yaml",
+        "suite: wrong\nabout: x\ncases:\n  - name: good signature declared bad\n    steps:\n      - create_key: { alg: rsa2048, as: k }\n      - sign: { key: k, as: s }\n      - verify: { signature: s, expect: mismatch }\n",
+    );
+    let o = p.run(&[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let cases = cases(&p.junit_doc());
+    let c = find(&cases, "good signature declared bad");
+    assert_eq!(c.1, "failure");
+    assert!(c.2.contains("step 3 (verify, line 8)"), "{c:?}");
+}
+
+#[test]
+fn missing_capabilities_and_absent_backends_are_skipped_with_reasons() {
+    let p = Project::new();
+    p.backend(
+        "nohsm",
+        "provider:\n  softhsm: { module: /nonexistent/libsofthsm2.so }\ncapabilities: [rsa2048]\n",
+    );
+    p.suite(
+        "caps.yaml",
+        "suite: caps\nabout: x\ncases:\n  - name: needs ed25519\n    steps:\n      - create_key: { alg: ed25519, as: k }\n",
+    );
+    let o = p.run(&[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let xml = p.junit_doc();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let skipped: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("skipped"))
+        .map(|n| n.attribute("message").expect("skipped without message"))
+        .collect();
+    assert_eq!(skipped.len(), 2, "{xml}");
+    assert!(
+        skipped
+            .iter()
+            .any(|m| m.contains("lacks capability 'ed25519'")),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped.iter().any(|m| m.contains("cannot start here")),
+        "{skipped:?}"
+    );
+}
+
+#[test]
+fn list_honours_filter_tag_and_backend() {
+    let p = Project::new();
+    p.backend("other", "provider: software\ncapabilities: [random]\n");
+    p.suite(
+        "a.yaml",
+        &format!("suite: a\nabout: x\ntags: [alpha]\ncases:\n{TWO_GOOD_CASES}"),
+    );
+    p.suite(
+        "b.yaml",
+        "suite: b\nabout: x\ncases:\n  - name: tagged\n    tags: [beta]\n    steps:\n      - random: { bytes: 1 }\n",
+    );
+    let list = |extra: &[&str]| -> Vec<String> {
+        let o = p.command("list").args(extra).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(|l| l.split("  (skip").next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(list(&[]).len(), 6);
+    assert_eq!(
+        list(&["--tag", "beta"]),
+        vec!["b.other/tagged", "b.software/tagged"]
+    );
+    assert_eq!(
+        list(&["--backend", "software", "--filter", "fir*"]),
+        vec!["a.software/first"]
+    );
+    assert_eq!(list(&["--filter", "a.other/*"]).len(), 2);
+    // An unknown backend is bad input, naming the known ones.
+    let o = p
+        .command("list")
+        .args(["--backend", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("known: other, software"));
+}
+
+#[test]
+fn json_twin_holds_the_same_results() {
+    let p = Project::new();
+    p.suite(
+        "good.yaml",
+        &format!("suite: good\nabout: x\ncases:\n{TWO_GOOD_CASES}"),
+    );
+    let json = p.dir.path().join("out/results.json");
+    let o = p.run(&["--json", json.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["tally"]["passed"], 2);
+    assert_eq!(v["cells"].as_array().unwrap().len(), 2);
+}
