@@ -147,6 +147,7 @@ impl Backend {
                 }],
                 default_signer: 0,
                 one_off_signer: None,
+                retry: Default::default(),
             },
             properties,
         })

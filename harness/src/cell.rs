@@ -88,7 +88,17 @@ fn run(case: &Case, backend: &Backend, workdir: &Path) -> CellReport {
         }
     };
     let mut properties = provisioned.properties;
-    let router = Router::new(&provisioned.setup, &workdir.join("state"));
+    let router = match Router::new(&provisioned.setup, &workdir.join("state")) {
+        Ok(r) => r,
+        Err(e) => {
+            return CellReport {
+                status: Status::Errored {
+                    message: format!("cannot start the signer router: {e}"),
+                },
+                properties,
+            }
+        }
+    };
     match router.default_signer().info() {
         Ok(info) => {
             log(format!("signer '{}' ({})", info.name, info.signer_type));

@@ -55,15 +55,30 @@ enum SignerCommand {
         #[arg(long, value_name = "KEY_ID")]
         key: KeyIdentifier,
     },
-    /// List the keys every signer holds.
-    List,
+    /// List the keys in the key map with their owners; `--orphans` also lists keys the
+    /// backends hold that the key map does not know (connects to every signer).
+    List {
+        #[arg(long)]
+        orphans: bool,
+    },
     /// Random bytes (hex) from the default signer, or the OpenSSL signer if it has no RNG.
     Random {
         #[arg(long, value_name = "N")]
         bytes: usize,
     },
-    /// Each signer's role and state (connects to each).
+    /// Each signer's roles and state: bound (with its signer id), waiting to retry, or
+    /// unusable with the reason. Connects to each signer first.
     Status,
+    /// Create a one-off key with the one-off signer, sign a file, destroy the key.
+    /// Writes the signature and prints the public key (PEM) in the JSON.
+    SignOneOff {
+        #[arg(long, value_name = "ALG")]
+        alg: Algorithm,
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        #[arg(long = "out", value_name = "FILE")]
+        output: PathBuf,
+    },
 }
 
 pub fn main(args: SignerArgs) -> i32 {
@@ -82,7 +97,13 @@ pub fn main(args: SignerArgs) -> i32 {
         eprintln!("error: cannot create {}: {e}", args.state.display());
         return EXIT_FAILED;
     }
-    let router = Router::new(&setup, &args.state);
+    let router = match Router::new(&setup, &args.state) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
     match execute(&router, args.command) {
         Ok(output) => {
             let mut out = std::io::stdout().lock();
@@ -116,72 +137,82 @@ fn execute(router: &Router, command: SignerCommand) -> Result<String, SignerErro
             input,
             output,
         } => {
-            let data = std::fs::read(&input)
-                .map_err(|e| SignerError::io(format!("reading {}", input.display()), e))?;
-            let owner = router.owner(&key)?;
-            let sig = owner.sign(&key, alg, &data)?;
-            std::fs::write(&output, &sig)
-                .map_err(|e| SignerError::io(format!("writing {}", output.display()), e))?;
+            let data = read(&input)?;
+            let sig = router.sign(&key, alg, &data)?;
+            write(&output, &sig)?;
             to_json(json!({
                 "key": key,
                 "alg": alg,
-                "signer": owner.name(),
+                "signer": router.owner_name(&key)?,
                 "signature_bytes": sig.len(),
                 "out": output,
             }))
         }
         SignerCommand::PublicKey { key } => pem(&router.public_key(&key)?),
         SignerCommand::Destroy { key } => {
-            let owner = router.owner(&key)?;
-            owner.destroy_key(&key)?;
-            to_json(json!({ "destroyed": key, "signer": owner.name() }))
+            let owner = router.owner_name(&key)?;
+            router.destroy_key(&key)?;
+            to_json(json!({ "destroyed": key, "signer": owner }))
         }
-        SignerCommand::List => {
-            let (keys, errors) = router.list();
-            let errors: Vec<_> = errors
-                .into_iter()
-                .map(|(signer, e)| json!({ "signer": signer, "error": e.to_string() }))
-                .collect();
-            to_json(json!({ "keys": keys, "errors": errors }))
+        SignerCommand::List { orphans } => {
+            let keys = router.list()?;
+            if orphans {
+                let orphans: Vec<_> = router
+                    .orphans()
+                    .into_iter()
+                    .map(|(signer, found)| match found {
+                        Ok(keys) => json!({ "signer": signer, "keys": keys }),
+                        Err(e) => json!({ "signer": signer, "error": e.to_string() }),
+                    })
+                    .collect();
+                to_json(json!({ "keys": keys, "orphans": orphans }))
+            } else {
+                to_json(json!({ "keys": keys }))
+            }
         }
         SignerCommand::Random { bytes } => {
             let r = router.random(bytes)?;
             to_json(json!({ "bytes": r.len(), "hex": hex::encode(r) }))
         }
         SignerCommand::Status => {
-            let default = router.default_signer().name().to_string();
-            let one_off = router.one_off_signer().name().to_string();
+            router.connect_all();
             let signers: Vec<_> = router
-                .signers()
-                .iter()
-                .map(|s| {
-                    let mut roles = Vec::new();
-                    if s.name() == default {
-                        roles.push("default");
+                .status()
+                .into_iter()
+                .map(|(name, signer_type, roles, state)| {
+                    let mut v = json!({ "name": name, "type": signer_type, "roles": roles });
+                    if let (Some(obj), Ok(serde_json::Value::Object(s))) =
+                        (v.as_object_mut(), serde_json::to_value(&state))
+                    {
+                        obj.extend(s);
                     }
-                    if s.name() == one_off {
-                        roles.push("one-off");
-                    }
-                    match s.info() {
-                        Ok(info) => json!({
-                            "name": s.name(),
-                            "type": info.signer_type,
-                            "roles": roles,
-                            "state": "usable",
-                            "details": info.details.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect::<serde_json::Map<_, _>>(),
-                        }),
-                        Err(e) => json!({
-                            "name": s.name(),
-                            "roles": roles,
-                            "state": "unusable",
-                            "error": e.to_string(),
-                        }),
-                    }
+                    v
                 })
                 .collect();
             to_json(json!({ "signers": signers }))
         }
+        SignerCommand::SignOneOff { alg, input, output } => {
+            let data = read(&input)?;
+            let (sig, spki) = router.sign_one_off(alg, &data)?;
+            write(&output, &sig)?;
+            to_json(json!({
+                "alg": alg,
+                "signer": router.one_off_signer().name(),
+                "signature_bytes": sig.len(),
+                "out": output,
+                "public_key_pem": pem(&spki),
+            }))
+        }
     })
+}
+
+fn read(path: &std::path::Path) -> Result<Vec<u8>, SignerError> {
+    std::fs::read(path).map_err(|e| SignerError::io(format!("reading {}", path.display()), e))
+}
+
+fn write(path: &std::path::Path, data: &[u8]) -> Result<(), SignerError> {
+    std::fs::write(path, data)
+        .map_err(|e| SignerError::io(format!("writing {}", path.display()), e))
 }
 
 fn pem(der: &[u8]) -> String {

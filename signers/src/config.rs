@@ -37,6 +37,44 @@ pub struct SignerSetup {
     pub default_signer: usize,
     /// Index into `signers` of the signer named as `one_off_signer`, if any.
     pub one_off_signer: Option<usize>,
+    /// How unreachable signers are retried.
+    pub retry: RetryPolicy,
+}
+
+/// Backoff for signers that cannot be reached: the first retry waits `initial_delay`,
+/// each next one `factor` times longer, never more than `max_delay`.
+///
+/// Written as a top-level table:
+/// `[signer_retry]` with `initial_delay = 2.0`, `factor = 1.5`, `max_delay = 30.0`
+/// (seconds). Refused: non-positive delays, a factor below 1.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryPolicy {
+    pub initial_delay: f64,
+    pub factor: f64,
+    pub max_delay: f64,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            initial_delay: 2.0,
+            factor: 1.5,
+            max_delay: 30.0,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay after `delay`.
+    pub fn next(&self, delay: std::time::Duration) -> std::time::Duration {
+        let next = (delay.as_secs_f64() * self.factor).min(self.max_delay);
+        std::time::Duration::from_secs_f64(next.max(0.0))
+    }
+
+    pub fn first(&self) -> std::time::Duration {
+        std::time::Duration::from_secs_f64(self.initial_delay.min(self.max_delay).max(0.0))
+    }
 }
 
 /// One `[[signers]]` entry.
@@ -137,6 +175,7 @@ impl std::error::Error for ConfigError {}
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSetup {
+    signer_retry: Option<Spanned<RetryPolicy>>,
     default_signer: Option<Spanned<String>>,
     one_off_signer: Option<Spanned<String>>,
     signers: Option<Vec<Spanned<Table>>>,
@@ -180,6 +219,7 @@ impl SignerSetup {
             }],
             default_signer: 0,
             one_off_signer: None,
+            retry: RetryPolicy::default(),
         }
     }
 
@@ -190,6 +230,20 @@ impl SignerSetup {
             let span = e.span().unwrap_or(0..0);
             place.error(span, e.message().to_string())
         })?;
+        let retry = match &raw.signer_retry {
+            None => RetryPolicy::default(),
+            Some(r) => {
+                let p = *r.get_ref();
+                if !(p.initial_delay > 0.0 && p.max_delay > 0.0 && p.factor >= 1.0) {
+                    return Err(place.error(
+                        r.span(),
+                        "signer_retry needs initial_delay > 0, max_delay > 0 and factor >= 1"
+                            .into(),
+                    ));
+                }
+                p
+            }
+        };
         let Some(entries) = raw.signers else {
             if let Some(name) = raw.default_signer.as_ref().or(raw.one_off_signer.as_ref()) {
                 return Err(place.error(
@@ -200,10 +254,16 @@ impl SignerSetup {
                     ),
                 ));
             }
-            return Ok(Self::implicit());
+            return Ok(SignerSetup {
+                retry,
+                ..Self::implicit()
+            });
         };
         if entries.is_empty() {
-            return Ok(Self::implicit());
+            return Ok(SignerSetup {
+                retry,
+                ..Self::implicit()
+            });
         }
 
         let mut signers: Vec<SignerConfig> = Vec::new();
@@ -256,6 +316,7 @@ impl SignerSetup {
             signers,
             default_signer,
             one_off_signer,
+            retry,
         })
     }
 }
@@ -525,6 +586,17 @@ force = false                                           # optional
             !format!("{k:?}").contains("xxxxxx"),
             "password leaked in Debug"
         );
+    }
+
+    #[test]
+    fn retry_policy_defaults_and_overrides() {
+        let d = SignerSetup::parse("", "c").unwrap().retry;
+        assert_eq!((d.initial_delay, d.factor, d.max_delay), (2.0, 1.5, 30.0));
+        let s = SignerSetup::parse("[signer_retry]\ninitial_delay = 0.5\n", "c").unwrap();
+        assert_eq!(s.retry.initial_delay, 0.5);
+        assert_eq!(s.retry.factor, 1.5);
+        let e = SignerSetup::parse("[signer_retry]\nfactor = 0.5\n", "c").unwrap_err();
+        assert_eq!(e.line, 1, "{e}");
     }
 
     #[test]

@@ -14,8 +14,16 @@ pub enum ErrorKind {
     Unsupported,
     /// The request itself is wrong (e.g. an ECDSA algorithm with an RSA key).
     InvalidInput,
-    /// The backend could not be reached or loaded, or refused the login.
+    /// The backend cannot be reached right now (connection refused, token not
+    /// present, timeout); the router retries with backoff.
     Unavailable,
+    /// The signer cannot be used and will not be retried: the module does not load,
+    /// the PIN is wrong, required functions are missing, it cannot sign with its own
+    /// identity key.
+    Unusable,
+    /// The key belongs to a signer id that no configured signer is bound to (its
+    /// backend is not configured, or was wiped or replaced).
+    SignerNotBound,
     /// The backend answered with an error we do not classify further.
     Backend,
     /// The signer configuration is wrong.
@@ -25,11 +33,13 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 7] = [
+    pub const ALL: [ErrorKind; 9] = [
         ErrorKind::NotFound,
         ErrorKind::Unsupported,
         ErrorKind::InvalidInput,
         ErrorKind::Unavailable,
+        ErrorKind::Unusable,
+        ErrorKind::SignerNotBound,
         ErrorKind::Backend,
         ErrorKind::Config,
         ErrorKind::Io,
@@ -41,6 +51,8 @@ impl ErrorKind {
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::InvalidInput => "invalid-input",
             ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Unusable => "unusable",
+            ErrorKind::SignerNotBound => "signer-not-bound",
             ErrorKind::Backend => "backend",
             ErrorKind::Config => "config",
             ErrorKind::Io => "io",
@@ -90,6 +102,19 @@ impl SignerError {
 
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Unavailable, message)
+    }
+
+    pub fn unusable(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unusable, message)
+    }
+
+    /// Whether retrying later may help: unreachable backends yes; wrong PINs, missing
+    /// modules and bad configuration no (retrying a wrong PIN can lock a token).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Unavailable | ErrorKind::Backend | ErrorKind::Io
+        )
     }
 
     pub fn config(message: impl Into<String>) -> Self {

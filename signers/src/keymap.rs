@@ -21,6 +21,9 @@ const SIGNERS: TableDefinition<&str, &[u8]> = TableDefinition::new("signers");
 /// Configured signer name -> the signer id it was last bound to.
 const NAMES: TableDefinition<&str, &str> = TableDefinition::new("names");
 
+/// Raw (key, value) rows read from a table.
+type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Where a key lives.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRecord {
@@ -130,7 +133,7 @@ impl KeyMap {
 
     /// Every mapped key, in identifier order.
     pub fn keys(&self) -> Result<Vec<(KeyIdentifier, KeyRecord)>, SignerError> {
-        let read = || -> Result<Vec<(Vec<u8>, Vec<u8>)>, redb::Error> {
+        let read = || -> Result<Rows, redb::Error> {
             let txn = self.db.begin_read()?;
             let table = txn.open_table(KEYS)?;
             let mut out = Vec::new();

@@ -20,9 +20,12 @@
 //!
 //! Refused, and why:
 //!
-//! - A module that cannot be loaded or initialised, a slot id without a token, a token
-//!   label no slot has (the message lists the labels seen), a wrong or locked PIN:
-//!   [`ErrorKind::Unavailable`]. No message ever holds the PIN.
+//! - A module that cannot be loaded, a wrong, locked or malformed PIN:
+//!   [`ErrorKind::Unusable`], fatal: retrying cannot help, and retrying a wrong PIN
+//!   can lock the token. No message ever holds the PIN.
+//! - A module that cannot be initialised, a slot id without a token, a token label no
+//!   slot has (the message lists the labels seen): [`ErrorKind::Unavailable`], since
+//!   tokens come and go.
 //! - `login = true` without a `user_pin`, on a token without a protected
 //!   authentication path: [`ErrorKind::Config`].
 //! - Signing with an algorithm whose key type is not the key's (by CKA_KEY_TYPE, the
@@ -103,7 +106,7 @@ fn function_name(f: Function) -> String {
 /// `CKR_PIN_INCORRECT`, from cryptoki's `RvError::PinIncorrect`.
 fn rv_name(rv: RvError) -> String {
     match rv {
-        RvError::VendorDefined(code) => format!("CKR_VENDOR_DEFINED+{code:#x}"),
+        RvError::VendorDefined(code) => format!("vendor-defined CKR {code:#x}"),
         RvError::UnknownErrorCode(code) => format!("unknown CKR {code:#x}"),
         other => {
             let camel = format!("{other:?}");
@@ -391,6 +394,11 @@ impl Pkcs11Signer {
         SignerError::unavailable(format!("signer '{}': {message}", self.name))
     }
 
+    /// Fatal: retrying cannot help and may hurt (a wrong PIN retried locks tokens).
+    fn unusable(&self, message: impl fmt::Display) -> SignerError {
+        SignerError::unusable(format!("signer '{}': {message}", self.name))
+    }
+
     /// Runs `op` on the connection, connecting first if needed; drops the connection
     /// when `op` reports it lost.
     fn with_conn<T>(
@@ -419,7 +427,8 @@ impl Pkcs11Signer {
     /// Loads the module, finds the slot, opens a R/W session and logs in.
     fn connect(&self) -> Result<Connection, SignerError> {
         let path = &self.config.lib_path;
-        let module = module(path).map_err(|e| self.unavailable(e))?;
+        // A module that does not load will not load on a retry either.
+        let module = module(path).map_err(|e| self.unusable(e))?;
         let slots = match module.get_slots_with_token() {
             // Someone finalised the module behind our back: initialise again, once.
             Err(CkError::Pkcs11(RvError::CryptokiNotInitialized, _)) => {
@@ -505,16 +514,16 @@ impl Pkcs11Signer {
         let label = token.label();
         match session.login(UserType::User, pin.as_ref()) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
-            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(self.unavailable(format!(
+            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(self.unusable(format!(
                 "token '{label}' refused the login: wrong PIN (CKR_PIN_INCORRECT; \
                      PIN from {})",
                 self.pin_source()
             ))),
-            Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(self.unavailable(format!(
+            Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(self.unusable(format!(
                 "token '{label}' refused the login: the user PIN is locked (CKR_PIN_LOCKED)"
             ))),
             Err(CkError::Pkcs11(rv @ (RvError::PinLenRange | RvError::PinInvalid), _)) => Err(self
-                .unavailable(format!(
+                .unusable(format!(
                     "token '{label}' refused the login: the PIN from {} is not a valid PIN \
                      for this token ({})",
                     self.pin_source(),
@@ -968,7 +977,7 @@ mod tests {
         );
         assert_eq!(
             rv_name(RvError::VendorDefined(0x8000_0001)),
-            "CKR_VENDOR_DEFINED+0x80000001"
+            "vendor-defined CKR 0x80000001"
         );
         assert_eq!(function_name(Function::GenerateRandom), "C_GenerateRandom");
     }
@@ -1004,7 +1013,7 @@ mod tests {
     }
 
     #[test]
-    fn new_touches_nothing_and_a_missing_module_is_unavailable() {
+    fn new_touches_nothing_and_a_missing_module_is_unusable() {
         let config = Pkcs11Config {
             lib_path: PathBuf::from("/nonexistent/libnothing-pkcs11.so"),
             slot: SlotSelector::Label("x".into()),
@@ -1014,13 +1023,13 @@ mod tests {
         let signer = Pkcs11Signer::new("missing", &config);
         assert_eq!(signer.name(), "missing");
         let e = signer.random(4).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::Unavailable);
+        assert_eq!(e.kind, ErrorKind::Unusable);
         assert!(
             e.message.contains("/nonexistent/libnothing-pkcs11.so"),
             "{e}"
         );
         assert!(!e.message.contains("123456"), "{e}");
         // Still no module: the failure is not cached as success.
-        assert_eq!(signer.list_keys().unwrap_err().kind, ErrorKind::Unavailable);
+        assert_eq!(signer.list_keys().unwrap_err().kind, ErrorKind::Unusable);
     }
 }

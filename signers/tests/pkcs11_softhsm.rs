@@ -599,7 +599,7 @@ fn an_unknown_slot_id_is_unavailable() {
 }
 
 #[test]
-fn a_wrong_pin_is_unavailable_and_never_shown() {
+fn a_wrong_pin_is_unusable_and_never_shown() {
     let h = hsm();
     let wrong = format!("{}0", h.other_pin);
     // The other token: nobody logs in to it, so the PIN is really checked.
@@ -611,7 +611,7 @@ fn a_wrong_pin_is_unavailable_and_never_shown() {
         ),
     );
     for _ in 0..2 {
-        let e = expect_kind(s.random(8), ErrorKind::Unavailable);
+        let e = expect_kind(s.random(8), ErrorKind::Unusable);
         assert!(e.message.contains("wrong PIN"), "{e}");
         assert!(e.message.contains(&h.other_label), "{e}");
         assert!(!e.message.contains(&wrong), "PIN in the message: {e}");
