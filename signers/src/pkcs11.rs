@@ -75,7 +75,11 @@ pub const KEY_LABEL: &str = "hsm-harness";
 static MODULES: Mutex<Vec<(PathBuf, Pkcs11)>> = Mutex::new(Vec::new());
 
 /// The module at `path`, loaded and initialised once per process.
-fn module(path: &Path) -> Result<Pkcs11, String> {
+///
+/// Public so that a test harness can open its own sessions on the same module (for an
+/// inventory read through a session that is not the signer's) without a second
+/// C_Initialize or a C_Finalize under the signer's feet.
+pub fn module(path: &Path) -> Result<Pkcs11, String> {
     let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     // Held across loading and C_Initialize: parallel initialisation crashes some
     // modules (rust-cryptoki #260).

@@ -1,0 +1,402 @@
+//! The relay's configuration file (TOML).
+//!
+//! ```toml
+//! listen = "127.0.0.1:5696"        # port 0: any free port (see ready_file)
+//! ready_file = "/run/relay.ready"  # optional: "ADDRESS SHA256-FINGERPRINT\n" once listening
+//! log_level = "info"               # error, warn, info, debug, trace
+//!
+//! [tls]
+//! cert = "server.pem"              # cert + key from files; both absent: self-signed
+//! key = "server.key"
+//! self_signed_names = ["localhost", "127.0.0.1"]
+//! client_ca = "ca.pem"             # optional: clients must present a certificate from it
+//! min_version = "1.3"              # "1.2" only as an explicit opt-in
+//!
+//! [pkcs11]
+//! lib_path = "/usr/lib/softhsm/libsofthsm2.so"
+//! slot = "My token"                # a label; an integer (or "0x..." string) is a slot id
+//! user_pin = "env:HSM_PIN"         # literal, env:NAME or file:PATH; optional
+//! pool_size = 4                    # PKCS#11 sessions serving concurrent clients
+//!
+//! [auth]
+//! credentials = "none"             # or "token": Username = token label, Password = user PIN
+//!
+//! [limits]
+//! max_message_size = 65536         # bytes, TTLV header included
+//! read_timeout_secs = 10           # a started message must arrive within this
+//! idle_timeout_secs = 300          # a connection with no request for this long is closed
+//! max_connections = 256
+//! pool_wait_secs = 10              # how long a request waits for a free session
+//! ```
+//!
+//! Refused, with the offending key or value named: unknown keys anywhere, a missing
+//! `listen` or `[pkcs11]`, only one of `cert`/`key`, `min_version` other than "1.2" or
+//! "1.3", `credentials = "token"` together with a `user_pin` (the PIN comes from the
+//! client then), zero sizes or timeouts, a `max_message_size` below 1 KiB or above
+//! 16 MiB, an empty `env:`/`file:` PIN source. Secrets are never shown: `Debug` of
+//! [`Secret`] prints its source only.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where a secret (a PIN) comes from; its value is read only when used.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Literal(String),
+    Env(String),
+    File(PathBuf),
+}
+
+impl Secret {
+    /// Parses `literal`, `env:NAME` or `file:PATH`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(name) = text.strip_prefix("env:") {
+            if name.is_empty() {
+                return Err("'env:' needs a variable name".into());
+            }
+            Ok(Secret::Env(name.into()))
+        } else if let Some(path) = text.strip_prefix("file:") {
+            if path.is_empty() {
+                return Err("'file:' needs a path".into());
+            }
+            Ok(Secret::File(path.into()))
+        } else {
+            Ok(Secret::Literal(text.into()))
+        }
+    }
+
+    /// The value; errors name the source, never a value. One trailing newline of a
+    /// file is dropped.
+    pub fn resolve(&self) -> Result<String, String> {
+        match self {
+            Secret::Literal(v) => Ok(v.clone()),
+            Secret::Env(name) => {
+                std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
+            }
+            Secret::File(path) => {
+                let mut v = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                if v.ends_with('\n') {
+                    v.pop();
+                    if v.ends_with('\r') {
+                        v.pop();
+                    }
+                }
+                Ok(v)
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::Literal(_) => f.write_str("<literal, redacted>"),
+            Secret::Env(n) => write!(f, "env:{n}"),
+            Secret::File(p) => write!(f, "file:{}", p.display()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Number(i64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(t) => Secret::parse(&t).map_err(serde::de::Error::custom),
+            Raw::Number(n) => Ok(Secret::Literal(n.to_string())),
+        }
+    }
+}
+
+/// A slot by id or by token label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SlotSelector {
+    Id(u64),
+    Label(String),
+}
+
+impl<'de> Deserialize<'de> for SlotSelector {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        Ok(match Raw::deserialize(d)? {
+            Raw::Number(n) => SlotSelector::Id(n),
+            Raw::Text(t) => match t
+                .strip_prefix("0x")
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+            {
+                Some(id) => SlotSelector::Id(id),
+                None => SlotSelector::Label(t),
+            },
+        })
+    }
+}
+
+/// Minimum TLS version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[default]
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// How KMIP credentials are used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialMode {
+    /// No credentials needed; the relay logs in with `user_pin` (if any) at start.
+    #[default]
+    None,
+    /// Every request but Discover Versions carries Username (the token label) and
+    /// Password (the user PIN), checked against the token.
+    Token,
+}
+
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    #[serde(default = "default_names")]
+    pub self_signed_names: Vec<String>,
+    pub client_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub min_version: TlsVersion,
+}
+
+fn default_names() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into()]
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Config {
+    pub lib_path: PathBuf,
+    pub slot: SlotSelector,
+    pub user_pin: Option<Secret>,
+    #[serde(default = "default_pool")]
+    pub pool_size: usize,
+}
+
+fn default_pool() -> usize {
+    4
+}
+
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    #[serde(default)]
+    pub credentials: CredentialMode,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    #[serde(default = "default_max_message")]
+    pub max_message_size: usize,
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout_secs: u64,
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_pool_wait")]
+    pub pool_wait_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: default_max_message(),
+            read_timeout_secs: default_read_timeout(),
+            idle_timeout_secs: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            pool_wait_secs: default_pool_wait(),
+        }
+    }
+}
+
+fn default_max_message() -> usize {
+    64 * 1024
+}
+fn default_read_timeout() -> u64 {
+    10
+}
+fn default_idle_timeout() -> u64 {
+    300
+}
+fn default_max_connections() -> usize {
+    256
+}
+fn default_pool_wait() -> u64 {
+    10
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: String,
+    pub ready_file: Option<PathBuf>,
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    pub pkcs11: Pkcs11Config,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+impl Config {
+    /// Parses and validates a configuration text. Relative paths are taken relative to
+    /// `base` (the file's directory).
+    pub fn parse(text: &str, base: &Path) -> Result<Config, String> {
+        let mut c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.validate()?;
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        for p in [
+            c.tls.cert.as_mut(),
+            c.tls.key.as_mut(),
+            c.tls.client_ca.as_mut(),
+            c.ready_file.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(p);
+        }
+        Ok(c)
+    }
+
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err("[tls] needs both 'cert' and 'key', or neither (self-signed)".into());
+        }
+        if self.tls.cert.is_none() && self.tls.self_signed_names.is_empty() {
+            return Err("[tls] 'self_signed_names' must name at least one host".into());
+        }
+        if self.auth.credentials == CredentialMode::Token && self.pkcs11.user_pin.is_some() {
+            return Err(
+                "[auth] credentials = \"token\" takes the PIN from each client: remove [pkcs11] user_pin"
+                    .into(),
+            );
+        }
+        if self.pkcs11.pool_size == 0 || self.pkcs11.pool_size > 1024 {
+            return Err("[pkcs11] 'pool_size' must be 1..=1024".into());
+        }
+        let l = &self.limits;
+        if !(1024..=16 * 1024 * 1024).contains(&l.max_message_size) {
+            return Err("[limits] 'max_message_size' must be between 1024 and 16777216".into());
+        }
+        if l.read_timeout_secs == 0
+            || l.idle_timeout_secs == 0
+            || l.max_connections == 0
+            || l.pool_wait_secs == 0
+        {
+            return Err("[limits] timeouts and 'max_connections' must be above zero".into());
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(format!("'log_level' {:?} is not a level", self.log_level));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    const MINIMAL: &str = r#"
+listen = "127.0.0.1:0"
+[pkcs11]
+lib_path = "/usr/lib/softhsm/libsofthsm2.so"
+slot = "relay"
+user_pin = "1234"
+"#;
+
+    #[test]
+    fn minimal_gets_defaults() {
+        let c = Config::parse(MINIMAL, Path::new("/etc")).unwrap();
+        assert_eq!(c.tls.min_version, TlsVersion::Tls13);
+        assert_eq!(c.limits.max_message_size, 65536);
+        assert_eq!(c.pkcs11.slot, SlotSelector::Label("relay".into()));
+        assert_eq!(c.auth.credentials, CredentialMode::None);
+        assert!(!format!("{c:?}").contains("1234"), "PIN in Debug output");
+    }
+
+    #[rstest]
+    #[case::unknown_top("bogus = 1\n")]
+    #[case::unknown_tls("[tls]\nciphers = \"x\"\n")]
+    #[case::bad_version("[tls]\nmin_version = \"1.1\"\n")]
+    #[case::cert_without_key("[tls]\ncert = \"a.pem\"\n")]
+    #[case::tiny_limit("[limits]\nmax_message_size = 10\n")]
+    #[case::zero_timeout("[limits]\nread_timeout_secs = 0\n")]
+    #[case::token_and_pin("[auth]\ncredentials = \"token\"\n")]
+    #[case::bad_mode("[auth]\ncredentials = \"ldap\"\n")]
+    fn refuses(#[case] extra: &str) {
+        let text = format!("{MINIMAL}{extra}");
+        assert!(Config::parse(&text, Path::new("/")).is_err(), "{text}");
+    }
+
+    #[rstest]
+    #[case("slot = 5", SlotSelector::Id(5))]
+    #[case("slot = \"0x1f\"", SlotSelector::Id(31))]
+    #[case("slot = \"tok\"", SlotSelector::Label("tok".into()))]
+    fn slots(#[case] line: &str, #[case] want: SlotSelector) {
+        let text = format!("listen = \"x:1\"\n[pkcs11]\nlib_path = \"/l\"\n{line}\n");
+        assert_eq!(Config::parse(&text, Path::new("/")).unwrap().pkcs11.slot, want);
+    }
+
+    #[test]
+    fn secrets_parse_and_resolve() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pin");
+        std::fs::write(&p, "9876\n").unwrap();
+        let s = Secret::parse(&format!("file:{}", p.display())).unwrap();
+        assert_eq!(s.resolve().unwrap(), "9876");
+        assert!(Secret::parse("env:").is_err());
+        let e = Secret::parse("env:KMIP_RELAY_SURELY_UNSET").unwrap();
+        assert!(e.resolve().unwrap_err().contains("KMIP_RELAY_SURELY_UNSET"));
+        assert!(!format!("{:?}", Secret::parse("5678").unwrap()).contains("5678"));
+    }
+
+    #[test]
+    fn relative_paths_follow_the_file() {
+        let text = format!("{MINIMAL}[tls]\ncert = \"c.pem\"\nkey = \"/abs/k.pem\"\n");
+        let c = Config::parse(&text, Path::new("/etc/relay")).unwrap();
+        assert_eq!(c.tls.cert.unwrap(), Path::new("/etc/relay/c.pem"));
+        assert_eq!(c.tls.key.unwrap(), Path::new("/abs/k.pem"));
+    }
+}
