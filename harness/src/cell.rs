@@ -8,16 +8,20 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hsm_signers::{Algorithm, KeyIdentifier, Router, SignerError};
+use hsm_signers::config::{OpenSslConfig, SignerConfig, SignerKind};
+use hsm_signers::{Algorithm, KeyIdentifier, Router, SignerError, SignerSetup};
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
 use crate::backend::Backend;
+use crate::instance::Instances;
 use crate::outcome::Status;
-use crate::suite::{Case, Expect, SelfTest, Step, Verdict};
+use crate::suite::{
+    Case, Expect, Inventory, KeymapCheck, Restart, SelfTest, SignerSpec, SignersSpec, Step, Verdict,
+};
 use crate::verify;
 
 /// The payload signed when a `sign` step gives no `data`.
@@ -40,7 +44,10 @@ struct KeyEntry {
 }
 
 struct SignatureEntry {
-    key: String,
+    /// The key name, or `None` for a one-off signature.
+    key: Option<String>,
+    /// The public key it verifies with.
+    spki: Vec<u8>,
     alg: Algorithm,
     data: Vec<u8>,
     bytes: Vec<u8>,
@@ -51,6 +58,7 @@ struct SignatureEntry {
 struct Bindings {
     keys: HashMap<String, KeyEntry>,
     signatures: HashMap<String, SignatureEntry>,
+    inventories: HashMap<String, Vec<KeyIdentifier>>,
 }
 
 fn log(line: impl AsRef<str>) {
@@ -69,6 +77,13 @@ pub fn run_and_report(case: &Case, backend: &Backend, workdir: &Path) -> anyhow:
     Ok(())
 }
 
+fn errored(message: String, properties: Vec<(String, String)>) -> CellReport {
+    CellReport {
+        status: Status::Errored { message },
+        properties,
+    }
+}
+
 fn run(case: &Case, backend: &Backend, workdir: &Path) -> CellReport {
     log(format!(
         "case '{}' on backend '{}' ({} provider)",
@@ -76,49 +91,52 @@ fn run(case: &Case, backend: &Backend, workdir: &Path) -> CellReport {
         backend.name,
         backend.provider_name()
     ));
-    let provisioned = match backend.provision(workdir) {
-        Ok(p) => p,
+    let instances = match Instances::new(backend, workdir) {
+        Ok(i) => i,
         Err(e) => {
-            return CellReport {
-                status: Status::Errored {
-                    message: format!("backend '{}' did not come up: {e:#}", backend.name),
-                },
-                properties: vec![],
-            }
+            return errored(
+                format!("backend '{}' did not come up: {e:#}", backend.name),
+                vec![],
+            )
         }
     };
-    let mut properties = provisioned.properties;
-    let router = match Router::new(&provisioned.setup, &workdir.join("state")) {
-        Ok(r) => r,
-        Err(e) => {
-            return CellReport {
-                status: Status::Errored {
-                    message: format!("cannot start the signer router: {e}"),
-                },
-                properties,
-            }
-        }
+    let spec = case
+        .signers
+        .clone()
+        .unwrap_or_else(|| SignersSpec::single(&backend.name));
+    let mut cell = Cell {
+        instances,
+        spec,
+        state: workdir.join("state"),
+        router: None,
+        bindings: Bindings::default(),
     };
-    match router.default_signer().info() {
-        Ok(info) => {
-            log(format!("signer '{}' ({})", info.name, info.signer_type));
-            for (k, v) in info.details {
-                log(format!("  {k}: {v}"));
-                if !properties.iter().any(|(pk, _)| *pk == k) {
-                    properties.push((k, v));
+    if let Err(e) = cell.start() {
+        return errored(
+            format!("backend '{}' did not come up: {e:#}", backend.name),
+            cell.instances.properties(),
+        );
+    }
+    let mut properties = cell.instances.properties();
+    if let Some(router) = &cell.router {
+        match router.default_signer().info() {
+            Ok(info) => {
+                log(format!("signer '{}' ({})", info.name, info.signer_type));
+                for (k, v) in info.details {
+                    log(format!("  {k}: {v}"));
+                    if !properties.iter().any(|(pk, _)| *pk == k) {
+                        properties.push((k, v));
+                    }
                 }
             }
-        }
-        Err(e) => {
-            return CellReport {
-                status: Status::Errored {
-                    message: format!("signer for backend '{}' is unusable: {e}", backend.name),
-                },
-                properties,
+            Err(e) => {
+                return errored(
+                    format!("signer for backend '{}' is unusable: {e}", backend.name),
+                    properties,
+                )
             }
         }
     }
-    let mut bindings = Bindings::default();
     for (i, step) in case.steps.iter().enumerate() {
         let n = i + 1;
         let at = format!(
@@ -127,19 +145,306 @@ fn run(case: &Case, backend: &Backend, workdir: &Path) -> CellReport {
             step.referenced.line()
         );
         log(format!("{at}: start"));
-        if let Err(message) = run_step(&router, &mut bindings, &step.value) {
-            log(format!("{at}: FAILED: {message}"));
-            return CellReport {
-                status: Status::Failed {
-                    message: format!("{at}: {message}"),
-                },
-                properties,
-            };
+        match cell.step(&step.value) {
+            Ok(()) => {}
+            Err(StepError::Failed(message)) => {
+                log(format!("{at}: FAILED: {message}"));
+                return CellReport {
+                    status: Status::Failed {
+                        message: format!("{at}: {message}"),
+                    },
+                    properties,
+                };
+            }
+            Err(StepError::Harness(message)) => {
+                log(format!("{at}: ERROR: {message}"));
+                return errored(format!("{at}: {message}"), properties);
+            }
+        }
+    }
+    for (k, v) in cell.instances.properties() {
+        if !properties.iter().any(|(pk, _)| *pk == k) {
+            properties.push((k, v));
         }
     }
     CellReport {
         status: Status::Passed,
         properties,
+    }
+}
+
+/// Why a step did not pass: the behaviour under test was wrong (a failure), or the
+/// harness could not do what the step asks (an error).
+enum StepError {
+    Failed(String),
+    Harness(String),
+}
+
+impl From<String> for StepError {
+    fn from(m: String) -> Self {
+        StepError::Failed(m)
+    }
+}
+
+impl From<&str> for StepError {
+    fn from(m: &str) -> Self {
+        StepError::Failed(m.to_string())
+    }
+}
+
+fn harness(e: anyhow::Error) -> StepError {
+    StepError::Harness(format!("{e:#}"))
+}
+
+/// Where a configured signer of the cell runs.
+struct Cell {
+    instances: Instances,
+    spec: SignersSpec,
+    state: PathBuf,
+    router: Option<Router>,
+    bindings: Bindings,
+}
+
+impl Cell {
+    /// Builds the signer configuration from the spec and starts a router on it.
+    fn start(&mut self) -> anyhow::Result<()> {
+        let mut signers = Vec::new();
+        for s in &self.spec.signers {
+            let kind = match &s.on {
+                Some(instance) => self.instances.signer_kind(instance)?,
+                None => SignerKind::OpenSsl(OpenSslConfig::default()),
+            };
+            signers.push(SignerConfig {
+                name: s.name.clone(),
+                kind,
+            });
+        }
+        let index = |name: &Option<String>| {
+            name.as_ref()
+                .and_then(|n| self.spec.signers.iter().position(|s| &s.name == n))
+        };
+        let setup = SignerSetup {
+            default_signer: index(&self.spec.default_signer).unwrap_or(0),
+            one_off_signer: index(&self.spec.one_off_signer),
+            signers,
+            retry: Default::default(),
+        };
+        let names: Vec<String> = setup.signers.iter().map(|s| s.name.clone()).collect();
+        log(format!(
+            "  router: signers {} (default '{}')",
+            names.join(", "),
+            names[setup.default_signer]
+        ));
+        self.router = Some(Router::new(&setup, &self.state).map_err(|e| anyhow::anyhow!("{e}"))?);
+        Ok(())
+    }
+
+    fn router(&self) -> Result<&Router, StepError> {
+        self.router
+            .as_ref()
+            .ok_or_else(|| StepError::Harness("no router is running".into()))
+    }
+
+    /// The key identifier a name stands for: a key, or a one-off signature's key.
+    fn key_id(&self, name: &str) -> Result<KeyIdentifier, StepError> {
+        if let Some(k) = self.bindings.keys.get(name) {
+            return Ok(k.id);
+        }
+        let sig = self
+            .bindings
+            .signatures
+            .get(name)
+            .ok_or_else(|| StepError::Harness(format!("unknown name '{name}'")))?;
+        KeyIdentifier::from_spki_der(&sig.spki).map_err(StepError::Failed)
+    }
+
+    fn restart(&mut self, r: &Restart) -> Result<(), StepError> {
+        // The old router goes first: it closes its sessions and the key map.
+        self.router = None;
+        for inst in &r.wipe {
+            self.instances.wipe(inst).map_err(harness)?;
+            log(format!("  wiped instance '{inst}'"));
+        }
+        for inst in &r.change_pin {
+            self.instances.change_pin(inst).map_err(harness)?;
+            log(format!("  changed the user PIN of instance '{inst}'"));
+        }
+        for (signer, inst) in &r.repoint {
+            let s = self.signer_spec(signer)?;
+            s.on = Some(inst.clone());
+            s.software = false;
+            log(format!("  signer '{signer}' now on instance '{inst}'"));
+        }
+        if let [a, b] = r.swap.as_slice() {
+            let ta = self.signer_spec(a)?.clone();
+            let tb = self.signer_spec(b)?.clone();
+            let sa = self.signer_spec(a)?;
+            (sa.on, sa.software) = (tb.on, tb.software);
+            let sb = self.signer_spec(b)?;
+            (sb.on, sb.software) = (ta.on, ta.software);
+            log(format!("  signers '{a}' and '{b}' swapped backends"));
+        }
+        for (old, new) in &r.rename {
+            self.signer_spec(old)?.name = new.clone();
+            for role in [&mut self.spec.default_signer, &mut self.spec.one_off_signer] {
+                if role.as_deref() == Some(old.as_str()) {
+                    *role = Some(new.clone());
+                }
+            }
+            log(format!("  signer '{old}' renamed '{new}'"));
+        }
+        if let Some(d) = &r.default_signer {
+            self.spec.default_signer = Some(d.clone());
+        }
+        if let Some(o) = &r.one_off_signer {
+            self.spec.one_off_signer = Some(o.clone());
+        }
+        self.start().map_err(harness)
+    }
+
+    fn signer_spec(&mut self, name: &str) -> Result<&mut SignerSpec, StepError> {
+        self.spec
+            .signers
+            .iter_mut()
+            .find(|s| s.name == name)
+            .ok_or_else(|| StepError::Harness(format!("no signer named '{name}'")))
+    }
+
+    fn step(&mut self, step: &Step) -> Result<(), StepError> {
+        match step {
+            Step::Restart(r) => return self.restart(r),
+            Step::Inventory(inv) => return self.inventory(inv),
+            Step::Keymap(m) => return self.keymap(m),
+            Step::ReplaceIdentityKey { signer } => return self.replace_identity_key(signer),
+            _ => {}
+        }
+        let router = self
+            .router
+            .as_ref()
+            .ok_or_else(|| StepError::Harness("no router is running".into()))?;
+        run_step(router, &mut self.bindings, step).map_err(StepError::Failed)
+    }
+
+    fn inventory(&mut self, inv: &Inventory) -> Result<(), StepError> {
+        let found = self.instances.inventory(&inv.of).map_err(harness)?;
+        log(format!(
+            "  inventory of '{}': {} key pairs",
+            inv.of,
+            found.len()
+        ));
+        for name in &inv.has {
+            let id = self.key_id(name)?;
+            if !found.contains(&id) {
+                return Err(format!("'{}' has no key pair '{name}' ({id})", inv.of).into());
+            }
+        }
+        for name in &inv.lacks {
+            let id = self.key_id(name)?;
+            if found.contains(&id) {
+                return Err(format!("'{}' still holds key pair '{name}' ({id})", inv.of).into());
+            }
+        }
+        if let Some(before) = &inv.same_as {
+            let earlier = self
+                .bindings
+                .inventories
+                .get(before)
+                .ok_or_else(|| StepError::Harness(format!("unknown inventory '{before}'")))?;
+            if *earlier != found {
+                let added: Vec<String> = found
+                    .iter()
+                    .filter(|k| !earlier.contains(k))
+                    .map(|k| k.to_string())
+                    .collect();
+                let removed: Vec<String> = earlier
+                    .iter()
+                    .filter(|k| !found.contains(k))
+                    .map(|k| k.to_string())
+                    .collect();
+                return Err(format!(
+                    "inventory of '{}' changed since '{before}': added [{}], removed [{}]",
+                    inv.of,
+                    added.join(", "),
+                    removed.join(", ")
+                )
+                .into());
+            }
+        }
+        if let Some(n) = &inv.name {
+            self.bindings.inventories.insert(n.clone(), found);
+        }
+        Ok(())
+    }
+
+    fn keymap(&mut self, m: &KeymapCheck) -> Result<(), StepError> {
+        let router = self.router()?;
+        for name in &m.has {
+            let id = self.key_id(name)?;
+            if router
+                .keymap()
+                .key(&id)
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
+                return Err(format!("the key map has no key '{name}' ({id})").into());
+            }
+        }
+        for name in &m.lacks {
+            let id = self.key_id(name)?;
+            if router
+                .keymap()
+                .key(&id)
+                .map_err(|e| e.to_string())?
+                .is_some()
+            {
+                return Err(format!("the key map still has key '{name}' ({id})").into());
+            }
+        }
+        for (name, signer) in &m.owner {
+            let id = self.key_id(name)?;
+            let owner = router
+                .owner_name(&id)
+                .map_err(|e| format!("owner of '{name}': {e}"))?;
+            if owner != *signer {
+                return Err(
+                    format!("key '{name}' is owned by '{owner}', expected '{signer}'").into(),
+                );
+            }
+            log(format!("  key '{name}' is owned by '{owner}'"));
+        }
+        Ok(())
+    }
+
+    fn replace_identity_key(&mut self, signer: &str) -> Result<(), StepError> {
+        let router = self.router()?;
+        let map = router.keymap();
+        let signer_id = map
+            .bound_name(signer)
+            .map_err(|e| StepError::Harness(e.to_string()))?
+            .ok_or_else(|| {
+                StepError::Harness(format!(
+                    "signer '{signer}' has never been bound; nothing to replace"
+                ))
+            })?;
+        let record = map
+            .signer(&signer_id)
+            .map_err(|e| StepError::Harness(e.to_string()))?
+            .ok_or_else(|| StepError::Harness(format!("no record of signer id {signer_id}")))?;
+        let instance = self
+            .spec
+            .signers
+            .iter()
+            .find(|s| s.name == signer)
+            .and_then(|s| s.on.clone())
+            .unwrap_or_else(|| "software".into());
+        self.instances
+            .replace_key(&instance, &record.identity_key, record.identity_alg)
+            .map_err(harness)?;
+        log(format!(
+            "  identity key {} of signer '{signer}' replaced by other key material",
+            record.identity_key
+        ));
+        Ok(())
     }
 }
 
@@ -217,10 +522,12 @@ fn run_step(router: &Router, b: &mut Bindings, step: &Step) -> Result<(), String
                 key.value
             ));
             if let Some(name) = name {
+                let spki = entry.spki.clone();
                 b.signatures.insert(
                     name.clone(),
                     SignatureEntry {
-                        key: key.value.clone(),
+                        key: Some(key.value.clone()),
+                        spki,
                         alg,
                         data,
                         bytes: sig,
@@ -238,12 +545,20 @@ fn run_step(router: &Router, b: &mut Bindings, step: &Step) -> Result<(), String
                 .signatures
                 .get(&signature.value)
                 .ok_or("unknown signature")?;
-            let key_name = key.as_ref().map_or(&sig.key, |k| &k.value);
-            let key = b.keys.get(key_name).ok_or("unknown key")?;
+            let (key_name, spki) = match key {
+                Some(k) => (
+                    k.value.clone(),
+                    &b.keys.get(&k.value).ok_or("unknown key")?.spki,
+                ),
+                None => (
+                    sig.key.clone().unwrap_or_else(|| "(one-off key)".into()),
+                    &sig.spki,
+                ),
+            };
             let data = data
                 .as_ref()
                 .map_or(sig.data.clone(), |d| d.as_bytes().to_vec());
-            let got = verify::verify(&key.spki, sig.alg, &data, &sig.bytes);
+            let got = verify::verify(spki, sig.alg, &data, &sig.bytes);
             let verdict = match &got {
                 Ok(()) => Verdict::Valid,
                 Err(e) if e.kind_name() == "mismatch" => Verdict::Mismatch,
@@ -295,6 +610,39 @@ fn run_step(router: &Router, b: &mut Bindings, step: &Step) -> Result<(), String
             }
             log(format!("  {} random bytes", r.len()));
         }
+        Step::SignOneOff {
+            alg,
+            data,
+            name,
+            expect: e,
+        } => {
+            let data = data.as_deref().unwrap_or(DEFAULT_DATA).as_bytes().to_vec();
+            let Some((sig, spki)) = expect(e, router.sign_one_off(*alg, &data))? else {
+                return Ok(());
+            };
+            let id = KeyIdentifier::from_spki_der(&spki)?;
+            log(format!(
+                "  one-off {alg} signature of {} bytes by '{}' (key {id}, destroyed)",
+                sig.len(),
+                router.one_off_signer().name()
+            ));
+            if let Some(name) = name {
+                b.signatures.insert(
+                    name.clone(),
+                    SignatureEntry {
+                        key: None,
+                        spki,
+                        alg: *alg,
+                        data,
+                        bytes: sig,
+                    },
+                );
+            }
+        }
+        Step::Restart(_)
+        | Step::Inventory(_)
+        | Step::Keymap(_)
+        | Step::ReplaceIdentityKey { .. } => unreachable!("handled by Cell::step"),
         Step::Sleep { seconds } => {
             std::thread::sleep(Duration::from_secs_f64(seconds.max(0.0)));
         }

@@ -7,7 +7,7 @@
 //! capabilities, duplicate case names, and references to names (`key: k`) that no
 //! earlier step defined.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -35,7 +35,85 @@ struct RawSuite {
     tags: Vec<String>,
     #[serde(default)]
     requires: Vec<Capability>,
+    #[serde(default)]
+    signers: Option<Spanned<SignersSpec>>,
     cases: Vec<RawCase>,
+}
+
+/// The signers of a cell, in the spirit of seed 001's `[[signers]]`: each configured
+/// signer runs on an *instance* of the cell's backend (`on: a`; every instance is a
+/// fresh token or keys directory of its own) or is the OpenSSL signer (`software: true`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SignersSpec {
+    #[serde(default)]
+    pub default_signer: Option<String>,
+    #[serde(default)]
+    pub one_off_signer: Option<String>,
+    pub signers: Vec<SignerSpec>,
+}
+
+/// One configured signer of a cell.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SignerSpec {
+    pub name: String,
+    /// The backend instance it talks to (`a`, `b`, ...).
+    #[serde(default)]
+    pub on: Option<String>,
+    /// The OpenSSL signer, whatever the cell's backend (keys in the cell's state).
+    #[serde(default)]
+    pub software: bool,
+}
+
+impl SignersSpec {
+    /// One signer named after the backend, on instance `a`.
+    pub fn single(backend: &str) -> Self {
+        SignersSpec {
+            default_signer: None,
+            one_off_signer: None,
+            signers: vec![SignerSpec {
+                name: backend.to_string(),
+                on: Some("a".into()),
+                software: false,
+            }],
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let mut names = HashSet::new();
+        if self.signers.is_empty() {
+            return Err("signers: needs at least one signer".into());
+        }
+        for s in &self.signers {
+            if !names.insert(s.name.as_str()) {
+                return Err(format!("duplicate signer name '{}'", s.name));
+            }
+            match (&s.on, s.software) {
+                (Some(_), false) | (None, true) => {}
+                _ => {
+                    return Err(format!(
+                        "signer '{}' needs exactly one of `on: INSTANCE` or `software: true`",
+                        s.name
+                    ))
+                }
+            }
+        }
+        for (role, name) in [
+            ("default_signer", &self.default_signer),
+            ("one_off_signer", &self.one_off_signer),
+        ] {
+            if let Some(n) = name {
+                if !names.contains(n.as_str()) {
+                    return Err(format!("{role} '{n}' is not one of the signers"));
+                }
+            }
+        }
+        if self.signers.len() > 1 && self.default_signer.is_none() {
+            return Err("several signers need a default_signer".into());
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -48,6 +126,8 @@ struct RawCase {
     tags: Vec<String>,
     #[serde(default)]
     requires: Vec<Capability>,
+    #[serde(default)]
+    signers: Option<Spanned<SignersSpec>>,
     steps: Vec<Spanned<Step>>,
 }
 
@@ -57,6 +137,8 @@ pub struct Case {
     pub name: String,
     pub about: Option<String>,
     pub tags: Vec<String>,
+    /// The case's signers (its own, else the suite's); `None`: one signer on instance `a`.
+    pub signers: Option<SignersSpec>,
     /// Capabilities this case needs: the suite's, the case's own, and the algorithm of
     /// every key it creates.
     pub requires: Vec<Capability>,
@@ -80,6 +162,8 @@ pub enum Capability {
     Random,
     /// Keys survive a restart of the signer.
     PersistentKeys,
+    /// The backend has login credentials that can be changed (a user PIN).
+    Credentials,
 }
 
 impl Capability {
@@ -102,6 +186,7 @@ impl Capability {
             Capability::Ed25519 => "ed25519",
             Capability::Random => "random",
             Capability::PersistentKeys => "persistent-keys",
+            Capability::Credentials => "credentials",
         }
     }
 }
@@ -188,11 +273,91 @@ pub enum Step {
         #[serde(default)]
         expect: Expect,
     },
+    /// Create a one-off key with the one-off signer, sign, destroy the key, in one call.
+    /// The signature can be verified like any other (its key is the one-off key).
+    SignOneOff {
+        alg: Algorithm,
+        #[serde(default)]
+        data: Option<String>,
+        #[serde(default, rename = "as")]
+        name: Option<String>,
+        #[serde(default)]
+        expect: Expect,
+    },
+    /// Drop the router and start a new one, after changing the configuration and the
+    /// backends as given. `restart: {}` restarts with nothing changed.
+    Restart(Restart),
+    /// Read the key pairs a backend instance holds through a session of the harness's
+    /// own (not the signer's), and check it.
+    Inventory(Inventory),
+    /// Check what the key map holds.
+    Keymap(KeymapCheck),
+    /// Replace a signer's identity key in its backend by a different key pair under the
+    /// same handle (an impostor), through the harness's own session.
+    ReplaceIdentityKey { signer: String },
     /// Wait, e.g. to let a timeout pass.
     Sleep { seconds: f64 },
     /// Make the cell process misbehave, to check the runner's crash isolation itself:
     /// `abort` raises SIGABRT, `hang` never returns.
     SelfTest(SelfTest),
+}
+
+/// What a `restart` changes before the new router starts; applied in this order:
+/// wipe, change_pin, repoint, swap, rename, roles.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Restart {
+    /// Old name -> new name.
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+    #[serde(default)]
+    pub default_signer: Option<String>,
+    #[serde(default)]
+    pub one_off_signer: Option<String>,
+    /// Signer -> the backend instance it now talks to.
+    #[serde(default)]
+    pub repoint: BTreeMap<String, String>,
+    /// Two signers that exchange their backends.
+    #[serde(default)]
+    pub swap: Vec<String>,
+    /// Backend instances emptied and re-initialised (same label and PIN).
+    #[serde(default)]
+    pub wipe: Vec<String>,
+    /// Backend instances whose user PIN is changed (the configuration follows).
+    #[serde(default)]
+    pub change_pin: Vec<String>,
+}
+
+/// An inventory check of one backend instance (`of: a`) or of the OpenSSL signer's
+/// keys directory (`of: software`). Names are keys (`create_key ... as:`) or one-off
+/// signatures (their key).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Inventory {
+    pub of: String,
+    #[serde(default)]
+    pub has: Vec<String>,
+    #[serde(default)]
+    pub lacks: Vec<String>,
+    /// Remember this inventory under a name.
+    #[serde(default, rename = "as")]
+    pub name: Option<String>,
+    /// The inventory must equal one remembered earlier.
+    #[serde(default)]
+    pub same_as: Option<String>,
+}
+
+/// A key map check.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KeymapCheck {
+    #[serde(default)]
+    pub has: Vec<String>,
+    #[serde(default)]
+    pub lacks: Vec<String>,
+    /// Key -> the configured signer that must own it now.
+    #[serde(default)]
+    pub owner: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -212,6 +377,11 @@ impl Step {
             Step::PublicKey { .. } => "public_key",
             Step::DestroyKey { .. } => "destroy_key",
             Step::Random { .. } => "random",
+            Step::SignOneOff { .. } => "sign_one_off",
+            Step::Restart(_) => "restart",
+            Step::Inventory(_) => "inventory",
+            Step::Keymap(_) => "keymap",
+            Step::ReplaceIdentityKey { .. } => "replace_identity_key",
             Step::Sleep { .. } => "sleep",
             Step::SelfTest(_) => "self_test",
         }
@@ -299,6 +469,11 @@ impl Suite {
                 message: format!("suite '{}' has no cases", raw.suite),
             });
         }
+        if let Some(spec) = &raw.signers {
+            spec.value
+                .check()
+                .map_err(|m| SuiteError::at(path, &spec.referenced, m))?;
+        }
         let mut seen = HashSet::new();
         let mut cases = Vec::new();
         for case in raw.cases {
@@ -309,25 +484,55 @@ impl Suite {
                     format!("duplicate case name '{}'", case.name.value),
                 ));
             }
-            check_names(path, &case)?;
+            if case.steps.is_empty() {
+                return Err(SuiteError::at(
+                    path,
+                    &case.name.referenced,
+                    format!("case '{}' has no steps", case.name.value),
+                ));
+            }
+            if let Some(spec) = &case.signers {
+                spec.value
+                    .check()
+                    .map_err(|m| SuiteError::at(path, &spec.referenced, m))?;
+            }
+            let signers = case
+                .signers
+                .as_ref()
+                .or(raw.signers.as_ref())
+                .map(|s| s.value.clone());
+            check_steps(path, &case, signers.as_ref())?;
             let mut requires = raw.requires.clone();
-            for c in &case.requires {
-                if !requires.contains(c) {
-                    requires.push(*c);
+            let mut need = |c: Capability| {
+                if !requires.contains(&c) {
+                    requires.push(c);
                 }
+            };
+            for c in &case.requires {
+                need(*c);
             }
             for step in &case.steps {
-                if let Step::CreateKey { alg, .. } = &step.value {
-                    let c = Capability::of(*alg);
-                    if !requires.contains(&c) {
-                        requires.push(c);
+                match &step.value {
+                    // A step expected to fail does not need the algorithm.
+                    Step::CreateKey { alg, expect, .. } | Step::SignOneOff { alg, expect, .. }
+                        if expect.error.is_none() =>
+                    {
+                        need(Capability::of(*alg))
                     }
+                    Step::Sign {
+                        alg: Some(alg),
+                        expect,
+                        ..
+                    } if expect.error.is_none() => need(Capability::of(*alg)),
+                    Step::Restart(r) if !r.change_pin.is_empty() => need(Capability::Credentials),
+                    _ => {}
                 }
             }
             cases.push(Case {
                 name: case.name.value,
                 about: case.about,
                 tags: case.tags,
+                signers,
                 requires,
                 steps: case.steps,
             });
@@ -343,56 +548,157 @@ impl Suite {
     }
 }
 
-/// Every `key:` and `signature:` must name something an earlier step bound with `as:`.
-fn check_names(path: &Path, case: &RawCase) -> Result<(), SuiteError> {
+/// Checks what serde cannot: every name a step uses was bound by an earlier step that
+/// succeeds, no name is bound twice, signer and instance names exist, values are in
+/// range.
+fn check_steps(
+    path: &Path,
+    case: &RawCase,
+    signers: Option<&SignersSpec>,
+) -> Result<(), SuiteError> {
     let mut keys: HashSet<&str> = HashSet::new();
     let mut signatures: HashSet<&str> = HashSet::new();
-    let unknown = |what: &str, name: &Spanned<String>, known: &HashSet<&str>| {
-        let mut known: Vec<&str> = known.iter().copied().collect();
-        known.sort();
-        SuiteError::at(
-            path,
-            &name.referenced,
-            format!(
-                "no earlier step made a {what} named '{}' (known: {})",
-                name.value,
+    let mut one_off: HashSet<&str> = HashSet::new();
+    let mut inventories: HashSet<&str> = HashSet::new();
+    let mut signer_names: Vec<String> = match signers {
+        Some(s) => s.signers.iter().map(|s| s.name.clone()).collect(),
+        None => vec![],
+    };
+    let fixed_signers = signers.is_some();
+    for step in &case.steps {
+        let err = |m: String| SuiteError::at(path, &step.referenced, m);
+        let unknown = |what: &str, name: &str, known: &HashSet<&str>| {
+            let mut known: Vec<&str> = known.iter().copied().collect();
+            known.sort();
+            err(format!(
+                "no earlier step made a {what} named '{name}' (known: {})",
                 if known.is_empty() {
                     "none".to_string()
                 } else {
                     known.join(", ")
                 }
-            ),
-        )
-    };
-    for step in &case.steps {
+            ))
+        };
+        let key = |k: &Spanned<String>, keys: &HashSet<&str>| {
+            if keys.contains(k.value.as_str()) {
+                Ok(())
+            } else {
+                let mut e = unknown("key", &k.value, keys);
+                e.line = k.referenced.line();
+                e.column = k.referenced.column();
+                Err(e)
+            }
+        };
+        let signer_known = |name: &str, names: &[String]| -> Result<(), SuiteError> {
+            if !fixed_signers || names.iter().any(|n| n == name) {
+                Ok(())
+            } else {
+                Err(err(format!(
+                    "no signer named '{name}' (signers: {})",
+                    names.join(", ")
+                )))
+            }
+        };
         match &step.value {
-            Step::CreateKey { name, .. } => {
-                keys.insert(name);
-            }
-            Step::Sign { key, name, .. } => {
-                if !keys.contains(key.value.as_str()) {
-                    return Err(unknown("key", key, &keys));
-                }
-                if let Some(n) = name {
-                    signatures.insert(n);
+            Step::CreateKey { name, expect, .. } => {
+                if expect.error.is_none() && !keys.insert(name) {
+                    return Err(err(format!("key name '{name}' is already bound")));
                 }
             }
-            Step::Verify { signature, key, .. } => {
-                if !signatures.contains(signature.value.as_str()) {
-                    return Err(unknown("signature", signature, &signatures));
-                }
-                if let Some(k) = key {
-                    if !keys.contains(k.value.as_str()) {
-                        return Err(unknown("key", k, &keys));
+            Step::Sign {
+                key: k,
+                name,
+                expect,
+                ..
+            } => {
+                key(k, &keys)?;
+                if let (Some(n), None) = (name, &expect.error) {
+                    if !signatures.insert(n) {
+                        return Err(err(format!("signature name '{n}' is already bound")));
                     }
                 }
             }
-            Step::PublicKey { key, .. } | Step::DestroyKey { key, .. } => {
-                if !keys.contains(key.value.as_str()) {
-                    return Err(unknown("key", key, &keys));
+            Step::SignOneOff { name, expect, .. } => {
+                if let (Some(n), None) = (name, &expect.error) {
+                    if !signatures.insert(n) {
+                        return Err(err(format!("signature name '{n}' is already bound")));
+                    }
+                    one_off.insert(n);
                 }
             }
-            Step::Random { .. } | Step::Sleep { .. } | Step::SelfTest(_) => {}
+            Step::Verify {
+                signature, key: k, ..
+            } => {
+                if !signatures.contains(signature.value.as_str()) {
+                    let mut e = unknown("signature", &signature.value, &signatures);
+                    e.line = signature.referenced.line();
+                    e.column = signature.referenced.column();
+                    return Err(e);
+                }
+                if let Some(k) = k {
+                    key(k, &keys)?;
+                }
+            }
+            Step::PublicKey { key: k, .. } | Step::DestroyKey { key: k, .. } => key(k, &keys)?,
+            Step::Random { bytes, .. } => {
+                if !(1..=65536).contains(bytes) {
+                    return Err(err(format!("random bytes must be 1 to 65536, not {bytes}")));
+                }
+            }
+            Step::Sleep { seconds } => {
+                if !(seconds.is_finite() && (0.0..=3600.0).contains(seconds)) {
+                    return Err(err(format!(
+                        "sleep seconds must be 0 to 3600, not {seconds}"
+                    )));
+                }
+            }
+            Step::Restart(r) => {
+                for old in r.rename.keys().chain(r.repoint.keys()).chain(r.swap.iter()) {
+                    signer_known(old, &signer_names)?;
+                }
+                if !r.swap.is_empty() && r.swap.len() != 2 {
+                    return Err(err("swap names exactly two signers".into()));
+                }
+                for (old, new) in &r.rename {
+                    if let Some(n) = signer_names.iter_mut().find(|n| *n == old) {
+                        *n = new.clone();
+                    }
+                }
+                for role in [&r.default_signer, &r.one_off_signer].into_iter().flatten() {
+                    signer_known(role, &signer_names)?;
+                }
+            }
+            Step::Inventory(inv) => {
+                for n in inv.has.iter().chain(&inv.lacks) {
+                    if !keys.contains(n.as_str()) && !one_off.contains(n.as_str()) {
+                        let mut known: HashSet<&str> = keys.clone();
+                        known.extend(one_off.iter().copied());
+                        return Err(unknown("key or one-off signature", n, &known));
+                    }
+                }
+                if let Some(s) = &inv.same_as {
+                    if !inventories.contains(s.as_str()) {
+                        return Err(unknown("inventory", s, &inventories));
+                    }
+                }
+                if let Some(n) = &inv.name {
+                    if !inventories.insert(n) {
+                        return Err(err(format!("inventory name '{n}' is already bound")));
+                    }
+                }
+            }
+            Step::Keymap(m) => {
+                for n in m.has.iter().chain(&m.lacks).chain(m.owner.keys()) {
+                    if !keys.contains(n.as_str()) {
+                        return Err(unknown("key", n, &keys));
+                    }
+                }
+                for s in m.owner.values() {
+                    signer_known(s, &signer_names)?;
+                }
+            }
+            Step::ReplaceIdentityKey { signer } => signer_known(signer, &signer_names)?,
+            Step::SelfTest(_) => {}
         }
     }
     Ok(())
@@ -458,19 +764,19 @@ cases:
     #[case::unknown_error_kind(
         "      - create_key: { alg: rsa2048, as: k }\n      - sign: { key: k, expect: { error: lost } }\n",
         8,
-        40,
+        42,
         "not-found"
     )]
     #[case::undefined_key(
         "      - sign: { key: nope }\n",
         7,
-        23,
+        22,
         "no earlier step made a key named 'nope'"
     )]
     #[case::unknown_field(
         "      - random: { bytes: 4, colour: red }\n",
         7,
-        32,
+        29,
         "unknown field `colour`"
     )]
     fn errors_point_at_the_place(
@@ -493,7 +799,7 @@ cases:
     #[test]
     fn duplicate_case_names_are_refused() {
         let text =
-            "suite: t\nabout: x\ncases:\n  - name: c\n    steps: []\n  - name: c\n    steps: []\n";
+            "suite: t\nabout: x\ncases:\n  - name: c\n    steps: [ { random: { bytes: 1 } } ]\n  - name: c\n    steps: [ { random: { bytes: 1 } } ]\n";
         let e = parse(text).unwrap_err();
         assert_eq!(e.line, 6);
         assert!(e.message.contains("duplicate case name"));

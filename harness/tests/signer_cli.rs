@@ -107,13 +107,13 @@ impl Run {
     }
 }
 
-/// True when `needle` occurs in `text` with no ASCII letter or digit right before or
-/// after it: how a leaked PIN would show, and never true for a PIN's digits inside a
-/// 40-digit key identifier, random hex or a token serial.
+/// True when `needle` occurs in `text` with no ASCII letter, digit or `-` right before
+/// or after it: how a leaked PIN would show, and never true for a PIN's digits inside
+/// a 40-digit key identifier, random hex, a token serial or a UUID signer id.
 fn contains_word(text: &str, needle: &str) -> bool {
-    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric());
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-');
     text.match_indices(needle).any(|(i, _)| {
-        !alnum(text[..i].chars().next_back()) && !alnum(text[i + needle.len()..].chars().next())
+        !word(text[..i].chars().next_back()) && !word(text[i + needle.len()..].chars().next())
     })
 }
 
@@ -420,18 +420,50 @@ fn created_key_is_on_the_token_and_openssl_verifies_its_signature(
     );
 }
 
+/// The signer of a `status` entry, by name.
+fn status_of<'a>(status: &'a Value, name: &str) -> &'a Value {
+    status["signers"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no signer {name} in {status}"))
+}
+
+/// A non-empty string field, or a panic showing the whole value.
+fn non_empty_str<'a>(v: &'a Value, field: &str) -> &'a str {
+    v[field]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| panic!("no {field} in {v}"))
+}
+
 #[test]
 fn list_shows_the_key_with_its_signer() {
     let hsm = Hsm::new();
     let key = hsm.create_key("ecdsa-p256");
     let listed = hsm.signer(&["list"]).json();
-    assert_eq!(listed["errors"], serde_json::json!([]), "{listed}");
-    let keys = listed["keys"].as_array().expect("keys array");
-    assert!(
-        keys.iter()
-            .any(|k| k["key"] == key.as_str() && k["signer"] == SIGNER_NAME),
-        "key {key} of signer {SIGNER_NAME} not listed: {listed}"
+    let entry = listed["keys"]
+        .as_array()
+        .and_then(|keys| keys.iter().find(|k| k["key"] == key.as_str()))
+        .unwrap_or_else(|| panic!("key {key} not listed: {listed}"));
+    assert_eq!(entry["signer"], SIGNER_NAME, "{listed}");
+    assert_eq!(entry["alg"], "ecdsa-p256", "{listed}");
+    let owner_id = non_empty_str(entry, "signer_id");
+
+    // The owner is the signer id SoftHSMv2 is bound to.
+    let status = hsm.signer(&["status"]).json();
+    assert_eq!(
+        non_empty_str(status_of(&status, SIGNER_NAME), "signer_id"),
+        owner_id,
+        "{status}"
     );
+
+    // The key map knows every key on the token (its identity key aside).
+    let listed = hsm.signer(&["list", "--orphans"]).json();
+    let softhsm_orphans = listed["orphans"]
+        .as_array()
+        .and_then(|o| o.iter().find(|o| o["signer"] == SIGNER_NAME))
+        .unwrap_or_else(|| panic!("no orphans entry for {SIGNER_NAME}: {listed}"));
+    assert_eq!(softhsm_orphans["keys"], serde_json::json!([]), "{listed}");
 }
 
 #[test]
@@ -496,20 +528,16 @@ fn random_gives_the_bytes_asked_for_as_hex() {
 }
 
 #[test]
-fn status_shows_softhsm_usable_as_the_default_signer() {
+fn status_shows_softhsm_bound_as_the_default_signer() {
     let hsm = Hsm::new();
     let status = hsm.signer(&["status"]).json();
-    let signers = status["signers"].as_array().expect("signers array");
-    let softhsm = signers
-        .iter()
-        .find(|s| s["name"] == SIGNER_NAME)
-        .unwrap_or_else(|| panic!("no signer {SIGNER_NAME} in {status}"));
-    assert_eq!(softhsm["state"], "usable", "{status}");
+    let softhsm = status_of(&status, SIGNER_NAME);
+    // "bound" is the usable state: connected, logged in, bound to a signer id.
+    assert_eq!(softhsm["state"], "bound", "{status}");
+    non_empty_str(softhsm, "signer_id");
     assert_eq!(softhsm["type"], "PKCS#11", "{status}");
     let roles = softhsm["roles"].as_array().expect("roles array");
     assert!(roles.iter().any(|r| r == "default"), "{status}");
-    assert_eq!(softhsm["details"]["token_label"], TOKEN_LABEL, "{status}");
-    assert_eq!(softhsm["details"]["lib_path"], MODULE, "{status}");
 }
 
 #[test]
@@ -534,10 +562,7 @@ fn wrong_pin_fails_without_showing_the_pin() {
     assert!(run.stdout.is_empty(), "{}", run.describe());
 
     let status = hsm.signer_with(&config, wrong_pin, &[], &["status"]).json();
-    let softhsm = status["signers"]
-        .as_array()
-        .and_then(|s| s.iter().find(|s| s["name"] == SIGNER_NAME))
-        .unwrap_or_else(|| panic!("no signer {SIGNER_NAME} in {status}"));
+    let softhsm = status_of(&status, SIGNER_NAME);
     assert_eq!(softhsm["state"], "unusable", "{status}");
 
     // Nothing was made, and the token still takes the right PIN.
@@ -613,4 +638,8 @@ fn pin_check_ignores_hex_but_catches_a_leak() {
     assert!(!contains_word("\"key\": \"ab5678cd\"", "5678"));
     assert!(!contains_word("\"hex\": \"5678ab\"", "5678"));
     assert!(!contains_word("0x15678", "5678"));
+    assert!(!contains_word(
+        "\"signer_id\": \"1a9a0e07-5678-4bb2-b699-91746365b1b9\"",
+        "5678"
+    ));
 }
