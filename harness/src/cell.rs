@@ -261,6 +261,18 @@ impl Cell {
     fn restart(&mut self, r: &Restart) -> Result<(), StepError> {
         // The old router goes first: it closes its sessions and the key map.
         self.router = None;
+        if let Some(list) = &r.signers {
+            self.spec.signers = list.clone();
+            self.spec.default_signer = None;
+            self.spec.one_off_signer = None;
+            log(format!(
+                "  signers now: {}",
+                list.iter()
+                    .map(|s| s.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         for inst in &r.wipe {
             self.instances.wipe(inst).map_err(harness)?;
             log(format!("  wiped instance '{inst}'"));

@@ -164,6 +164,9 @@ pub enum Capability {
     PersistentKeys,
     /// The backend has login credentials that can be changed (a user PIN).
     Credentials,
+    /// The backend is an HSM, reached through a signer type other than OpenSSL (so
+    /// the router treats it as one: seed 001's role rules differ).
+    Hsm,
 }
 
 impl Capability {
@@ -187,6 +190,7 @@ impl Capability {
             Capability::Random => "random",
             Capability::PersistentKeys => "persistent-keys",
             Capability::Credentials => "credentials",
+            Capability::Hsm => "hsm",
         }
     }
 }
@@ -303,10 +307,14 @@ pub enum Step {
 }
 
 /// What a `restart` changes before the new router starts; applied in this order:
-/// wipe, change_pin, repoint, swap, rename, roles.
+/// signers, wipe, change_pin, repoint, swap, rename, roles.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Restart {
+    /// A new list of signers, replacing the configured ones (roles are reset to the
+    /// defaults unless given here too).
+    #[serde(default)]
+    pub signers: Option<Vec<SignerSpec>>,
     /// Old name -> new name.
     #[serde(default)]
     pub rename: BTreeMap<String, String>,
@@ -560,11 +568,9 @@ fn check_steps(
     let mut signatures: HashSet<&str> = HashSet::new();
     let mut one_off: HashSet<&str> = HashSet::new();
     let mut inventories: HashSet<&str> = HashSet::new();
-    let mut signer_names: Vec<String> = match signers {
-        Some(s) => s.signers.iter().map(|s| s.name.clone()).collect(),
-        None => vec![],
-    };
-    let fixed_signers = signers.is_some();
+    // `None`: the default single signer, named after the backend (not known here).
+    let mut signer_names: Option<Vec<String>> =
+        signers.map(|s| s.signers.iter().map(|s| s.name.clone()).collect());
     for step in &case.steps {
         let err = |m: String| SuiteError::at(path, &step.referenced, m);
         let unknown = |what: &str, name: &str, known: &HashSet<&str>| {
@@ -589,14 +595,13 @@ fn check_steps(
                 Err(e)
             }
         };
-        let signer_known = |name: &str, names: &[String]| -> Result<(), SuiteError> {
-            if !fixed_signers || names.iter().any(|n| n == name) {
-                Ok(())
-            } else {
-                Err(err(format!(
+        let signer_known = |name: &str, names: &Option<Vec<String>>| -> Result<(), SuiteError> {
+            match names {
+                Some(names) if !names.iter().any(|n| n == name) => Err(err(format!(
                     "no signer named '{name}' (signers: {})",
                     names.join(", ")
-                )))
+                ))),
+                _ => Ok(()),
             }
         };
         match &step.value {
@@ -653,6 +658,15 @@ fn check_steps(
                 }
             }
             Step::Restart(r) => {
+                if let Some(list) = &r.signers {
+                    let spec = SignersSpec {
+                        default_signer: r.default_signer.clone(),
+                        one_off_signer: r.one_off_signer.clone(),
+                        signers: list.clone(),
+                    };
+                    spec.check().map_err(err)?;
+                    signer_names = Some(list.iter().map(|s| s.name.clone()).collect());
+                }
                 for old in r.rename.keys().chain(r.repoint.keys()).chain(r.swap.iter()) {
                     signer_known(old, &signer_names)?;
                 }
@@ -660,7 +674,7 @@ fn check_steps(
                     return Err(err("swap names exactly two signers".into()));
                 }
                 for (old, new) in &r.rename {
-                    if let Some(n) = signer_names.iter_mut().find(|n| *n == old) {
+                    if let Some(n) = signer_names.iter_mut().flatten().find(|n| *n == old) {
                         *n = new.clone();
                     }
                 }

@@ -616,9 +616,22 @@ impl Pkcs11Signer {
             Attribute::Sensitive(true),
             Attribute::Extractable(false),
             Attribute::Sign(true),
+            // Signing keys only: the module's defaults may allow more.
+            Attribute::Decrypt(false),
+            Attribute::Unwrap(false),
+            Attribute::Derive(false),
             label(),
         ];
-        let public_base = || vec![Attribute::Token(true), Attribute::Verify(true), label()];
+        let public_base = || {
+            vec![
+                Attribute::Token(true),
+                Attribute::Verify(true),
+                Attribute::Encrypt(false),
+                Attribute::Wrap(false),
+                Attribute::Derive(false),
+                label(),
+            ]
+        };
         let what = format!("generating a {} key pair", alg.key_type());
         match alg.key_type() {
             KeyType::Rsa2048 => {

@@ -563,29 +563,27 @@ impl Router {
     /// Keys each reachable signer's backend holds that the map does not know (identity
     /// keys excluded), by signer name; unreachable signers are reported with their error.
     pub fn orphans(&self) -> Vec<(String, Result<Vec<KeyIdentifier>, SignerError>)> {
-        let identity: Vec<KeyIdentifier> = self
-            .keymap
-            .signers()
-            .unwrap_or_default()
-            .into_iter()
-            .map(|r| r.identity_key)
-            .collect();
+        // Bind first: binding may register identity keys, which are not orphans.
+        self.connect_all();
         self.slots
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let found = self
-                    .ensure_bound(i)
-                    .and_then(|_| s.signer.list_keys())
-                    .and_then(|keys| {
-                        let mut out = Vec::new();
-                        for k in keys {
-                            if !identity.contains(&k) && self.keymap.key(&k)?.is_none() {
-                                out.push(k);
-                            }
+                let found = self.ensure_bound(i).and_then(|_| {
+                    let identity: Vec<KeyIdentifier> = self
+                        .keymap
+                        .signers()?
+                        .into_iter()
+                        .map(|r| r.identity_key)
+                        .collect();
+                    let mut out = Vec::new();
+                    for k in s.signer.list_keys()? {
+                        if !identity.contains(&k) && self.keymap.key(&k)?.is_none() {
+                            out.push(k);
                         }
-                        Ok(out)
-                    });
+                    }
+                    Ok(out)
+                });
                 (s.signer.name().to_string(), found)
             })
             .collect()
