@@ -633,6 +633,128 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::SignerInfo;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A software signer whose backend is "down" for the first `down` connects, or
+    /// refuses every connect as fatal: the faults a real OpenSSL signer cannot make.
+    struct Flaky {
+        inner: SoftwareSigner,
+        down: usize,
+        fatal: bool,
+        connects: AtomicUsize,
+    }
+
+    impl Signer for Flaky {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        fn info(&self) -> Result<SignerInfo, SignerError> {
+            let n = self.connects.fetch_add(1, Ordering::SeqCst);
+            if self.fatal {
+                Err(SignerError::unusable("wrong PIN"))
+            } else if n < self.down {
+                Err(SignerError::unavailable("connection refused"))
+            } else {
+                self.inner.info()
+            }
+        }
+        fn supports(&self, alg: Algorithm) -> Result<bool, SignerError> {
+            self.inner.supports(alg)
+        }
+        fn create_key(&self, alg: Algorithm) -> Result<CreatedKey, SignerError> {
+            self.inner.create_key(alg)
+        }
+        fn public_key(&self, key: &KeyIdentifier) -> Result<Vec<u8>, SignerError> {
+            self.inner.public_key(key)
+        }
+        fn sign(&self, k: &KeyIdentifier, a: Algorithm, d: &[u8]) -> Result<Vec<u8>, SignerError> {
+            self.inner.sign(k, a, d)
+        }
+        fn destroy_key(&self, key: &KeyIdentifier) -> Result<(), SignerError> {
+            self.inner.destroy_key(key)
+        }
+        fn random(&self, len: usize) -> Result<Vec<u8>, SignerError> {
+            self.inner.random(len)
+        }
+        fn list_keys(&self) -> Result<Vec<KeyIdentifier>, SignerError> {
+            self.inner.list_keys()
+        }
+    }
+
+    fn with_flaky(dir: &Path, down: usize, fatal: bool, retry: &str) -> (Router, Arc<Flaky>) {
+        let text = format!(
+            "default_signer = \"flaky\"\n{retry}[[signers]]\ntype = \"OpenSSL\"\nname = \"flaky\"\nkeys_dir = \"{}\"\n[[signers]]\ntype = \"OpenSSL\"\nname = \"steady\"\nkeys_dir = \"{}\"\n",
+            dir.join("flaky").display(),
+            dir.join("steady").display()
+        );
+        let mut r = Router::new(&setup(&text), &dir.join("state")).unwrap();
+        let flaky = Arc::new(Flaky {
+            inner: SoftwareSigner::new("flaky", dir.join("flaky")),
+            down,
+            fatal,
+            connects: AtomicUsize::new(0),
+        });
+        r.slots[0].signer = flaky.clone();
+        (r, flaky)
+    }
+
+    #[test]
+    fn an_unreachable_signer_backs_off_then_binds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, flaky) = with_flaky(
+            dir.path(),
+            2,
+            false,
+            "[signer_retry]\ninitial_delay = 0.5\nfactor = 4.0\nmax_delay = 2.0\n",
+        );
+        let e = r.create_key(Algorithm::EcdsaP256Sha256).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unavailable);
+        // Within the delay: refused without touching the backend.
+        let e = r.create_key(Algorithm::EcdsaP256Sha256).unwrap_err();
+        assert!(e.message.contains("next attempt in"), "{e}");
+        assert_eq!(flaky.connects.load(Ordering::SeqCst), 1);
+        std::thread::sleep(Duration::from_millis(600));
+        // Second attempt fails too; the delay grows by the factor, up to the cap.
+        assert!(r.create_key(Algorithm::EcdsaP256Sha256).is_err());
+        assert!(matches!(
+            r.status()[0].3,
+            SignerState::Waiting { retry_in_secs, .. } if retry_in_secs > 0.5
+        ));
+        std::thread::sleep(Duration::from_millis(2100));
+        r.create_key(Algorithm::EcdsaP256Sha256).unwrap();
+        assert_eq!(flaky.connects.load(Ordering::SeqCst), 3);
+        assert!(matches!(r.status()[0].3, SignerState::Bound { .. }));
+    }
+
+    #[test]
+    fn a_fatal_error_is_not_retried_and_other_signers_keep_working() {
+        let dir = tempfile::tempdir().unwrap();
+        // A key made by "steady" first, while "flaky" is the default and dead.
+        let text = format!(
+            "default_signer = \"steady\"\n[[signers]]\ntype = \"OpenSSL\"\nname = \"flaky\"\nkeys_dir = \"{}\"\n[[signers]]\ntype = \"OpenSSL\"\nname = \"steady\"\nkeys_dir = \"{}\"\n",
+            dir.path().join("flaky").display(),
+            dir.path().join("steady").display()
+        );
+        let k = Router::new(&setup(&text), &dir.path().join("state"))
+            .unwrap()
+            .create_key(Algorithm::EcdsaP256Sha256)
+            .unwrap();
+        let (r, flaky) = with_flaky(dir.path(), 0, true, "");
+        for _ in 0..3 {
+            let e = r.create_key(Algorithm::EcdsaP256Sha256).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Unusable, "{e}");
+        }
+        assert_eq!(
+            flaky.connects.load(Ordering::SeqCst),
+            1,
+            "retried a fatal error"
+        );
+        assert!(matches!(r.status()[0].3, SignerState::Unusable { .. }));
+        // The other signer's keys still sign.
+        r.sign(&k.id, Algorithm::EcdsaP256Sha256, b"x").unwrap();
+        assert_eq!(r.owner_name(&k.id).unwrap(), "steady");
+    }
 
     fn setup(text: &str) -> SignerSetup {
         SignerSetup::parse(text, "test.conf").unwrap()
