@@ -11,6 +11,7 @@ pub mod console;
 pub mod instance;
 pub mod junit;
 pub mod outcome;
+pub mod pki;
 pub mod runner;
 pub mod signer_cmd;
 pub mod suite;

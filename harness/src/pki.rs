@@ -1,0 +1,116 @@
+//! Throw-away certificates for TLS backends: a CA, a server certificate (EC P-256,
+//! SAN 127.0.0.1 and localhost, serverAuth) and a client certificate (clientAuth),
+//! plus the broken variants the TLS suite needs (expired, wrong host, other CA).
+//! Private keys are written with mode 0600.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose,
+};
+
+/// What is wrong with the server certificate, on purpose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ServerFlaw {
+    #[default]
+    None,
+    /// Validity ended in 2001.
+    Expired,
+    /// Issued for another host name only.
+    WrongHost,
+}
+
+/// The files of one test PKI.
+#[derive(Clone, Debug)]
+pub struct Pki {
+    pub ca_cert: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+fn write(path: &Path, text: &str, secret: bool) -> anyhow::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(if secret { 0o600 } else { 0o644 })
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Generates a CA, a server and a client certificate into `dir`.
+pub fn generate(dir: &Path, flaw: ServerFlaw) -> anyhow::Result<Pki> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "hsm-harness test CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
+
+    let hosts = match flaw {
+        ServerFlaw::WrongHost => vec!["not-this-host.invalid".to_string()],
+        _ => vec!["127.0.0.1".to_string(), "localhost".to_string()],
+    };
+    let mut server_params = CertificateParams::new(hosts)?;
+    server_params
+        .distinguished_name
+        .push(DnType::CommonName, "hsm-harness test server");
+    server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    if flaw == ServerFlaw::Expired {
+        server_params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        server_params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+    }
+    let server_key = KeyPair::generate()?;
+    let server = server_params.signed_by(&server_key, &ca)?;
+
+    let mut client_params = CertificateParams::new(Vec::<String>::new())?;
+    client_params
+        .distinguished_name
+        .push(DnType::CommonName, "hsm-harness test client");
+    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client_key = KeyPair::generate()?;
+    let client = client_params.signed_by(&client_key, &ca)?;
+
+    let pki = Pki {
+        ca_cert: dir.join("ca.pem"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
+    };
+    write(&pki.ca_cert, &ca.pem(), false)?;
+    write(&pki.server_cert, &server.pem(), false)?;
+    write(&pki.server_key, &server_key.serialize_pem(), true)?;
+    write(&pki.client_cert, &client.pem(), false)?;
+    write(&pki.client_key, &client_key.serialize_pem(), true)?;
+    Ok(pki)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn files_are_written_and_keys_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = generate(dir.path(), ServerFlaw::None).unwrap();
+        for p in [&pki.ca_cert, &pki.server_cert, &pki.client_cert] {
+            assert!(std::fs::read_to_string(p).unwrap().contains("BEGIN CERTIFICATE"));
+        }
+        for p in [&pki.server_key, &pki.client_key] {
+            let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+    }
+}
