@@ -258,17 +258,7 @@ impl Instances {
         };
         let workdir = self.workdir.clone();
         match self.ensure(name)? {
-            Instance::Software { keys_dir } => {
-                let scratch = workdir.join("impostor");
-                let other = SoftwareSigner::new("impostor", scratch.clone());
-                let made = other.create_key(alg).map_err(|e| anyhow!("{e}"))?;
-                std::fs::copy(
-                    scratch.join(format!("{}.key", made.id)),
-                    keys_dir.join(format!("{id}.key")),
-                )
-                .context("putting the impostor key in place")?;
-                Ok(())
-            }
+            Instance::Software { keys_dir } => replace_software_key(&workdir, keys_dir, id, alg),
             Instance::Token {
                 label, user_pin, ..
             } => {
@@ -284,6 +274,24 @@ impl Instances {
             }
         }
     }
+}
+
+/// Puts the key file of a new key pair where key `id` was: same name, other key.
+fn replace_software_key(
+    workdir: &Path,
+    keys_dir: &Path,
+    id: &KeyIdentifier,
+    alg: Algorithm,
+) -> anyhow::Result<()> {
+    let scratch = workdir.join("impostor");
+    let other = SoftwareSigner::new("impostor", scratch.clone());
+    let made = other.create_key(alg).map_err(|e| anyhow!("{e}"))?;
+    std::fs::copy(
+        scratch.join(format!("{}.key", made.id)),
+        keys_dir.join(format!("{id}.key")),
+    )
+    .context("putting the impostor key in place")?;
+    Ok(())
 }
 
 fn software_inventory(dir: &Path) -> anyhow::Result<Vec<KeyIdentifier>> {

@@ -106,7 +106,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pki = generate(dir.path(), ServerFlaw::None).unwrap();
         for p in [&pki.ca_cert, &pki.server_cert, &pki.client_cert] {
-            assert!(std::fs::read_to_string(p).unwrap().contains("BEGIN CERTIFICATE"));
+            assert!(std::fs::read_to_string(p)
+                .unwrap()
+                .contains("BEGIN CERTIFICATE"));
         }
         for p in [&pki.server_key, &pki.client_key] {
             let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;

@@ -66,6 +66,23 @@ pub struct SignerSpec {
     pub software: bool,
 }
 
+/// Instance names become token labels (32 bytes at most) and environment variable
+/// names: lowercase letters, digits and '-', 1 to 13 characters, not "software".
+fn check_instance(name: &str) -> Result<(), String> {
+    let ok = (1..=13).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name != "software";
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "instance name '{name}' must be 1 to 13 lowercase letters, digits or '-', and not 'software'"
+        ))
+    }
+}
+
 impl SignersSpec {
     /// One signer named after the backend, on instance `a`.
     pub fn single(backend: &str) -> Self {
@@ -88,6 +105,9 @@ impl SignersSpec {
         for s in &self.signers {
             if !names.insert(s.name.as_str()) {
                 return Err(format!("duplicate signer name '{}'", s.name));
+            }
+            if let Some(on) = &s.on {
+                check_instance(on)?;
             }
             match (&s.on, s.software) {
                 (Some(_), false) | (None, true) => {}
@@ -658,6 +678,9 @@ fn check_steps(
                 }
             }
             Step::Restart(r) => {
+                for inst in r.repoint.values().chain(&r.wipe).chain(&r.change_pin) {
+                    check_instance(inst).map_err(err)?;
+                }
                 if let Some(list) = &r.signers {
                     let spec = SignersSpec {
                         default_signer: r.default_signer.clone(),
@@ -670,8 +693,8 @@ fn check_steps(
                 for old in r.rename.keys().chain(r.repoint.keys()).chain(r.swap.iter()) {
                     signer_known(old, &signer_names)?;
                 }
-                if !r.swap.is_empty() && r.swap.len() != 2 {
-                    return Err(err("swap names exactly two signers".into()));
+                if !r.swap.is_empty() && (r.swap.len() != 2 || r.swap[0] == r.swap[1]) {
+                    return Err(err("swap names exactly two different signers".into()));
                 }
                 for (old, new) in &r.rename {
                     if let Some(n) = signer_names.iter_mut().flatten().find(|n| *n == old) {
@@ -683,6 +706,9 @@ fn check_steps(
                 }
             }
             Step::Inventory(inv) => {
+                if inv.of != "software" {
+                    check_instance(&inv.of).map_err(err)?;
+                }
                 for n in inv.has.iter().chain(&inv.lacks) {
                     if !keys.contains(n.as_str()) && !one_off.contains(n.as_str()) {
                         let mut known: HashSet<&str> = keys.clone();

@@ -4,8 +4,10 @@
 //! These tests check that every suite and backend file in the repository validates, and
 //! that the schemas and the loaders accept and refuse the same things: the same step
 //! keywords, the same fields (required and optional) in every object, the same enum
-//! values. The loader's own lists come from its error messages ("unknown field `x`,
-//! expected one of ..."), so they are what serde really accepts, not a copy.
+//! values and ranges. The loader's own lists come from its error messages ("unknown
+//! field `x`, expected one of ..."), so they are what serde really accepts, not a copy.
+//! What only the loader checks (names, signer roles) and where the schema is stricter
+//! (suites/README.md lists both) is pinned down too.
 //!
 //! Documents are built as JSON and handed to the loader as text: JSON is YAML, so both
 //! sides read exactly the same document.
@@ -21,13 +23,18 @@ use serde_json::{json, Value};
 
 /// The step keywords, as written in YAML. Cross-checked below against the schema, the
 /// loader's list of variants, and `Step::keyword()` of each parsed step.
-const KEYWORDS: [&str; 8] = [
+const KEYWORDS: [&str; 13] = [
     "create_key",
     "sign",
     "verify",
     "public_key",
     "destroy_key",
     "random",
+    "sign_one_off",
+    "restart",
+    "inventory",
+    "keymap",
+    "replace_identity_key",
     "sleep",
     "self_test",
 ];
@@ -182,19 +189,60 @@ fn body_schema(schema: &Value, keyword: &str) -> Value {
         .1
 }
 
-/// A suite of one case whose steps first bind key `k` and signature `sig` (the names
-/// the schema's examples use), then run `steps`.
-fn suite_with(steps: Vec<Value>) -> Value {
-    let mut all = vec![
+/// The steps `suite_with` runs first. They bind the names the schema's examples use:
+/// key `k`, signature `sig`, one-off signature `one`, inventory `before`.
+fn prefix() -> Vec<Value> {
+    vec![
         json!({ "create_key": { "alg": "rsa2048", "as": "k" } }),
         json!({ "sign": { "key": "k", "as": "sig" } }),
-    ];
+        json!({ "sign_one_off": { "alg": "ecdsa-p256", "as": "one" } }),
+        json!({ "inventory": { "of": "a", "has": ["k"], "as": "before" } }),
+    ]
+}
+
+/// The schema's example `signers:` block; its names (`hsm`, `backup`, `openssl`) are the
+/// ones the schema's step examples use.
+fn example_signers() -> Value {
+    let schema = suite_schema();
+    let block = def(&schema, "signers")["examples"][0].clone();
+    assert!(block.is_object(), "$defs/signers has no example");
+    block
+}
+
+/// A suite of one case, with the schema's example signers, whose steps are `prefix()`
+/// and then `steps`.
+fn suite_with(steps: Vec<Value>) -> Value {
+    let mut all = prefix();
     all.extend(steps);
-    json!({ "suite": "t", "about": "x", "cases": [ { "name": "c", "steps": all } ] })
+    json!({
+        "suite": "t", "about": "x", "signers": example_signers(),
+        "cases": [ { "name": "c", "steps": all } ]
+    })
 }
 
 fn minimal_suite() -> Value {
-    json!({ "suite": "t", "about": "x", "cases": [ { "name": "c", "steps": [] } ] })
+    json!({
+        "suite": "t", "about": "x",
+        "cases": [ { "name": "c", "steps": [ { "random": { "bytes": 1 } } ] } ]
+    })
+}
+
+/// A step built from the schema: `fields` of the step's body, each with its example.
+/// An `as:` gets a name nothing has bound yet, since binding a name twice is refused.
+fn make_step(schema: &Value, keyword: &str, fields: &BTreeSet<String>) -> Value {
+    let body = body_schema(schema, keyword);
+    let map: serde_json::Map<String, Value> = fields
+        .iter()
+        .map(|f| {
+            let value = if f == "as" {
+                json!(format!("new-{keyword}"))
+            } else {
+                example(schema, &body["properties"][f])
+            };
+            (f.clone(), value)
+        })
+        .collect();
+    json!({ keyword: map })
 }
 
 /// Both the schema and the loader accept `doc`; returns the loaded suite.
@@ -279,6 +327,28 @@ fn every_suite_file_validates_and_loads() {
     }
 }
 
+const SCHEMA_LINE: &str = "# yaml-language-server: $schema=./schema.json\n";
+
+/// The complete suites in suites/README.md (the YAML blocks that start with the schema
+/// line) validate and load too.
+#[test]
+fn the_readme_examples_validate_and_load() {
+    let readme = std::fs::read_to_string(root().join("suites/README.md")).unwrap();
+    let examples: Vec<&str> = readme
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|block| block.split("```").next())
+        .filter(|block| block.starts_with(SCHEMA_LINE) && block.contains("\nsuite:"))
+        .collect();
+    assert!(examples.len() >= 2, "no example suites in suites/README.md");
+    let schema = suite_schema();
+    for text in examples {
+        let errors = schema_errors(&schema, &yaml_to_json(text));
+        assert!(errors.is_empty(), "{text}\n{errors:#?}");
+        Suite::parse(text, Path::new("suites/README.md")).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
 #[test]
 fn every_backend_file_validates_and_loads() {
     let files = files_in(&root().join("fixtures/backends")).unwrap();
@@ -309,8 +379,9 @@ fn step_keywords_are_the_same_in_schema_loader_and_model() {
 }
 
 /// For each step: the minimal step (required fields only) and the full step (every
-/// field) are accepted by both and parse to that step; dropping any required field or
-/// adding an unknown one is refused by both; the loader's field list is the schema's.
+/// field, with the schema's examples, after `prefix()`) are accepted by both and parse
+/// to that step; dropping any required field or adding an unknown one is refused by
+/// both; the loader's field list is the schema's.
 #[test]
 fn each_step_has_the_same_fields_in_schema_and_loader() {
     for keyword in KEYWORDS {
@@ -344,13 +415,7 @@ fn check_step_fields(keyword: &str) {
         "{keyword}: required fields not in properties"
     );
 
-    let make = |fields: &BTreeSet<String>| -> Value {
-        let map: serde_json::Map<String, Value> = fields
-            .iter()
-            .map(|f| (f.clone(), example(&schema, &body["properties"][f])))
-            .collect();
-        json!({ keyword: map })
-    };
+    let make = |fields: &BTreeSet<String>| make_step(&schema, keyword, fields);
 
     let minimal = accepted_by_both(&suite_with(vec![make(&req)]));
     assert_eq!(last_keyword(&minimal), keyword);
@@ -389,15 +454,11 @@ fn step_keyword_names_match_the_model() {
             if let Some(values) = body.get("enum") {
                 return json!({ *kw: values[0] });
             }
-            let map: serde_json::Map<String, Value> = required(&body)
-                .iter()
-                .map(|f| (f.clone(), example(&schema, &body["properties"][f])))
-                .collect();
-            json!({ *kw: map })
+            make_step(&schema, kw, &required(&body))
         })
         .collect();
     let suite = accepted_by_both(&suite_with(steps));
-    let parsed: Vec<&str> = suite.cases[0].steps[2..]
+    let parsed: Vec<&str> = suite.cases[0].steps[prefix().len()..]
         .iter()
         .map(|s| s.value.keyword())
         .collect();
@@ -490,7 +551,12 @@ fn suite_case_and_expect_fields_are_the_same_in_schema_and_loader() {
     // The suite's top level.
     let full = json!({
         "suite": "t", "about": "x", "tags": ["a"], "requires": ["random"],
-        "cases": [ { "name": "c", "about": "y", "tags": ["b"], "requires": ["ed25519"], "steps": [] } ]
+        "signers": example_signers(),
+        "cases": [ {
+            "name": "c", "about": "y", "tags": ["b"], "requires": ["ed25519"],
+            "signers": { "signers": [ { "name": "solo", "software": true } ] },
+            "steps": [ { "random": { "bytes": 1 } } ]
+        } ]
     });
     accepted_by_both(&full);
     let mut doc = full.clone();
@@ -546,16 +612,201 @@ fn suite_case_and_expect_fields_are_the_same_in_schema_and_loader() {
     );
 }
 
+// --- signers blocks ---------------------------------------------------------------------
+
+#[test]
+fn signers_block_fields_are_the_same_in_schema_and_loader() {
+    let schema = suite_schema();
+    let block = def(&schema, "signers");
+    let signer = def(&schema, "signer");
+
+    // The example block is accepted at suite and at case level.
+    accepted_by_both(&suite_with(vec![]));
+    let mut doc = minimal_suite();
+    doc["cases"][0]["signers"] = example_signers();
+    accepted_by_both(&doc);
+
+    // The block: its fields, and `signers` required.
+    let mut doc = minimal_suite();
+    doc["signers"] = example_signers();
+    doc["signers"]["colour"] = json!("red");
+    let e = refused_by_both(&doc);
+    assert_eq!(allowed_in(&e.message), properties(block), "{e}");
+    assert_eq!(required(block), set(["signers"]));
+    let mut doc = minimal_suite();
+    doc["signers"] = json!({ "default_signer": "hsm" });
+    let e = refused_by_both(&doc);
+    assert!(e.message.contains("missing field `signers`"), "{e}");
+    let mut doc = minimal_suite();
+    doc["signers"] = json!({ "signers": [ { "name": "hsm", "on": "a" } ] });
+    accepted_by_both(&doc);
+
+    // One signer: its fields, and `name` required.
+    for example in signer["examples"].as_array().unwrap() {
+        let mut doc = minimal_suite();
+        doc["signers"] = json!({ "signers": [example] });
+        accepted_by_both(&doc);
+    }
+    let mut doc = minimal_suite();
+    doc["signers"] = json!({ "signers": [ { "name": "hsm", "on": "a", "colour": "red" } ] });
+    let e = refused_by_both(&doc);
+    assert_eq!(allowed_in(&e.message), properties(signer), "{e}");
+    assert_eq!(required(signer), set(["name"]));
+    let mut doc = minimal_suite();
+    doc["signers"] = json!({ "signers": [ { "on": "a" } ] });
+    let e = refused_by_both(&doc);
+    assert!(e.message.contains("missing field `name`"), "{e}");
+}
+
+#[rstest]
+#[case::no_signers(json!({ "signers": [] }))]
+#[case::on_and_software(json!({ "signers": [ { "name": "x", "on": "a", "software": true } ] }))]
+#[case::neither_on_nor_software(json!({ "signers": [ { "name": "x" } ] }))]
+#[case::software_false_alone(json!({ "signers": [ { "name": "x", "software": false } ] }))]
+#[case::several_without_default(json!({
+    "signers": [ { "name": "x", "on": "a" }, { "name": "y", "on": "b" } ]
+}))]
+#[case::software_not_a_bool(json!({ "signers": [ { "name": "x", "software": "maybe" } ] }))]
+#[case::signers_not_a_list(json!({ "signers": { "name": "x", "on": "a" } }))]
+fn invalid_signers_blocks_are_refused_by_both(#[case] block: Value) {
+    let mut doc = minimal_suite();
+    doc["signers"] = block.clone();
+    refused_by_both(&doc);
+    let mut doc = minimal_suite();
+    doc["cases"][0]["signers"] = block;
+    refused_by_both(&doc);
+}
+
+#[rstest]
+#[case::on_and_software_false(
+    json!({ "signers": [ { "name": "x", "on": "a", "software": false } ] })
+)]
+#[case::one_software_signer(json!({ "signers": [ { "name": "x", "software": true } ] }))]
+#[case::roles(json!({
+    "default_signer": "x", "one_off_signer": "y",
+    "signers": [ { "name": "x", "on": "a" }, { "name": "y", "software": true } ]
+}))]
+fn valid_signers_blocks_are_accepted_by_both(#[case] block: Value) {
+    let mut doc = minimal_suite();
+    doc["signers"] = block;
+    accepted_by_both(&doc);
+}
+
+#[test]
+fn a_case_block_replaces_the_suite_block() {
+    let mut doc = suite_with(vec![]);
+    doc["cases"][0]["signers"] = json!({ "signers": [ { "name": "solo", "on": "a" } ] });
+    let suite = accepted_by_both(&doc);
+    let names: Vec<&str> = suite.cases[0].signers.as_ref().unwrap().signers[..]
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["solo"]);
+    // `hsm` is the suite's signer, not the case's.
+    doc["cases"][0]["steps"] = json!([ { "replace_identity_key": { "signer": "hsm" } } ]);
+    assert!(schema_errors(&suite_schema(), &doc).is_empty());
+    assert!(load_suite(&doc).is_err(), "loader accepts {doc}");
+}
+
+// --- ranges and lists -------------------------------------------------------------------
+
+#[rstest]
+#[case::random_min(json!({ "random": { "bytes": 1 } }), true)]
+#[case::random_max(json!({ "random": { "bytes": 65536 } }), true)]
+#[case::random_zero(json!({ "random": { "bytes": 0 } }), false)]
+#[case::random_too_many(json!({ "random": { "bytes": 65537 } }), false)]
+#[case::random_negative(json!({ "random": { "bytes": -1 } }), false)]
+#[case::random_fraction(json!({ "random": { "bytes": 1.5 } }), false)]
+#[case::sleep_zero(json!({ "sleep": { "seconds": 0 } }), true)]
+#[case::sleep_fraction(json!({ "sleep": { "seconds": 0.25 } }), true)]
+#[case::sleep_max(json!({ "sleep": { "seconds": 3600 } }), true)]
+#[case::sleep_negative(json!({ "sleep": { "seconds": -1 } }), false)]
+#[case::sleep_too_long(json!({ "sleep": { "seconds": 3600.5 } }), false)]
+#[case::swap_two(json!({ "restart": { "swap": ["hsm", "backup"] } }), true)]
+#[case::swap_one(json!({ "restart": { "swap": ["hsm"] } }), false)]
+#[case::swap_three(json!({ "restart": { "swap": ["hsm", "backup", "openssl"] } }), false)]
+#[case::new_signers_one(json!({ "restart": { "signers": [ { "name": "x", "on": "c" } ] } }), true)]
+#[case::new_signers_none(json!({ "restart": { "signers": [] } }), false)]
+#[case::new_signers_several_without_default(
+    json!({ "restart": { "signers": [ { "name": "x", "on": "a" }, { "name": "y", "on": "b" } ] } }),
+    false
+)]
+#[case::new_signers_several_with_default(
+    json!({ "restart": {
+        "signers": [ { "name": "x", "on": "a" }, { "name": "y", "software": true } ],
+        "default_signer": "x", "one_off_signer": "y"
+    } }),
+    true
+)]
+#[case::new_signer_on_and_software(
+    json!({ "restart": { "signers": [ { "name": "x", "on": "a", "software": true } ] } }),
+    false
+)]
+fn ranges_and_lists_are_the_same_in_schema_and_loader(#[case] step: Value, #[case] ok: bool) {
+    let doc = suite_with(vec![step]);
+    if ok {
+        accepted_by_both(&doc);
+    } else {
+        refused_by_both(&doc);
+    }
+}
+
+#[test]
+fn the_steps_of_a_case_are_not_empty_in_either() {
+    let mut doc = minimal_suite();
+    doc["cases"][0]["steps"] = json!([]);
+    let e = refused_by_both(&doc);
+    assert!(e.message.contains("has no steps"), "{e}");
+}
+
+// --- capabilities a case needs ----------------------------------------------------------
+
+/// What suites/README.md says a case requires: the algorithms of `create_key`,
+/// `sign_one_off` and `sign ... alg:` unless the step expects an error, and
+/// `credentials` for `restart: { change_pin }`.
+#[rstest]
+#[case::create_key(json!({ "create_key": { "alg": "ed25519", "as": "e" } }), Some("ed25519"))]
+#[case::create_key_expecting_an_error(
+    json!({ "create_key": { "alg": "ed25519", "as": "e", "expect": { "error": "unsupported" } } }),
+    None
+)]
+#[case::sign_one_off(json!({ "sign_one_off": { "alg": "ecdsa-p384" } }), Some("ecdsa-p384"))]
+#[case::sign_one_off_expecting_an_error(
+    json!({ "sign_one_off": { "alg": "ecdsa-p384", "expect": { "error": "unsupported" } } }),
+    None
+)]
+#[case::sign_with_alg(json!({ "sign": { "key": "k", "alg": "rsa2048-pss" } }), Some("rsa2048-pss"))]
+#[case::sign_with_alg_expecting_an_error(
+    json!({ "sign": { "key": "k", "alg": "ed25519", "expect": { "error": "invalid-input" } } }),
+    None
+)]
+#[case::sign_without_alg(json!({ "sign": { "key": "k" } }), None)]
+#[case::change_pin(json!({ "restart": { "change_pin": ["a"] } }), Some("credentials"))]
+#[case::other_restart(json!({ "restart": { "wipe": ["a"], "repoint": { "hsm": "b" } } }), None)]
+fn a_case_requires_what_the_readme_says(#[case] step: Value, #[case] needs: Option<&str>) {
+    let suite = accepted_by_both(&suite_with(vec![step]));
+    // The prefix's create_key rsa2048 and sign_one_off ecdsa-p256.
+    let mut expected = set(["rsa2048", "ecdsa-p256"]);
+    expected.extend(needs.map(str::to_string));
+    let got: BTreeSet<String> = suite.cases[0]
+        .requires
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    assert_eq!(got, expected);
+}
+
 // --- invalid suites, as people write them ----------------------------------------------------
 
 #[rstest]
-#[case::unknown_top_level_field("signers: {}\n", "")]
+#[case::unknown_top_level_field("timeout: 3\n", "")]
+#[case::signers_block_without_signers("signers: {}\n", "")]
 #[case::unknown_case_field("", "    timeout: 3\n")]
 #[case::unknown_step("", "      - creat_key: { alg: rsa2048, as: x }\n")]
 #[case::unknown_step_field("", "      - random: { bytes: 4, colour: red }\n")]
 #[case::unknown_algorithm("", "      - create_key: { alg: rsa1024, as: x }\n")]
 #[case::algorithm_in_capitals("", "      - create_key: { alg: RSA2048, as: x }\n")]
-#[case::unknown_capability("requires: [hsm]\n", "")]
+#[case::unknown_capability("requires: [quantum]\n", "")]
 #[case::unknown_error_kind("", "      - sign: { key: k, expect: { error: lost } }\n")]
 #[case::error_expected_of_verify("", "      - verify: { signature: sig, expect: { error: io } }\n")]
 #[case::verdict_expected_of_sign("", "      - sign: { key: k, expect: mismatch }\n")]
@@ -563,11 +814,37 @@ fn suite_case_and_expect_fields_are_the_same_in_schema_and_loader() {
 #[case::create_key_without_name("", "      - create_key: { alg: rsa2048 }\n")]
 #[case::random_without_bytes("", "      - random: {}\n")]
 #[case::negative_random_length("", "      - random: { bytes: -1 }\n")]
+#[case::no_random_bytes("", "      - random: { bytes: 0 }\n")]
 #[case::sleep_with_expect("", "      - sleep: { seconds: 1, expect: { error: io } }\n")]
+#[case::sleep_for_two_hours("", "      - sleep: { seconds: 7200 }\n")]
 #[case::two_steps_in_one_item("", "      - random: { bytes: 4 }\n        sleep: { seconds: 1 }\n")]
 #[case::step_without_body("", "      - random\n")]
 #[case::empty_step("", "      - {}\n")]
 #[case::tags_not_a_list("tags: baseline\n", "")]
+#[case::sign_one_off_without_alg("", "      - sign_one_off: { as: s }\n")]
+#[case::sign_one_off_with_key("", "      - sign_one_off: { alg: ed25519, key: k }\n")]
+#[case::restart_without_body("", "      - restart\n")]
+#[case::restart_with_expect("", "      - restart: { expect: { error: unusable } }\n")]
+#[case::restart_rename_as_list("", "      - restart: { rename: [a, b] }\n")]
+#[case::restart_swap_of_one("", "      - restart: { swap: [x] }\n")]
+#[case::restart_wipe_not_a_list("", "      - restart: { wipe: a }\n")]
+#[case::inventory_without_of("", "      - inventory: { has: [k] }\n")]
+#[case::inventory_has_not_a_list("", "      - inventory: { of: a, has: k }\n")]
+#[case::keymap_owner_as_list("", "      - keymap: { owner: [k] }\n")]
+#[case::keymap_with_of("", "      - keymap: { of: a, has: [k] }\n")]
+#[case::replace_identity_key_without_signer("", "      - replace_identity_key: {}\n")]
+#[case::replace_identity_key_bare_name("", "      - replace_identity_key: x\n")]
+#[case::signer_with_on_and_software(
+    "signers:\n  signers:\n    - { name: x, on: a, software: true }\n",
+    ""
+)]
+#[case::signer_without_backend("signers:\n  signers:\n    - { name: x }\n", "")]
+#[case::several_signers_without_default(
+    "signers:\n  signers:\n    - { name: x, on: a }\n    - { name: y, on: b }\n",
+    ""
+)]
+#[case::signers_as_a_list("signers:\n  - { name: x, on: a }\n", "")]
+#[case::signer_unknown_field("signers:\n  signers:\n    - { name: x, on: a, pin: '1234' }\n", "")]
 fn invalid_suites_are_refused_by_schema_and_loader(#[case] top: &str, #[case] tail: &str) {
     let text = format!(
         "suite: t\nabout: x\n{top}cases:\n  - name: c\n    steps:\n      \
@@ -591,27 +868,309 @@ fn a_suite_without_cases_is_refused_by_both() {
     refused_by_both(&doc);
 }
 
-/// What only the loader can check (the README says so): names bound by earlier steps
-/// and unique case names.
+/// The signers block the loader-only cases below use (as YAML, at suite level).
+const SIGNERS_YAML: &str = "signers:\n  default_signer: hsm\n  signers:\n    \
+     - { name: hsm, on: a }\n    - { name: backup, on: b }\n";
+
+/// What only the loader can check (the README says so): names bound by earlier steps,
+/// names bound twice, signer names and roles, unique case and signer names. The schema
+/// accepts all of these; the loader refuses them, with a message containing `needle`.
 #[rstest]
-#[case::undefined_key("      - sign: { key: nope }\n")]
-#[case::undefined_signature("      - verify: { signature: nope }\n")]
-#[case::undefined_verify_key("      - verify: { signature: sig, key: nope }\n")]
-#[case::key_used_before_created(
-    "      - public_key: { key: later }\n      - create_key: { alg: ed25519, as: later }\n"
+#[case::undefined_key(
+    "",
+    "      - sign: { key: nope }\n",
+    "no earlier step made a key named 'nope'"
 )]
-#[case::duplicate_case_name("  - name: c\n    steps: []\n")]
-fn only_the_loader_checks_names(#[case] tail: &str) {
+#[case::undefined_signature("", "      - verify: { signature: nope }\n", "signature named 'nope'")]
+#[case::undefined_verify_key(
+    "",
+    "      - verify: { signature: sig, key: nope }\n",
+    "key named 'nope'"
+)]
+#[case::key_used_before_created(
+    "",
+    "      - public_key: { key: later }\n      - create_key: { alg: ed25519, as: later }\n",
+    "key named 'later'"
+)]
+#[case::duplicate_case_name(
+    "",
+    "  - name: c\n    steps: [ { random: { bytes: 1 } } ]\n",
+    "duplicate case name 'c'"
+)]
+#[case::key_bound_twice(
+    "",
+    "      - create_key: { alg: ed25519, as: k }\n",
+    "key name 'k' is already bound"
+)]
+#[case::signature_bound_twice(
+    "",
+    "      - sign: { key: k, as: sig }\n",
+    "signature name 'sig' is already bound"
+)]
+#[case::one_off_signature_bound_twice(
+    "",
+    "      - sign_one_off: { alg: ed25519, as: sig }\n",
+    "signature name 'sig' is already bound"
+)]
+#[case::inventory_bound_twice(
+    "",
+    "      - inventory: { of: a, as: i }\n      - inventory: { of: b, as: i }\n",
+    "inventory name 'i' is already bound"
+)]
+#[case::key_of_a_failed_create_key(
+    "",
+    "      - create_key: { alg: ed25519, as: e, expect: { error: unsupported } }\n      \
+     - sign: { key: e }\n",
+    "key named 'e'"
+)]
+#[case::signature_of_a_failed_sign(
+    "",
+    "      - sign: { key: k, as: s, expect: { error: not-found } }\n      \
+     - verify: { signature: s }\n",
+    "signature named 's'"
+)]
+#[case::signature_of_a_failed_sign_one_off(
+    "",
+    "      - sign_one_off: { alg: ed25519, as: s, expect: { error: unsupported } }\n      \
+     - verify: { signature: s }\n",
+    "signature named 's'"
+)]
+#[case::inventory_of_a_plain_signature(
+    "",
+    "      - inventory: { of: a, has: [sig] }\n",
+    "no earlier step made a key or one-off signature named 'sig'"
+)]
+#[case::keymap_of_a_one_off_signature(
+    "",
+    "      - sign_one_off: { alg: ed25519, as: one }\n      - keymap: { has: [one] }\n",
+    "key named 'one'"
+)]
+#[case::keymap_owner_of_an_unknown_key(
+    "",
+    "      - keymap: { owner: { nope: x } }\n",
+    "key named 'nope'"
+)]
+#[case::same_as_unknown(
+    "",
+    "      - inventory: { of: a, same_as: nope }\n",
+    "inventory named 'nope'"
+)]
+#[case::same_as_itself(
+    "",
+    "      - inventory: { of: a, as: i, same_as: i }\n",
+    "inventory named 'i'"
+)]
+#[case::duplicate_signer_name(
+    "signers:\n  default_signer: x\n  signers:\n    \
+     - { name: x, on: a }\n    - { name: x, on: b }\n",
+    "",
+    "duplicate signer name 'x'"
+)]
+#[case::default_signer_not_a_signer(
+    "signers:\n  default_signer: other\n  signers:\n    - { name: x, on: a }\n",
+    "",
+    "default_signer 'other' is not one of the signers"
+)]
+#[case::one_off_signer_not_a_signer(
+    "signers:\n  one_off_signer: other\n  signers:\n    - { name: x, on: a }\n",
+    "",
+    "one_off_signer 'other' is not one of the signers"
+)]
+#[case::restart_rename_unknown(
+    SIGNERS_YAML,
+    "      - restart: { rename: { nope: x } }\n",
+    "no signer named 'nope'"
+)]
+#[case::restart_repoint_unknown(
+    SIGNERS_YAML,
+    "      - restart: { repoint: { nope: b } }\n",
+    "no signer named 'nope'"
+)]
+#[case::restart_swap_unknown(
+    SIGNERS_YAML,
+    "      - restart: { swap: [hsm, nope] }\n",
+    "no signer named 'nope'"
+)]
+#[case::restart_default_signer_unknown(
+    SIGNERS_YAML,
+    "      - restart: { default_signer: nope }\n",
+    "no signer named 'nope'"
+)]
+#[case::restart_default_signer_by_old_name(
+    SIGNERS_YAML,
+    "      - restart: { rename: { hsm: primary }, default_signer: hsm }\n",
+    "no signer named 'hsm'"
+)]
+#[case::old_name_after_rename(
+    SIGNERS_YAML,
+    "      - restart: { rename: { hsm: primary }, default_signer: primary }\n      \
+     - replace_identity_key: { signer: hsm }\n",
+    "no signer named 'hsm'"
+)]
+#[case::keymap_owner_unknown(
+    SIGNERS_YAML,
+    "      - keymap: { owner: { k: nope } }\n",
+    "no signer named 'nope'"
+)]
+#[case::restart_signers_duplicate_name(
+    "",
+    "      - restart: { signers: [ { name: x, on: a }, { name: x, on: b } ], default_signer: x }\n",
+    "duplicate signer name 'x'"
+)]
+#[case::restart_signers_default_not_in_list(
+    "",
+    "      - restart: { signers: [ { name: x, on: a } ], default_signer: other }\n",
+    "default_signer 'other' is not one of the signers"
+)]
+#[case::old_signer_after_new_list(
+    SIGNERS_YAML,
+    "      - restart: { signers: [ { name: fresh, on: c } ] }\n      \
+     - keymap: { owner: { k: hsm } }\n",
+    "no signer named 'hsm'"
+)]
+#[case::new_list_without_a_block(
+    "",
+    "      - restart: { signers: [ { name: fresh, on: c } ] }\n      \
+     - replace_identity_key: { signer: softhsm }\n",
+    "no signer named 'softhsm'"
+)]
+#[case::replace_identity_key_unknown(
+    SIGNERS_YAML,
+    "      - replace_identity_key: { signer: nope }\n",
+    "no signer named 'nope'"
+)]
+fn only_the_loader_checks_names(#[case] top: &str, #[case] tail: &str, #[case] needle: &str) {
     let text = format!(
-        "suite: t\nabout: x\ncases:\n  - name: c\n    steps:\n      \
+        "suite: t\nabout: x\n{top}cases:\n  - name: c\n    steps:\n      \
          - create_key: {{ alg: rsa2048, as: k }}\n      - sign: {{ key: k, as: sig }}\n{tail}"
     );
     let errors = schema_errors(&suite_schema(), &yaml_to_json(&text));
     assert!(errors.is_empty(), "{errors:#?}");
-    assert!(
-        Suite::parse(&text, Path::new("suites/t.yaml")).is_err(),
-        "loader accepts:\n{text}"
+    let e = Suite::parse(&text, Path::new("suites/t.yaml"))
+        .err()
+        .unwrap_or_else(|| panic!("loader accepts:\n{text}"));
+    assert!(e.message.contains(needle), "{e}");
+    assert!(e.line > 0, "no place in: {e}");
+}
+
+/// Names that both accept: a name of a step that failed as expected may be bound
+/// later; renames are followed; without a signers block signer names are not checked.
+#[rstest]
+#[case::rebind_after_an_expected_error(
+    "",
+    "      - create_key: { alg: ed25519, as: e, expect: { error: unsupported } }\n      \
+     - create_key: { alg: ed25519, as: e }\n"
+)]
+#[case::same_name_for_key_and_signature("", "      - sign: { key: k, as: k }\n")]
+#[case::destroyed_key_stays_bound(
+    "",
+    "      - destroy_key: { key: k }\n      - inventory: { of: a, lacks: [k] }\n      \
+     - keymap: { lacks: [k] }\n"
+)]
+#[case::one_off_signature_in_inventory(
+    "",
+    "      - sign_one_off: { alg: ed25519, as: one }\n      - verify: { signature: one }\n      \
+     - inventory: { of: software, lacks: [one] }\n"
+)]
+#[case::same_as_an_earlier_inventory(
+    "",
+    "      - inventory: { of: a, as: i }\n      - restart: {}\n      \
+     - inventory: { of: a, same_as: i }\n"
+)]
+#[case::new_name_after_rename(
+    SIGNERS_YAML,
+    "      - restart: { rename: { hsm: primary }, default_signer: primary }\n      \
+     - keymap: { owner: { k: primary } }\n      - replace_identity_key: { signer: primary }\n"
+)]
+#[case::rename_back(
+    SIGNERS_YAML,
+    "      - restart: { rename: { hsm: primary }, default_signer: primary }\n      \
+     - restart: { rename: { primary: hsm }, default_signer: hsm }\n"
+)]
+#[case::any_name_without_a_block(
+    "",
+    "      - restart: { rename: { a: b }, repoint: { c: d }, swap: [e, f], \
+     default_signer: g }\n      \
+     - keymap: { owner: { k: h } }\n      - replace_identity_key: { signer: i }\n"
+)]
+#[case::restart_with_nothing("", "      - restart: {}\n")]
+#[case::names_of_a_new_signer_list(
+    SIGNERS_YAML,
+    "      - restart: { signers: [ { name: fresh, on: c }, { name: soft, software: true } ], \
+     default_signer: fresh }\n      - keymap: { owner: { k: fresh } }\n      \
+     - restart: { swap: [fresh, soft], rename: { soft: openssl }, one_off_signer: openssl }\n"
+)]
+fn names_both_accept(#[case] top: &str, #[case] tail: &str) {
+    let text = format!(
+        "suite: t\nabout: x\n{top}cases:\n  - name: c\n    steps:\n      \
+         - create_key: {{ alg: rsa2048, as: k }}\n      - sign: {{ key: k, as: sig }}\n{tail}"
     );
+    let errors = schema_errors(&suite_schema(), &yaml_to_json(&text));
+    assert!(errors.is_empty(), "schema refuses:\n{text}\n{errors:#?}");
+    Suite::parse(&text, Path::new("suites/t.yaml")).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Where the schema is stricter than the loader, as suites/README.md lists: text
+/// quoted, booleans `true`/`false`, instance names, `swap` of two different signers,
+/// non-empty signer names.
+#[rstest]
+#[case::unquoted_number_as_data(json!({ "sign": { "key": "k", "data": 42 } }))]
+#[case::swap_nothing(json!({ "restart": { "swap": [] } }))]
+fn the_schema_is_stricter_than_the_loader_here(#[case] step: Value) {
+    let doc = suite_with(vec![step]);
+    assert!(
+        !schema_errors(&suite_schema(), &doc).is_empty(),
+        "schema accepts {doc}"
+    );
+    load_suite(&doc).unwrap_or_else(|e| panic!("loader refuses {doc}: {e}"));
+}
+
+/// Instance names become token labels and variable names: both refuse bad ones.
+#[rstest]
+#[case::instance_in_capitals(json!({ "inventory": { "of": "A" } }))]
+#[case::instance_with_underscore(json!({ "restart": { "wipe": ["a_b"] } }))]
+#[case::instance_with_slash(json!({ "restart": { "repoint": { "hsm": "../x" } } }))]
+#[case::instance_too_long(json!({ "restart": { "change_pin": ["fourteen-chars"] } }))]
+#[case::instance_named_software(json!({ "restart": { "wipe": ["software"] } }))]
+#[case::swap_with_itself(json!({ "restart": { "swap": ["hsm", "hsm"] } }))]
+fn bad_instance_names_and_swaps_are_refused_by_both(#[case] step: Value) {
+    let doc = suite_with(vec![step]);
+    assert!(
+        !schema_errors(&suite_schema(), &doc).is_empty(),
+        "schema accepts {doc}"
+    );
+    assert!(load_suite(&doc).is_err(), "loader accepts {doc}");
+}
+
+#[test]
+fn a_signer_on_instance_software_is_refused_by_both() {
+    let mut doc = minimal_suite();
+    doc["signers"] = json!({ "signers": [ { "name": "x", "on": "software" } ] });
+    assert!(!schema_errors(&suite_schema(), &doc).is_empty());
+    assert!(load_suite(&doc).is_err());
+}
+
+#[rstest]
+#[case::empty_signer_name(json!({ "signers": [ { "name": "", "on": "a" } ] }))]
+#[case::software_yes(json!({ "signers": [ { "name": "x", "software": "yes" } ] }))]
+fn the_schema_is_stricter_than_the_loader_in_signers_blocks(#[case] block: Value) {
+    let mut doc = minimal_suite();
+    doc["signers"] = block;
+    assert!(
+        !schema_errors(&suite_schema(), &doc).is_empty(),
+        "schema accepts {doc}"
+    );
+    load_suite(&doc).unwrap_or_else(|e| panic!("loader refuses {doc}: {e}"));
+}
+
+#[test]
+fn thirteen_characters_is_the_longest_instance_name() {
+    // The SoftHSMv2 token label "hsm-harness-NAME-XXXXXX" has at most 32 bytes.
+    assert_eq!("hsm-harness-".len() + 13 + "-".len() + 6, 32);
+    let doc = suite_with(vec![json!({ "inventory": { "of": "thirteen-char" } })]);
+    accepted_by_both(&doc);
+    let doc = suite_with(vec![json!({ "inventory": { "of": "software" } })]);
+    accepted_by_both(&doc);
 }
 
 // --- backend files -----------------------------------------------------------------------------
@@ -631,7 +1190,7 @@ fn backend_providers_are_accepted_by_both(#[case] provider: Value) {
 #[rstest]
 #[case::unknown_provider(json!({ "provider": "cloud" }))]
 #[case::unknown_provider_field(json!({ "provider": { "softhsm": { "modul": "/x.so" } } }))]
-#[case::unknown_capability(json!({ "capabilities": ["hsm"] }))]
+#[case::unknown_capability(json!({ "capabilities": ["quantum"] }))]
 #[case::unknown_field(json!({ "pin": "1234" }))]
 #[case::missing_capabilities(json!({ "capabilities": null }))]
 fn invalid_backends_are_refused_by_both(#[case] change: Value) {
