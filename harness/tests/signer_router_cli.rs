@@ -475,8 +475,9 @@ fn orphans_of(listed: &Value, name: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The identity key of the signer `name` on `token`: from `status` if it shows one,
-/// else the one CKA_ID on the token that is not among `own_keys`.
+/// The identity key of the SoftHSMv2 signer on `token`: from `status` if it shows
+/// one (an `identity_key` field), else the one CKA_ID on the token that is not among
+/// `own_keys`.
 fn identity_key(hsm: &Hsm, status: &Value, token: &str, own_keys: &[&str]) -> String {
     if let Some(id) = status_of(status, SIGNER_NAME)["identity_key"].as_str() {
         return id.to_string();

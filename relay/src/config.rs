@@ -165,7 +165,7 @@ pub enum CredentialMode {
     Token,
 }
 
-#[derive(Clone, Debug, Deserialize, Default)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsConfig {
     pub cert: Option<PathBuf>,
@@ -175,6 +175,18 @@ pub struct TlsConfig {
     pub client_ca: Option<PathBuf>,
     #[serde(default)]
     pub min_version: TlsVersion,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: None,
+            key: None,
+            self_signed_names: default_names(),
+            client_ca: None,
+            min_version: TlsVersion::default(),
+        }
+    }
 }
 
 fn default_names() -> Vec<String> {
@@ -376,7 +388,10 @@ user_pin = "1234"
     #[case("slot = \"tok\"", SlotSelector::Label("tok".into()))]
     fn slots(#[case] line: &str, #[case] want: SlotSelector) {
         let text = format!("listen = \"x:1\"\n[pkcs11]\nlib_path = \"/l\"\n{line}\n");
-        assert_eq!(Config::parse(&text, Path::new("/")).unwrap().pkcs11.slot, want);
+        assert_eq!(
+            Config::parse(&text, Path::new("/")).unwrap().pkcs11.slot,
+            want
+        );
     }
 
     #[test]

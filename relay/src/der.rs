@@ -94,10 +94,13 @@ pub fn ec_point(point: &[u8], field_len: usize) -> Option<&[u8]> {
     }
     let (&first, rest) = rest.split_first()?;
     let inner = match first {
-        l if l < 0x80 => rest.get(..l as usize).filter(|_| rest.len() == l as usize)?,
+        l if l < 0x80 => rest
+            .get(..l as usize)
+            .filter(|_| rest.len() == l as usize)?,
         0x81 => {
             let (&l, rest) = rest.split_first()?;
-            rest.get(..l as usize).filter(|_| rest.len() == l as usize)?
+            rest.get(..l as usize)
+                .filter(|_| rest.len() == l as usize)?
         }
         _ => return None,
     };

@@ -1,1 +1,110 @@
+//! kmip2pkcs11: a KMIP 1.0–1.2 server (TTLV over TLS) in front of a PKCS#11 module.
+//!
+//! A client speaks KMIP to the relay; the relay loads the PKCS#11 module in its own
+//! process and turns each operation into PKCS#11 calls on one token (seed 003's relay,
+//! complete enough to be a real backend for a KMIP signer). The modules, by domain:
+//!
+//! | module | what |
+//! |---|---|
+//! | [`ttlv`] | TTLV items: bounded decoding and encoding on kmip-ttlv's primitives |
+//! | [`kmip`] | the KMIP numbers used (tags, operations, enumerations) |
+//! | [`message`] | request and response messages, batch items, KMIP errors |
+//! | [`operations`] | the dispatcher: one operation per batch item, onto PKCS#11 |
+//! | [`identifiers`] | Unique Identifiers <-> PKCS#11 objects |
+//! | [`token`], [`pool`] | the module, the token, the session pool |
+//! | [`tls`] | rustls (aws-lc-rs), certificates, fingerprints |
+//! | [`server`] | connections, framing, limits, timeouts |
+//! | [`config`] | the TOML configuration |
+//! | [`fuzz`] | the fuzz entry point for the request decoder |
 
+pub mod config;
+pub mod der;
+pub mod fuzz;
+pub mod identifiers;
+pub mod kmip;
+pub mod message;
+pub mod operations;
+pub mod pool;
+pub mod server;
+pub mod tls;
+pub mod token;
+pub mod ttlv;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::Config;
+
+/// Starts the relay from a configuration and serves until SIGINT/SIGTERM.
+///
+/// Once listening it prints `kmip2pkcs11 ready ADDRESS sha256=FINGERPRINT` on stdout
+/// and, when `ready_file` is set, writes `ADDRESS FINGERPRINT\n` to it (atomically:
+/// written beside it, then renamed), so a harness can wait for readiness and pin the
+/// certificate.
+pub fn run(config: Config) -> Result<(), String> {
+    let token = token::Token::open(
+        &config.pkcs11,
+        config.auth.credentials,
+        Duration::from_secs(config.limits.pool_wait_secs),
+    )?;
+    tracing::info!(
+        "token {:?} ({}), module {}; RNG {}",
+        token.facts.label,
+        token.facts.model,
+        token.facts.library,
+        if token.has_rng { "yes" } else { "no" }
+    );
+    let (tls, fingerprint) = tls::server_config(&config.tls)?;
+    let dispatcher = Arc::new(operations::Dispatcher::new(
+        Arc::new(token),
+        config.limits.max_message_size,
+    ));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        let server = server::Server::new(listener, tls, dispatcher, config.limits.clone());
+        let addr = server
+            .local_addr()
+            .map_err(|e| format!("no local address: {e}"))?;
+        tracing::info!(
+            "listening on {addr}, TLS {:?} minimum, certificate SHA-256 {fingerprint}",
+            config.tls.min_version
+        );
+        if let Some(path) = &config.ready_file {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, format!("{addr} {fingerprint}\n"))
+                .and_then(|()| std::fs::rename(&tmp, path))
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "kmip2pkcs11 ready {addr} sha256={fingerprint}");
+        let _ = out.flush();
+        tokio::select! {
+            () = server.serve() => {}
+            () = shutdown() => tracing::info!("stopping on signal"),
+        }
+        Ok(())
+    })
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
+    }
+}

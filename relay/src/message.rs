@@ -233,7 +233,9 @@ fn read_credential(auth: &Item) -> Result<Credential, KmipError> {
         .opt_text(tag::USERNAME, "Username")?
         .ok_or_else(|| KmipError::missing("Username is required"))?
         .to_string();
-    let password = value.opt_text(tag::PASSWORD, "Password")?.map(str::to_string);
+    let password = value
+        .opt_text(tag::PASSWORD, "Password")?
+        .map(str::to_string);
     Ok(Credential { username, password })
 }
 

@@ -123,18 +123,16 @@ impl Item {
     pub fn date_time(tag: u32, v: i64) -> Self {
         Item::new(tag, Value::DateTime(v))
     }
-    /// A Big Integer from an unsigned big-endian magnitude (a 0x00 is put in front
-    /// when the high bit is set, so the value stays positive).
+    /// A Big Integer from an unsigned big-endian magnitude, sign-extended with zeros to
+    /// a multiple of 8 bytes as KMIP requires (so the value stays positive).
     pub fn big_unsigned(tag: u32, magnitude: &[u8]) -> Self {
         let start = magnitude
             .iter()
             .position(|b| *b != 0)
             .unwrap_or(magnitude.len());
         let digits = &magnitude[start..];
-        let mut v = Vec::with_capacity(digits.len() + 1);
-        if digits.first().is_none_or(|b| b & 0x80 != 0) {
-            v.push(0);
-        }
+        let positive_len = digits.len() + usize::from(digits.first().is_none_or(|b| b & 0x80 != 0));
+        let mut v = vec![0; padded(positive_len) - digits.len()];
         v.extend_from_slice(digits);
         Item::new(tag, Value::BigInteger(v))
     }
@@ -237,8 +235,7 @@ fn decode_at(bytes: &[u8], base: usize, depth: usize) -> Result<(Item, usize), D
             let mut children = Vec::new();
             let mut pos = 0;
             while pos < value.len() {
-                let (child, used) =
-                    decode_at(&value[pos..], base + HEADER_LEN + pos, depth + 1)?;
+                let (child, used) = decode_at(&value[pos..], base + HEADER_LEN + pos, depth + 1)?;
                 children.push(child);
                 pos += used;
             }
@@ -249,7 +246,9 @@ fn decode_at(bytes: &[u8], base: usize, depth: usize) -> Result<(Item, usize), D
             let ttlv_type = TtlvType::try_from(other)
                 .map_err(|_| err(base, format!("unknown item type {other:#04x}")))?;
             match ttlv_type {
-                TtlvType::Integer => Value::Integer(read_primitive::<TtlvInteger>(value, len, base)?.0),
+                TtlvType::Integer => {
+                    Value::Integer(read_primitive::<TtlvInteger>(value, len, base)?.0)
+                }
                 TtlvType::LongInteger => {
                     Value::LongInteger(read_primitive::<TtlvLongInteger>(value, len, base)?.0)
                 }
@@ -265,15 +264,21 @@ fn decode_at(bytes: &[u8], base: usize, depth: usize) -> Result<(Item, usize), D
                 TtlvType::Enumeration => {
                     Value::Enumeration(read_primitive::<TtlvEnumeration>(value, len, base)?.0)
                 }
-                TtlvType::Boolean => Value::Boolean(read_primitive::<TtlvBoolean>(value, len, base)?.0),
+                TtlvType::Boolean => {
+                    Value::Boolean(read_primitive::<TtlvBoolean>(value, len, base)?.0)
+                }
                 TtlvType::TextString => {
                     Value::TextString(read_primitive::<TtlvTextString>(value, len, base)?.0)
                 }
                 TtlvType::ByteString => {
                     Value::ByteString(read_primitive::<TtlvByteString>(value, len, base)?.0)
                 }
-                TtlvType::DateTime => Value::DateTime(read_primitive::<TtlvDateTime>(value, len, base)?.0),
-                TtlvType::Structure => unreachable!("handled above"),
+                TtlvType::DateTime => {
+                    Value::DateTime(read_primitive::<TtlvDateTime>(value, len, base)?.0)
+                }
+                TtlvType::Structure => {
+                    return Err(err(base, "structure type in a primitive position"))
+                }
             }
         }
     };
@@ -390,7 +395,7 @@ mod tests {
         let Value::BigInteger(v) = &item.value else {
             panic!()
         };
-        assert_eq!(v, &vec![0, 0xff, 0xff, 0xff]);
+        assert_eq!(v, &vec![0, 0, 0, 0, 0, 0xff, 0xff, 0xff]);
         let bytes = encode(&item);
         // 8-byte header, then 8 bytes: 4 sign-extension zeros then 00 ff ff ff.
         assert_eq!(&bytes[4..8], &8u32.to_be_bytes());

@@ -137,7 +137,16 @@ impl fmt::Display for SlotSelector {
     }
 }
 
-/// `type = "KMIP"`, the keys seed 001 documents.
+/// `type = "KMIP"`: the keys seed 001 documents, plus connection settings.
+///
+/// Seed 001's keys: `host`, `port` (default 5696), `server_ca_cert_path`,
+/// `client_cert_path`, `client_cert_private_key_path`, `username`, `password` (a secret:
+/// literal, `env:NAME` or `file:PATH`), `insecure`, `force`. Ours: `connect_timeout` and
+/// `read_timeout` (seconds, integer or decimal, defaults 5 and 30), `pool_size` (idle
+/// connections kept, default 2) and `weaken_security_allow_tls12` (default false: only
+/// TLS 1.3 is offered). Refused: a client certificate without its key (or the other way
+/// round), a `password` without a `username`, non-positive or absurd timeouts, a pool
+/// above 64.
 #[derive(Clone, Debug)]
 pub struct KmipConfig {
     pub host: String,
@@ -149,6 +158,37 @@ pub struct KmipConfig {
     pub password: Option<Secret>,
     pub insecure: bool,
     pub force: bool,
+    /// How long to wait for the TCP connection (per address).
+    pub connect_timeout: std::time::Duration,
+    /// How long to wait for each read or write on an open connection (TLS handshake
+    /// included).
+    pub read_timeout: std::time::Duration,
+    /// How many idle connections are kept for reuse.
+    pub pool_size: usize,
+    /// Also offer TLS 1.2 (TLS 1.3 only when false). Weakens security; every connect
+    /// logs a warning.
+    pub weaken_security_allow_tls12: bool,
+}
+
+impl KmipConfig {
+    /// A configuration for `host:port` with every optional key at its default.
+    pub fn new(host: &str, port: u16) -> Self {
+        KmipConfig {
+            host: host.to_string(),
+            port,
+            server_ca_cert_path: None,
+            client_cert_path: None,
+            client_cert_private_key_path: None,
+            username: None,
+            password: None,
+            insecure: false,
+            force: false,
+            connect_timeout: std::time::Duration::from_secs(5),
+            read_timeout: std::time::Duration::from_secs(30),
+            pool_size: 2,
+            weaken_security_allow_tls12: false,
+        }
+    }
 }
 
 /// A configuration error with its place in the file.
@@ -195,6 +235,10 @@ const KMIP_KEYS: &[&str] = &[
     "password",
     "insecure",
     "force",
+    "connect_timeout",
+    "read_timeout",
+    "pool_size",
+    "weaken_security_allow_tls12",
 ];
 const TYPES: &str = "\"OpenSSL\", \"PKCS#11\", \"KMIP\"";
 
@@ -430,21 +474,66 @@ fn parse_signer(place: &Place, entry: &Spanned<Table>) -> Result<SignerConfig, C
             user_pin: fields.opt_secret("user_pin")?,
             login: fields.opt_bool("login")?.unwrap_or(true),
         }),
-        _ => SignerKind::Kmip(KmipConfig {
-            host: fields.string("host")?,
-            port: fields.port()?,
-            server_ca_cert_path: fields.opt_string("server_ca_cert_path")?.map(PathBuf::from),
-            client_cert_path: fields.opt_string("client_cert_path")?.map(PathBuf::from),
-            client_cert_private_key_path: fields
-                .opt_string("client_cert_private_key_path")?
-                .map(PathBuf::from),
-            username: fields.opt_string("username")?,
-            password: fields.opt_secret("password")?,
-            insecure: fields.opt_bool("insecure")?.unwrap_or(false),
-            force: fields.opt_bool("force")?.unwrap_or(false),
-        }),
+        _ => SignerKind::Kmip(kmip_config(&fields)?),
     };
     Ok(SignerConfig { name, kind })
+}
+
+/// The KMIP branch: seed 001's keys plus timeouts, pool size and the TLS 1.2 opt-in.
+fn kmip_config(fields: &Fields) -> Result<KmipConfig, ConfigError> {
+    let defaults = KmipConfig::new("", 5696);
+    let config = KmipConfig {
+        host: fields.string("host")?,
+        port: fields.port()?,
+        server_ca_cert_path: fields.opt_string("server_ca_cert_path")?.map(PathBuf::from),
+        client_cert_path: fields.opt_string("client_cert_path")?.map(PathBuf::from),
+        client_cert_private_key_path: fields
+            .opt_string("client_cert_private_key_path")?
+            .map(PathBuf::from),
+        username: fields.opt_string("username")?,
+        password: fields.opt_secret("password")?,
+        insecure: fields.opt_bool("insecure")?.unwrap_or(false),
+        force: fields.opt_bool("force")?.unwrap_or(false),
+        connect_timeout: fields
+            .opt_seconds("connect_timeout")?
+            .unwrap_or(defaults.connect_timeout),
+        read_timeout: fields
+            .opt_seconds("read_timeout")?
+            .unwrap_or(defaults.read_timeout),
+        pool_size: match fields.table.get("pool_size") {
+            None => defaults.pool_size,
+            Some(Value::Integer(i)) if (0..=64).contains(i) => *i as usize,
+            Some(_) => return Err(fields.wrong("pool_size", "an integer from 0 to 64")),
+        },
+        weaken_security_allow_tls12: fields
+            .opt_bool("weaken_security_allow_tls12")?
+            .unwrap_or(false),
+    };
+    if config.host.trim().is_empty() {
+        return Err(fields.wrong("host", "a non-empty host name or IP address"));
+    }
+    match (
+        &config.client_cert_path,
+        &config.client_cert_private_key_path,
+    ) {
+        (Some(_), None) => {
+            return Err(fields.wrong(
+                "client_cert_path",
+                "set together with client_cert_private_key_path",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(fields.wrong(
+                "client_cert_private_key_path",
+                "set together with client_cert_path",
+            ))
+        }
+        _ => {}
+    }
+    if config.password.is_some() && config.username.is_none() {
+        return Err(fields.wrong("password", "set together with username"));
+    }
+    Ok(config)
 }
 
 /// Typed access to one signer table, with errors that point at the key.
@@ -525,6 +614,20 @@ impl Fields<'_> {
         }
     }
 
+    /// A duration in seconds: a positive integer or decimal, at most a day.
+    fn opt_seconds(&self, key: &str) -> Result<Option<std::time::Duration>, ConfigError> {
+        let secs = match self.table.get(key) {
+            None => return Ok(None),
+            Some(Value::Integer(i)) => *i as f64,
+            Some(Value::Float(f)) => *f,
+            Some(_) => return Err(self.wrong(key, "a number of seconds")),
+        };
+        if !(secs > 0.0 && secs <= 86400.0) {
+            return Err(self.wrong(key, "a number of seconds above 0 and at most 86400"));
+        }
+        Ok(Some(std::time::Duration::from_secs_f64(secs)))
+    }
+
     fn port(&self) -> Result<u16, ConfigError> {
         match self.table.get("port") {
             None => Ok(5696),
@@ -586,6 +689,49 @@ force = false                                           # optional
             !format!("{k:?}").contains("xxxxxx"),
             "password leaked in Debug"
         );
+    }
+
+    #[test]
+    fn kmip_defaults_and_connection_keys() {
+        let base = "[[signers]]\ntype = \"KMIP\"\nname = \"k\"\nhost = \"h\"\n";
+        let setup = SignerSetup::parse(base, "c").unwrap();
+        let SignerKind::Kmip(k) = &setup.signers[0].kind else {
+            panic!("not KMIP")
+        };
+        assert_eq!(k.port, 5696);
+        assert_eq!(k.connect_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(k.read_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(k.pool_size, 2);
+        assert!(!k.weaken_security_allow_tls12 && !k.insecure && !k.force);
+        let text = format!(
+            "{base}connect_timeout = 1.5\nread_timeout = 60\npool_size = 0\n\
+             weaken_security_allow_tls12 = true\nusername = \"u\"\npassword = \"env:KMIP_PW\"\n"
+        );
+        let setup = SignerSetup::parse(&text, "c").unwrap();
+        let SignerKind::Kmip(k) = &setup.signers[0].kind else {
+            panic!("not KMIP")
+        };
+        assert_eq!(k.connect_timeout, std::time::Duration::from_millis(1500));
+        assert_eq!(k.read_timeout, std::time::Duration::from_secs(60));
+        assert_eq!(k.pool_size, 0);
+        assert!(k.weaken_security_allow_tls12);
+        assert_eq!(k.password, Some(Secret::Env("KMIP_PW".into())));
+    }
+
+    #[rstest]
+    #[case::zero_timeout("connect_timeout = 0", 5, "connect_timeout must be")]
+    #[case::text_timeout("read_timeout = \"soon\"", 5, "read_timeout must be")]
+    #[case::big_pool("pool_size = 1000", 5, "pool_size must be")]
+    #[case::tls12_not_bool("weaken_security_allow_tls12 = \"yes\"", 5, "true or false")]
+    #[case::cert_without_key("client_cert_path = \"/c.pem\"", 5, "client_cert_private_key_path")]
+    #[case::key_without_cert("client_cert_private_key_path = \"/k.pem\"", 5, "client_cert_path")]
+    #[case::password_without_username("password = \"x\"", 5, "username")]
+    #[case::min_tls_is_not_a_key("min_tls_version = \"1.2\"", 5, "unknown key 'min_tls_version'")]
+    fn kmip_refusals(#[case] line: &str, #[case] at: usize, #[case] needle: &str) {
+        let text = format!("[[signers]]\ntype = \"KMIP\"\nname = \"k\"\nhost = \"h\"\n{line}\n");
+        let err = SignerSetup::parse(&text, "c").unwrap_err();
+        assert_eq!(err.line, at, "{err}");
+        assert!(err.message.contains(needle), "{err}");
     }
 
     #[test]

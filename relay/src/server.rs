@@ -1,0 +1,197 @@
+//! Connections: TLS accept, message framing with limits and timeouts, dispatch.
+//!
+//! Contract, per connection:
+//!
+//! - The TLS handshake must finish within the read timeout.
+//! - Between requests a connection may stay idle for the idle timeout, then it is
+//!   closed. Once a message has started (its 8-byte header arrived), the rest must
+//!   arrive within the read timeout, or the connection is closed and the reason logged.
+//! - A header that is not a Request Message structure (tag 420078, type Structure)
+//!   leaves no way to find where the message ends: the connection is closed and the
+//!   reason logged.
+//! - A message longer than `max_message_size` is answered with an Invalid Message
+//!   response naming the limit, then the connection is closed (its body is not read).
+//! - A connection closed in the middle of a message gets a best-effort Invalid Message
+//!   response ("truncated") and is closed.
+//! - Everything else gets a response (see [`Dispatcher::handle`]). Dispatch runs on the
+//!   blocking pool; a dispatch that panicked would be answered as General Failure
+//!   without taking the process down.
+//! - At most `max_connections` connections are served at once; more wait in the
+//!   listen backlog.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Limits;
+use crate::kmip::tag;
+use crate::message::{KmipError, Response, Version};
+use crate::operations::Dispatcher;
+use crate::ttlv::{Header, HEADER_LEN};
+
+/// A bound, ready-to-serve relay.
+pub struct Server {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    dispatcher: Arc<Dispatcher>,
+    limits: Limits,
+}
+
+impl Server {
+    pub fn new(
+        listener: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        dispatcher: Arc<Dispatcher>,
+        limits: Limits,
+    ) -> Self {
+        Server {
+            listener,
+            acceptor: TlsAcceptor::from(tls),
+            dispatcher,
+            limits,
+        }
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until the task is dropped.
+    pub async fn serve(self) {
+        let permits = Arc::new(Semaphore::new(self.limits.max_connections));
+        loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let (tcp, peer) = match self.listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let acceptor = self.acceptor.clone();
+            let dispatcher = self.dispatcher.clone();
+            let limits = self.limits.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _ = tcp.set_nodelay(true);
+                let read_timeout = Duration::from_secs(limits.read_timeout_secs);
+                let tls = match tokio::time::timeout(read_timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::info!("{peer}: TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::info!("{peer}: TLS handshake timed out");
+                        return;
+                    }
+                };
+                let version = tls
+                    .get_ref()
+                    .1
+                    .protocol_version()
+                    .map(|v| format!("{v:?}"))
+                    .unwrap_or_default();
+                tracing::debug!("{peer}: connected ({version})");
+                let reason = serve_connection(tls, &dispatcher, &limits).await;
+                tracing::info!("{peer}: connection closed: {reason}");
+            });
+        }
+    }
+}
+
+/// Serves requests on one stream until it ends; returns why it ended.
+pub async fn serve_connection<S>(
+    mut stream: S,
+    dispatcher: &Arc<Dispatcher>,
+    limits: &Limits,
+) -> String
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let idle = Duration::from_secs(limits.idle_timeout_secs);
+    let read_timeout = Duration::from_secs(limits.read_timeout_secs);
+    let mut served = 0u64;
+    loop {
+        let mut head = [0u8; HEADER_LEN];
+        match tokio::time::timeout(idle, stream.read_exact(&mut head)).await {
+            Err(_) => return format!("idle for {}s after {served} requests", idle.as_secs()),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return format!("client closed after {served} requests")
+            }
+            Ok(Err(e)) => return format!("read error: {e}"),
+            Ok(Ok(_)) => {}
+        }
+        let header = Header::parse(&head);
+        if header.tag != tag::REQUEST_MESSAGE || !header.is_structure() {
+            return format!(
+                "not a KMIP request: header tag {:06X} type {:#04x}; cannot find the message end",
+                header.tag, header.item_type
+            );
+        }
+        let total = HEADER_LEN as u64 + u64::from(header.length);
+        if total > limits.max_message_size as u64 {
+            let r = Response::failure(
+                Version::HIGHEST,
+                KmipError::invalid_message(format!(
+                    "the request is {total} bytes; this relay accepts at most {} bytes",
+                    limits.max_message_size
+                )),
+            );
+            let _ = write(&mut stream, &r.to_bytes()).await;
+            return format!("oversized request of {total} bytes refused");
+        }
+        let mut frame = vec![0u8; total as usize];
+        frame[..HEADER_LEN].copy_from_slice(&head);
+        match tokio::time::timeout(read_timeout, stream.read_exact(&mut frame[HEADER_LEN..])).await
+        {
+            Err(_) => {
+                return format!(
+                    "message not complete within {}s (expected {total} bytes)",
+                    read_timeout.as_secs()
+                )
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                let r = Response::failure(
+                    Version::HIGHEST,
+                    KmipError::invalid_message(format!(
+                        "truncated request: the header announced {total} bytes"
+                    )),
+                );
+                let _ = write(&mut stream, &r.to_bytes()).await;
+                return "truncated request".into();
+            }
+            Ok(Err(e)) => return format!("read error: {e}"),
+            Ok(Ok(_)) => {}
+        }
+        let d = dispatcher.clone();
+        let response = match tokio::task::spawn_blocking(move || d.handle(&frame)).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::error!("dispatch failed: {e}");
+                Response::failure(
+                    Version::HIGHEST,
+                    KmipError::general("internal error while handling the request"),
+                )
+                .to_bytes()
+            }
+        };
+        if let Err(e) = write(&mut stream, &response).await {
+            return format!("write error: {e}");
+        }
+        served += 1;
+    }
+}
+
+async fn write<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}

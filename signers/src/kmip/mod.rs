@@ -1,0 +1,1529 @@
+//! The KMIP signer: key pairs on a KMIP 1.2 server, reached over TLS.
+//!
+//! Contract, beyond [`Signer`]'s:
+//!
+//! - Lazy: [`KmipSigner::new`] touches nothing. The first call that needs the server
+//!   connects (TCP, TLS), sends Discover Versions and Query (operations, objects,
+//!   server information) and records what the server said for [`Signer::info`].
+//! - Blocking I/O over `std::net::TcpStream` and rustls, one request at a time per
+//!   connection; up to `pool_size` idle connections are kept. A pooled connection the
+//!   server closed while idle (EOF or reset before any byte of the answer) is replaced
+//!   once, transparently.
+//! - Every request is a KMIP 1.2 Request Message of one batch item, with a Credential
+//!   when `username` is set and a Maximum Response Size of [`wire::MAX_RESPONSE`].
+//!   Answers are read by their 8-byte TTLV header first: anything but a Response
+//!   Message structure, or longer than 1 MiB, is refused before it is read.
+//! - Keys are named on the server: the private half `<key identifier>_priv`, the public
+//!   half `<key identifier>_pub` (40 lowercase hex digits), set with Modify Attribute
+//!   once the public key is known, so that keys are found by Locate after a restart
+//!   without any local state. A cache of (identifier -> unique identifiers, key type)
+//!   only saves Locate round trips.
+//! - Create Key Pair (RSA-2048, EC P-256, EC P-384), Activate of the private key, Get of
+//!   the public key (X.509 SubjectPublicKeyInfo asked for; PKCS#1 and transparent RSA
+//!   or ECDSA keys accepted and converted). Sign with Cryptographic Parameters; ECDSA
+//!   signatures come back DER whether the server sent DER or `r || s`. Destroy is
+//!   Revoke (cessation of operation) then Destroy, for both halves.
+//!
+//! TLS: only TLS 1.3 is offered unless `weaken_security_allow_tls12 = true`, which
+//! also offers TLS 1.2 and logs a warning on every connect. `insecure = true` accepts
+//! any server certificate and logs a warning on every connect. Without
+//! `server_ca_cert_path` the trust store is empty (system roots are not used), so only
+//! `insecure` connects.
+//!
+//! Refused, and why:
+//!
+//! - A server that does not accept our TLS versions (protocol_version alert,
+//!   handshake_failure to a TLS 1.3-only hello, a server hello for a version we do not
+//!   offer): [`ErrorKind::Unusable`], fatal, message starting with
+//!   [`TLS_VERSION_REFUSED`] and naming what each side offered. Nothing is retried and
+//!   no KMIP byte is sent: the refusal happens before the session exists.
+//! - A server certificate that does not verify (unknown issuer, expired, wrong host), a
+//!   client certificate the server refuses, other handshake refusals, unreadable PEM
+//!   files: fatal ([`ErrorKind::Unusable`] or [`ErrorKind::Config`]). Once fatal, every
+//!   later call answers the same error without connecting.
+//! - A server whose Query does not list seed 001's required operations (Activate,
+//!   Create Key Pair, Destroy, Get, Modify Attribute, Query, Revoke, Sign):
+//!   [`ErrorKind::Unusable`] naming the missing ones, unless `force` (then a warning).
+//!   Authentication Not Successful or Permission Denied while connecting: fatal.
+//! - Connection refused, timeouts, resets, DNS failures: [`ErrorKind::Unavailable`]
+//!   (the router retries with backoff).
+//! - Result Reasons: Item Not Found is [`ErrorKind::NotFound`]; Permission Denied and
+//!   Authentication Not Successful [`ErrorKind::Unusable`]; Operation Not Supported
+//!   [`ErrorKind::Unsupported`]; RNG Retrieve answered Operation Not Supported or
+//!   Invalid Message (PyKMIP) is [`ErrorKind::Unsupported`] so that callers fall back;
+//!   an EC key pair the server will not create is [`ErrorKind::Unsupported`]; anything
+//!   else [`ErrorKind::Backend`] with the reason and the server's message.
+//! - Ed25519: [`ErrorKind::Unsupported`] (KMIP 1.2 has no EdDSA). Signing with an
+//!   algorithm whose key type is not the key's: [`ErrorKind::InvalidInput`], before the
+//!   server sees it.
+//! - Malformed answers (bad TTLV, wrong batch count, missing fields, keys we cannot
+//!   read): [`ErrorKind::Backend`]; the connection is dropped. No server bytes panic.
+//!
+//! KMIP 1.2 has no PSS salt length parameter: servers choose it (PyKMIP uses the
+//! maximum), so `rsa2048-pss` signatures verify under a salt of 32 only where the
+//! server uses the hash length (our relay does).
+
+mod tls;
+mod ttlv;
+mod wire;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use kmip_protocol::types::common::{
+    AttributeName, AttributeValue, CryptographicAlgorithm, CryptographicParameters,
+    CryptographicUsageMask, Data, DataLength, DigitalSignatureAlgorithm, HashingAlgorithm,
+    KeyFormatType, ObjectType, Operation, PaddingMethod, RevocationReasonCode, UniqueIdentifier,
+};
+use kmip_protocol::types::request::{
+    Attribute, CommonTemplateAttribute, PrivateKeyTemplateAttribute, PublicKeyTemplateAttribute,
+    QueryFunction, RequestPayload, RevocationReason,
+};
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+
+use crate::config::KmipConfig;
+use crate::encoding::{ec_spki_der, ecdsa_raw_to_der, rsa_spki_der};
+use crate::{
+    Algorithm, CreatedKey, ErrorKind, KeyIdentifier, KeyType, Signer, SignerError, SignerInfo,
+};
+
+pub use tls::TLS_VERSION_REFUSED;
+pub use wire::{MAX_RESPONSE, REQUIRED_OPERATIONS};
+
+use ttlv::Item;
+use wire::{reason, tag, Answer, Credential};
+
+/// Largest RNG Retrieve asked for in one request.
+const RANDOM_CHUNK: usize = 4096;
+
+/// The server-side Name of a key's private half.
+pub fn private_key_name(key: &KeyIdentifier) -> String {
+    format!("{key}_priv")
+}
+
+/// The server-side Name of a key's public half.
+pub fn public_key_name(key: &KeyIdentifier) -> String {
+    format!("{key}_pub")
+}
+
+/// What the server said about itself on the first connect.
+#[derive(Clone, Debug, Default)]
+struct ServerFacts {
+    versions: Vec<(i32, i32)>,
+    operations: Vec<u32>,
+    vendor: Option<String>,
+    missing: Vec<&'static str>,
+}
+
+/// One open TLS connection.
+struct Conn {
+    stream: StreamOwned<ClientConnection, TcpStream>,
+}
+
+impl Conn {
+    fn tls_version(&self) -> String {
+        match self.stream.conn.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLS 1.3".into(),
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLS 1.2".into(),
+            Some(v) => format!("{v:?}"),
+            None => "none".into(),
+        }
+    }
+
+    fn cipher_suite(&self) -> String {
+        self.stream
+            .conn
+            .negotiated_cipher_suite()
+            .map(|s| format!("{:?}", s.suite()))
+            .unwrap_or_else(|| "none".into())
+    }
+}
+
+/// How one request/response exchange failed.
+enum Exchange {
+    /// The connection broke before any byte of the answer arrived (EOF, reset): a
+    /// pooled connection the server closed while idle. Safe to retry once elsewhere.
+    Stale(io::Error),
+    /// Any other failure, already classified.
+    Failed(SignerError),
+}
+
+/// Cached handles of a key.
+#[derive(Clone, Debug)]
+struct Handles {
+    private: String,
+    public: String,
+    key_type: KeyType,
+}
+
+#[derive(Default)]
+struct State {
+    /// Set once a fatal error happened: every later call answers it.
+    fatal: Option<SignerError>,
+    /// Set once the first connect's Discover Versions and Query went through.
+    facts: Option<ServerFacts>,
+    tls_config: Option<Arc<ClientConfig>>,
+    /// TLS version and cipher suite of the last connection opened.
+    last_tls: Option<(String, String)>,
+}
+
+/// A signer whose keys live on a KMIP server. See the module documentation.
+pub struct KmipSigner {
+    name: String,
+    config: KmipConfig,
+    state: Mutex<State>,
+    pool: Mutex<Vec<Conn>>,
+    keys: Mutex<HashMap<KeyIdentifier, Handles>>,
+    /// What we learned about EC support: key type -> can create.
+    ec: Mutex<HashMap<KeyType, bool>>,
+}
+
+impl fmt::Debug for KmipSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KmipSigner")
+            .field("name", &self.name)
+            .field("host", &self.config.host)
+            .field("port", &self.config.port)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether `e` is the kind of I/O error a closed idle connection gives.
+fn is_closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    ) && e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<rustls::Error>())
+        .is_none()
+}
+
+impl KmipSigner {
+    /// A signer for `config`. Connects to nothing: that happens on the first call that
+    /// needs the server.
+    pub fn new(name: &str, config: &KmipConfig) -> Self {
+        Self {
+            name: name.to_string(),
+            config: config.clone(),
+            state: Mutex::new(State::default()),
+            pool: Mutex::new(Vec::new()),
+            keys: Mutex::new(HashMap::new()),
+            ec: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn err(&self, kind: ErrorKind, message: impl fmt::Display) -> SignerError {
+        SignerError::new(kind, format!("signer '{}': {message}", self.name))
+    }
+
+    fn server(&self) -> String {
+        format!("KMIP server {}:{}", self.config.host, self.config.port)
+    }
+
+    // ---- Connections ------------------------------------------------------------------
+
+    /// A connection: an idle one from the pool, or a new one (which runs the first
+    /// connect's checks when they have not run yet). `true` when it came from the pool.
+    fn checkout(&self) -> Result<(Conn, bool), SignerError> {
+        {
+            let state = lock(&self.state);
+            if let Some(fatal) = &state.fatal {
+                return Err(fatal.clone());
+            }
+            if state.facts.is_some() {
+                drop(state);
+                if let Some(conn) = lock(&self.pool).pop() {
+                    return Ok((conn, true));
+                }
+            }
+        }
+        // Held while the first connect runs its checks, so they run once.
+        let mut state = lock(&self.state);
+        if let Some(fatal) = &state.fatal {
+            return Err(fatal.clone());
+        }
+        let result = self.open(&mut state);
+        match result {
+            Ok(conn) => Ok((conn, false)),
+            Err(e) => {
+                if !e.is_transient() && e.kind != ErrorKind::NotFound {
+                    tracing::error!(signer = %self.name, "signer is unusable: {e}");
+                    state.fatal = Some(e.clone());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn checkin(&self, conn: Conn) {
+        let mut pool = lock(&self.pool);
+        if pool.len() < self.config.pool_size {
+            pool.push(conn);
+        }
+    }
+
+    /// Opens a connection; on the first one, Discover Versions and Query.
+    fn open(&self, state: &mut State) -> Result<Conn, SignerError> {
+        let tls_config = match &state.tls_config {
+            Some(c) => c.clone(),
+            None => {
+                let c = tls::client_config(&self.name, &self.config)?;
+                state.tls_config = Some(c.clone());
+                c
+            }
+        };
+        let mut conn = self.connect(tls_config)?;
+        state.last_tls = Some((conn.tls_version(), conn.cipher_suite()));
+        if state.facts.is_none() {
+            state.facts = Some(self.first_contact(&mut conn)?);
+        }
+        Ok(conn)
+    }
+
+    /// TCP connect and TLS handshake.
+    fn connect(&self, tls_config: Arc<ClientConfig>) -> Result<Conn, SignerError> {
+        let cfg = &self.config;
+        let server = self.server();
+        let addrs: Vec<_> = (cfg.host.as_str(), cfg.port)
+            .to_socket_addrs()
+            .map_err(|e| {
+                self.err(
+                    ErrorKind::Unavailable,
+                    format!("cannot resolve {}: {e}", cfg.host),
+                )
+            })?
+            .collect();
+        let mut last = None;
+        let mut sock = None;
+        for addr in &addrs {
+            match TcpStream::connect_timeout(addr, cfg.connect_timeout) {
+                Ok(s) => {
+                    sock = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(format!("{addr}: {e}")),
+            }
+        }
+        let Some(mut sock) = sock else {
+            return Err(self.err(
+                ErrorKind::Unavailable,
+                format!(
+                    "cannot connect to {server} within {:?}: {}",
+                    cfg.connect_timeout,
+                    last.unwrap_or_else(|| "no address".into())
+                ),
+            ));
+        };
+        let io_setup = |e: io::Error| self.err(ErrorKind::Unavailable, format!("{server}: {e}"));
+        sock.set_read_timeout(Some(cfg.read_timeout))
+            .map_err(io_setup)?;
+        sock.set_write_timeout(Some(cfg.read_timeout))
+            .map_err(io_setup)?;
+        let _ = sock.set_nodelay(true);
+        let name = tls::server_name(&self.name, &cfg.host)?;
+        let mut tls = ClientConnection::new(tls_config, name)
+            .map_err(|e| self.err(ErrorKind::Config, format!("TLS client: {e}")))?;
+        while tls.is_handshaking() {
+            if let Err(e) = tls.complete_io(&mut sock) {
+                return Err(self.io_error(&e, true));
+            }
+        }
+        let conn = Conn {
+            stream: StreamOwned::new(tls, sock),
+        };
+        if cfg.weaken_security_allow_tls12 {
+            tracing::warn!(
+                signer = %self.name,
+                tls = %conn.tls_version(),
+                "security is weakened: weaken_security_allow_tls12 lets this signer use TLS 1.2 \
+                 with {server} (negotiated {})",
+                conn.tls_version()
+            );
+        }
+        if cfg.insecure {
+            tracing::warn!(
+                signer = %self.name,
+                "insecure = true: the certificate of {server} was NOT verified"
+            );
+        }
+        tracing::debug!(
+            signer = %self.name,
+            tls = %conn.tls_version(),
+            suite = %conn.cipher_suite(),
+            "connected to {server}"
+        );
+        Ok(conn)
+    }
+
+    /// Classifies an I/O error from the socket or TLS.
+    fn io_error(&self, e: &io::Error, in_handshake: bool) -> SignerError {
+        let server = self.server();
+        if let Some(t) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            return match tls::classify(&self.config, t, in_handshake) {
+                tls::TlsFailure::VersionRefused(m) | tls::TlsFailure::Fatal(m) => {
+                    self.err(ErrorKind::Unusable, format!("{server}: {m}"))
+                }
+                tls::TlsFailure::Transient(m) => {
+                    self.err(ErrorKind::Unavailable, format!("{server}: {m}"))
+                }
+            };
+        }
+        let phase = if in_handshake {
+            format!(
+                "during the TLS handshake (this signer offers {})",
+                tls::offered(&self.config)
+            )
+        } else {
+            "waiting for the KMIP answer".to_string()
+        };
+        let what = match e.kind() {
+            io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
+                format!("timed out after {:?} {phase}", self.config.read_timeout)
+            }
+            io::ErrorKind::UnexpectedEof => format!("the server closed the connection {phase}"),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => {
+                format!("the server reset the connection {phase}")
+            }
+            _ => format!("{e} {phase}"),
+        };
+        self.err(ErrorKind::Unavailable, format!("{server}: {what}"))
+    }
+
+    /// Sends `request` and reads one response frame.
+    fn exchange_on(&self, conn: &mut Conn, request: &[u8]) -> Result<Answer, Exchange> {
+        if let Err(e) = conn
+            .stream
+            .write_all(request)
+            .and_then(|_| conn.stream.flush())
+        {
+            return Err(if is_closed(&e) {
+                Exchange::Stale(e)
+            } else {
+                Exchange::Failed(self.io_error(&e, false))
+            });
+        }
+        let mut head = [0u8; 8];
+        let mut got = 0;
+        while got < head.len() {
+            match conn.stream.read(&mut head[got..]) {
+                Ok(0) => {
+                    let e = io::Error::new(io::ErrorKind::UnexpectedEof, "end of stream");
+                    return Err(if got == 0 {
+                        Exchange::Stale(e)
+                    } else {
+                        Exchange::Failed(self.io_error(&e, false))
+                    });
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if got == 0 && is_closed(&e) => return Err(Exchange::Stale(e)),
+                Err(e) => return Err(Exchange::Failed(self.io_error(&e, false))),
+            }
+        }
+        let (t, ty, len) = ttlv::header(&head);
+        let bad = |m: String| {
+            Exchange::Failed(self.err(
+                ErrorKind::Backend,
+                format!("{}: malformed answer: {m}", self.server()),
+            ))
+        };
+        if t != tag::RESPONSE_MESSAGE || ty != ttlv::kind::STRUCTURE {
+            return Err(bad(format!(
+                "expected a Response Message structure (0x42007B, type 0x01), got tag \
+                 {t:#08x} type {ty:#04x}"
+            )));
+        }
+        let len = len as usize;
+        if len > MAX_RESPONSE - 8 {
+            return Err(bad(format!(
+                "the answer claims {len} bytes, above the {MAX_RESPONSE}-byte limit"
+            )));
+        }
+        if len % 8 != 0 {
+            return Err(bad(format!(
+                "a structure length of {len} is not a multiple of 8"
+            )));
+        }
+        let mut frame = vec![0u8; 8 + len];
+        frame[..8].copy_from_slice(&head);
+        if let Err(e) = conn.stream.read_exact(&mut frame[8..]) {
+            return Err(Exchange::Failed(self.io_error(&e, false)));
+        }
+        wire::decode_response(&frame).map_err(bad)
+    }
+
+    /// One request on some connection; a stale pooled connection is replaced once.
+    fn call(&self, request: &[u8]) -> Result<Answer, SignerError> {
+        for _ in 0..2 {
+            let (mut conn, pooled) = self.checkout()?;
+            match self.exchange_on(&mut conn, request) {
+                Ok(answer) => {
+                    self.checkin(conn);
+                    return Ok(answer);
+                }
+                Err(Exchange::Stale(e)) if pooled => {
+                    tracing::debug!(signer = %self.name, "pooled connection was closed ({e}); reconnecting");
+                }
+                Err(Exchange::Stale(e)) => return Err(self.io_error(&e, false)),
+                Err(Exchange::Failed(e)) => return Err(self.latch(e)),
+            }
+        }
+        Err(self.err(
+            ErrorKind::Unavailable,
+            format!("{} closed two connections in a row", self.server()),
+        ))
+    }
+
+    /// Records a fatal error met outside connect (a client certificate refused after a
+    /// TLS 1.3 handshake shows up on the first read).
+    fn latch(&self, e: SignerError) -> SignerError {
+        if e.kind == ErrorKind::Unusable && e.message.contains("tls-") {
+            lock(&self.state).fatal.get_or_insert_with(|| e.clone());
+        }
+        e
+    }
+
+    fn credential(&self) -> Result<Option<Credential>, SignerError> {
+        let Some(username) = &self.config.username else {
+            return Ok(None);
+        };
+        let password = match &self.config.password {
+            Some(p) => Some(p.resolve()?),
+            None => None,
+        };
+        Ok(Some(Credential {
+            username: username.clone(),
+            password,
+        }))
+    }
+
+    fn encode(&self, payload: RequestPayload) -> Result<Vec<u8>, SignerError> {
+        wire::encode_std(payload, self.credential()?.as_ref())
+            .map_err(|e| self.err(ErrorKind::Backend, e))
+    }
+
+    /// Sends a request kmip-protocol can express and returns the answer, successful or not.
+    fn request(&self, payload: RequestPayload) -> Result<Answer, SignerError> {
+        let bytes = self.encode(payload)?;
+        self.call(&bytes)
+    }
+
+    /// The payload of a successful answer, or the error its Result Reason means.
+    fn ok(&self, what: &str, answer: Answer) -> Result<Item, SignerError> {
+        if answer.status == 0 {
+            return Ok(answer.payload.unwrap_or(Item {
+                tag: tag::RESPONSE_PAYLOAD,
+                value: ttlv::Value::Structure(vec![]),
+            }));
+        }
+        Err(self.kmip_error(what, &answer))
+    }
+
+    /// The generic mapping of a failed answer.
+    fn kmip_error(&self, what: &str, answer: &Answer) -> SignerError {
+        let kind = match answer.reason {
+            Some(reason::ITEM_NOT_FOUND) => ErrorKind::NotFound,
+            Some(reason::AUTHENTICATION_NOT_SUCCESSFUL | reason::PERMISSION_DENIED) => {
+                ErrorKind::Unusable
+            }
+            Some(reason::OPERATION_NOT_SUPPORTED) => ErrorKind::Unsupported,
+            _ => ErrorKind::Backend,
+        };
+        let hint = match answer.reason {
+            Some(reason::AUTHENTICATION_NOT_SUCCESSFUL) => match &self.config.username {
+                Some(u) => format!(" (check username '{u}' and password)"),
+                None => " (no username is configured)".to_string(),
+            },
+            _ => String::new(),
+        };
+        self.err(
+            kind,
+            format!(
+                "{what}: {} answered {}{hint}",
+                self.server(),
+                answer.describe()
+            ),
+        )
+    }
+
+    // ---- First contact ----------------------------------------------------------------
+
+    fn first_contact(&self, conn: &mut Conn) -> Result<ServerFacts, SignerError> {
+        let mut once = |payload: RequestPayload| -> Result<Answer, SignerError> {
+            let bytes = self.encode(payload)?;
+            self.exchange_on(conn, &bytes).map_err(|e| match e {
+                Exchange::Stale(e) => self.io_error(&e, false),
+                Exchange::Failed(e) => e,
+            })
+        };
+        let mut facts = ServerFacts::default();
+        let auth_fatal = |what: &str, a: &Answer| {
+            let e = self.kmip_error(what, a);
+            if e.kind == ErrorKind::Unusable {
+                Some(e)
+            } else {
+                None
+            }
+        };
+
+        let answer = once(RequestPayload::DiscoverVersions(vec![]))?;
+        if answer.status == 0 {
+            if let Some(p) = &answer.payload {
+                facts.versions = p
+                    .all(tag::PROTOCOL_VERSION)
+                    .filter_map(|v| {
+                        Some((
+                            v.int_of(tag::PROTOCOL_VERSION_MAJOR)?,
+                            v.int_of(tag::PROTOCOL_VERSION_MINOR)?,
+                        ))
+                    })
+                    .collect();
+            }
+            let speaks_12 = facts.versions.contains(&(1, 2));
+            if !facts.versions.is_empty() && !speaks_12 {
+                let listed = self.versions_text(&facts.versions);
+                let m = format!(
+                    "{} does not speak KMIP 1.2 (Discover Versions lists {listed}); Sign \
+                     needs KMIP 1.2",
+                    self.server()
+                );
+                if !self.config.force {
+                    return Err(self.err(
+                        ErrorKind::Unusable,
+                        format!("{m}; set force = true to try anyway"),
+                    ));
+                }
+                tracing::warn!(signer = %self.name, "{m}; continuing because force = true");
+            }
+        } else if let Some(e) = auth_fatal("Discover Versions", &answer) {
+            return Err(e);
+        } else {
+            tracing::warn!(
+                signer = %self.name,
+                "Discover Versions failed ({}); assuming KMIP 1.2",
+                answer.describe()
+            );
+        }
+
+        let answer = once(RequestPayload::Query(vec![
+            QueryFunction::QueryOperations,
+            QueryFunction::QueryObjects,
+            QueryFunction::QueryServerInformation,
+        ]))?;
+        if answer.status != 0 {
+            if let Some(e) = auth_fatal("Query", &answer) {
+                return Err(e);
+            }
+            let m = format!("Query failed: {}", answer.describe());
+            if !self.config.force {
+                return Err(self.err(
+                    ErrorKind::Unusable,
+                    format!("{m}; the required operations cannot be checked (set force = true to skip the check)"),
+                ));
+            }
+            tracing::warn!(signer = %self.name, "{m}; continuing because force = true");
+            return Ok(facts);
+        }
+        if let Some(p) = &answer.payload {
+            facts.operations = p.all(tag::OPERATION).filter_map(Item::as_enum).collect();
+            facts.vendor = p.text_of(tag::VENDOR_IDENTIFICATION).map(str::to_string);
+        }
+        facts.missing = REQUIRED_OPERATIONS
+            .iter()
+            .filter(|(code, _)| !facts.operations.contains(code))
+            .map(|(_, name)| *name)
+            .collect();
+        if !facts.missing.is_empty() {
+            let listed: Vec<String> = facts
+                .operations
+                .iter()
+                .map(|o| wire::operation_name(*o))
+                .collect();
+            let m = format!(
+                "{} does not offer required KMIP operations: {} (its Query lists: {})",
+                self.server(),
+                facts.missing.join(", "),
+                if listed.is_empty() {
+                    "nothing".into()
+                } else {
+                    listed.join(", ")
+                }
+            );
+            if !self.config.force {
+                return Err(self.err(
+                    ErrorKind::Unusable,
+                    format!("{m}; set force = true if the server supports them anyway"),
+                ));
+            }
+            tracing::warn!(signer = %self.name, "{m}; continuing because force = true");
+        }
+        Ok(facts)
+    }
+
+    fn versions_text(&self, versions: &[(i32, i32)]) -> String {
+        let v: Vec<String> = versions.iter().map(|(a, b)| format!("{a}.{b}")).collect();
+        v.join(", ")
+    }
+
+    // ---- Keys -------------------------------------------------------------------------
+
+    /// Unique identifiers of the objects named `name` of `object_type`.
+    fn locate(&self, name: &str, object_type: ObjectType) -> Result<Vec<String>, SignerError> {
+        let answer = self.request(RequestPayload::Locate(vec![
+            Attribute::Name(name.to_string()),
+            Attribute::ObjectType(object_type),
+        ]))?;
+        let what = format!("Locate of '{name}'");
+        match self.ok(&what, answer) {
+            Ok(p) => Ok(p
+                .all(tag::UNIQUE_IDENTIFIER)
+                .filter_map(Item::as_text)
+                .map(str::to_string)
+                .collect()),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(vec![]),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn locate_one(&self, name: &str, t: ObjectType) -> Result<Option<String>, SignerError> {
+        let mut found = self.locate(name, t)?;
+        if found.len() > 1 {
+            tracing::warn!(
+                signer = %self.name,
+                "{} objects are named '{name}'; using the first ({})",
+                found.len(),
+                found[0]
+            );
+        }
+        Ok(if found.is_empty() {
+            None
+        } else {
+            Some(found.swap_remove(0))
+        })
+    }
+
+    /// The handles of `key`: from the cache, else by Locate (and Get for its type).
+    fn handles(&self, key: &KeyIdentifier) -> Result<Handles, SignerError> {
+        if let Some(h) = lock(&self.keys).get(key) {
+            return Ok(h.clone());
+        }
+        let not_found = || SignerError::key_not_found(&self.name, key);
+        let private = self
+            .locate_one(&private_key_name(key), ObjectType::PrivateKey)?
+            .ok_or_else(not_found)?;
+        let public = self
+            .locate_one(&public_key_name(key), ObjectType::PublicKey)?
+            .ok_or_else(|| {
+                self.err(
+                    ErrorKind::Backend,
+                    format!(
+                        "key {key} has a private half ({private}) but no public key named '{}'",
+                        public_key_name(key)
+                    ),
+                )
+            })?;
+        let spki = self.get_public(&public, None)?;
+        let key_type = spki_key_type(&spki)
+            .map_err(|m| self.err(ErrorKind::Unsupported, format!("key {key}: {m}")))?;
+        let h = Handles {
+            private,
+            public,
+            key_type,
+        };
+        lock(&self.keys).insert(*key, h.clone());
+        Ok(h)
+    }
+
+    /// The public key `uid` as a DER SubjectPublicKeyInfo. `curve` helps read raw EC
+    /// points.
+    fn get_public(&self, uid: &str, curve: Option<KeyType>) -> Result<Vec<u8>, SignerError> {
+        let what = format!("Get of public key {uid}");
+        let answer = self.request(RequestPayload::Get(
+            Some(UniqueIdentifier(uid.to_string())),
+            Some(KeyFormatType::X509),
+            None,
+            None,
+        ))?;
+        let answer = if answer.status != 0
+            && matches!(
+                answer.reason,
+                Some(
+                    reason::KEY_FORMAT_TYPE_NOT_SUPPORTED
+                        | reason::INVALID_FIELD
+                        | reason::FEATURE_NOT_SUPPORTED
+                )
+            ) {
+            // The server keeps the key in another format and does not convert (PyKMIP
+            // keeps PKCS#1): take it as it is.
+            self.request(RequestPayload::Get(
+                Some(UniqueIdentifier(uid.to_string())),
+                None,
+                None,
+                None,
+            ))?
+        } else {
+            answer
+        };
+        let payload = self.ok(&what, answer)?;
+        read_public_key(&payload, curve)
+            .map_err(|m| self.err(ErrorKind::Backend, format!("{what}: {m}")))
+    }
+
+    /// Revoke (best effort) then Destroy of one object. `Ok(false)`: not found.
+    fn revoke_and_destroy(&self, uid: &str, revoke: bool) -> Result<bool, SignerError> {
+        if revoke {
+            let answer = self.request(RequestPayload::Revoke(
+                Some(UniqueIdentifier(uid.to_string())),
+                RevocationReason(RevocationReasonCode::CessationOfOperation, None),
+                None,
+            ))?;
+            if answer.status != 0 {
+                // Not active (never activated, or revoked by an earlier attempt): Destroy
+                // decides.
+                tracing::debug!(signer = %self.name, "Revoke of {uid}: {}", answer.describe());
+            }
+        }
+        let answer = self.request(RequestPayload::Destroy(Some(UniqueIdentifier(
+            uid.to_string(),
+        ))))?;
+        match self.ok(&format!("Destroy of {uid}"), answer) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes a half-made key pair; failures are logged only.
+    fn cleanup(&self, private: &str, public: &str) {
+        for (uid, revoke) in [(private, true), (public, false)] {
+            if let Err(e) = self.revoke_and_destroy(uid, revoke) {
+                tracing::warn!(signer = %self.name, "cannot remove half-made key object {uid}: {e}");
+            }
+        }
+    }
+
+    fn create_request(&self, kt: KeyType, tmp: &str) -> Result<Vec<u8>, SignerError> {
+        let private = PrivateKeyTemplateAttribute::unnamed(vec![
+            Attribute::Name(format!("{tmp}_priv")),
+            Attribute::CryptographicUsageMask(CryptographicUsageMask::Sign),
+        ]);
+        let public = PublicKeyTemplateAttribute::unnamed(vec![
+            Attribute::Name(format!("{tmp}_pub")),
+            Attribute::CryptographicUsageMask(CryptographicUsageMask::Verify),
+        ]);
+        let credential = self.credential()?;
+        let encoded = match kt {
+            KeyType::Rsa2048 => wire::encode_std(
+                RequestPayload::CreateKeyPair(
+                    Some(CommonTemplateAttribute::unnamed(vec![
+                        Attribute::CryptographicAlgorithm(CryptographicAlgorithm::RSA),
+                        Attribute::CryptographicLength(2048),
+                    ])),
+                    Some(private),
+                    Some(public),
+                ),
+                credential.as_ref(),
+            ),
+            KeyType::EcP256 | KeyType::EcP384 => {
+                let (bits, curve) = if kt == KeyType::EcP256 {
+                    (256, wire::CURVE_P256)
+                } else {
+                    (384, wire::CURVE_P384)
+                };
+                wire::encode(
+                    Operation::CreateKeyPair,
+                    wire::EcCreateKeyPair(
+                        wire::EcCommonTemplate(
+                            vec![
+                                Attribute(
+                                    AttributeName("Cryptographic Algorithm".into()),
+                                    None,
+                                    AttributeValue::Enumeration(wire::ALG_ECDSA),
+                                ),
+                                Attribute::CryptographicLength(bits),
+                            ],
+                            wire::DomainParametersAttribute::curve(curve),
+                        ),
+                        private,
+                        public,
+                    ),
+                    credential.as_ref(),
+                )
+            }
+            KeyType::Ed25519 => {
+                return Err(self.err(
+                    ErrorKind::Unsupported,
+                    "KMIP 1.2 has no Ed25519 (EdDSA) keys",
+                ))
+            }
+        };
+        encoded.map_err(|e| self.err(ErrorKind::Backend, e))
+    }
+
+    /// Create Key Pair with temporary names; returns (private uid, public uid).
+    fn create_pair(&self, kt: KeyType, tmp: &str) -> Result<(String, String), SignerError> {
+        let bytes = self.create_request(kt, tmp)?;
+        let answer = self.call(&bytes)?;
+        let what = format!("Create Key Pair ({kt})");
+        if answer.status != 0 && kt != KeyType::Rsa2048 {
+            let refused = matches!(
+                answer.reason,
+                Some(
+                    reason::INVALID_FIELD
+                        | reason::FEATURE_NOT_SUPPORTED
+                        | reason::OPERATION_NOT_SUPPORTED
+                        | reason::INVALID_MESSAGE
+                        | reason::MISSING_DATA
+                        | reason::CRYPTOGRAPHIC_FAILURE
+                )
+            );
+            if refused {
+                lock(&self.ec).insert(kt, false);
+                return Err(self.err(
+                    ErrorKind::Unsupported,
+                    format!(
+                        "{} will not create {kt} key pairs: it answered {}",
+                        self.server(),
+                        answer.describe()
+                    ),
+                ));
+            }
+        }
+        let p = self.ok(&what, answer)?;
+        let uid = |t: u32, which: &str| {
+            p.text_of(t).map(str::to_string).ok_or_else(|| {
+                self.err(
+                    ErrorKind::Backend,
+                    format!("{what}: the answer has no {which} Unique Identifier"),
+                )
+            })
+        };
+        Ok((
+            uid(tag::PRIVATE_KEY_UNIQUE_IDENTIFIER, "private key")?,
+            uid(tag::PUBLIC_KEY_UNIQUE_IDENTIFIER, "public key")?,
+        ))
+    }
+
+    /// Activate, read the public key, name both halves after the key identifier.
+    fn finish_pair(
+        &self,
+        kt: KeyType,
+        private: &str,
+        public: &str,
+    ) -> Result<CreatedKey, SignerError> {
+        let answer = self.request(RequestPayload::Activate(Some(UniqueIdentifier(
+            private.to_string(),
+        ))))?;
+        self.ok(&format!("Activate of private key {private}"), answer)?;
+        let spki = self.get_public(public, Some(kt))?;
+        let got = spki_key_type(&spki).map_err(|m| self.err(ErrorKind::Backend, m))?;
+        if got != kt {
+            return Err(self.err(
+                ErrorKind::Backend,
+                format!("asked for a {kt} key pair, the server made a {got} one"),
+            ));
+        }
+        let id = KeyIdentifier::from_spki_der(&spki)
+            .map_err(|m| self.err(ErrorKind::Backend, format!("public key {public}: {m}")))?;
+        for (uid, name) in [
+            (private, private_key_name(&id)),
+            (public, public_key_name(&id)),
+        ] {
+            let answer = self.request(RequestPayload::ModifyAttribute(
+                Some(UniqueIdentifier(uid.to_string())),
+                Attribute::Name(name.clone()),
+            ))?;
+            self.ok(
+                &format!("Modify Attribute (Name = '{name}') of {uid}"),
+                answer,
+            )?;
+        }
+        lock(&self.keys).insert(
+            id,
+            Handles {
+                private: private.to_string(),
+                public: public.to_string(),
+                key_type: kt,
+            },
+        );
+        Ok(CreatedKey {
+            id,
+            public_key: spki,
+        })
+    }
+
+    /// Whether the server creates EC key pairs of type `kt`: learned by making (and
+    /// destroying) one the first time it is asked.
+    fn ec_supported(&self, kt: KeyType) -> Result<bool, SignerError> {
+        if let Some(known) = lock(&self.ec).get(&kt) {
+            return Ok(*known);
+        }
+        let tmp = format!("hsm-harness-probe-{}", uuid::Uuid::new_v4().simple());
+        let supported = match self.create_pair(kt, &tmp) {
+            Ok((private, public)) => {
+                self.cleanup(&private, &public);
+                true
+            }
+            Err(e) if e.kind == ErrorKind::Unsupported => false,
+            Err(e) => return Err(e),
+        };
+        lock(&self.ec).insert(kt, supported);
+        Ok(supported)
+    }
+}
+
+impl Signer for KmipSigner {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn info(&self) -> Result<SignerInfo, SignerError> {
+        // Connect (and check) if that has not happened yet.
+        let (conn, _) = self.checkout()?;
+        self.checkin(conn);
+        let state = lock(&self.state);
+        let facts = state.facts.clone().unwrap_or_default();
+        let mut details = vec![
+            ("host".to_string(), self.config.host.clone()),
+            ("port".to_string(), self.config.port.to_string()),
+            (
+                "tls_versions_offered".to_string(),
+                tls::offered(&self.config)
+                    .trim_start_matches("only ")
+                    .to_string(),
+            ),
+        ];
+        if let Some((version, suite)) = &state.last_tls {
+            details.push(("tls_version".into(), version.clone()));
+            details.push(("tls_cipher_suite".into(), suite.clone()));
+        }
+        if let Some(v) = &facts.vendor {
+            details.push(("vendor".into(), v.clone()));
+        }
+        details.push(("kmip_versions".into(), self.versions_text(&facts.versions)));
+        let ops: Vec<String> = facts
+            .operations
+            .iter()
+            .map(|o| wire::operation_name(*o))
+            .collect();
+        details.push(("operations".into(), ops.join(", ")));
+        if !facts.missing.is_empty() {
+            details.push(("missing_operations_forced".into(), facts.missing.join(", ")));
+        }
+        if self.config.insecure {
+            details.push(("insecure".into(), "true".into()));
+        }
+        Ok(SignerInfo {
+            name: self.name.clone(),
+            signer_type: "KMIP".into(),
+            details,
+        })
+    }
+
+    fn supports(&self, alg: Algorithm) -> Result<bool, SignerError> {
+        match alg.key_type() {
+            KeyType::Rsa2048 => {
+                let (conn, _) = self.checkout()?;
+                self.checkin(conn);
+                Ok(true)
+            }
+            KeyType::Ed25519 => Ok(false),
+            kt => self.ec_supported(kt),
+        }
+    }
+
+    fn create_key(&self, alg: Algorithm) -> Result<CreatedKey, SignerError> {
+        let kt = alg.key_type();
+        if kt == KeyType::Ed25519 {
+            return Err(self.err(
+                ErrorKind::Unsupported,
+                format!("{alg}: KMIP 1.2 has no Ed25519 (EdDSA) keys"),
+            ));
+        }
+        let tmp = format!("hsm-harness-pending-{}", uuid::Uuid::new_v4().simple());
+        let (private, public) = self.create_pair(kt, &tmp)?;
+        if kt != KeyType::Rsa2048 {
+            lock(&self.ec).insert(kt, true);
+        }
+        match self.finish_pair(kt, &private, &public) {
+            Ok(created) => Ok(created),
+            Err(e) => {
+                self.cleanup(&private, &public);
+                Err(e)
+            }
+        }
+    }
+
+    fn public_key(&self, key: &KeyIdentifier) -> Result<Vec<u8>, SignerError> {
+        let h = self.handles(key)?;
+        match self.get_public(&h.public, Some(h.key_type)) {
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                lock(&self.keys).remove(key);
+                Err(SignerError::key_not_found(&self.name, key))
+            }
+            other => other,
+        }
+    }
+
+    fn sign(
+        &self,
+        key: &KeyIdentifier,
+        alg: Algorithm,
+        data: &[u8],
+    ) -> Result<Vec<u8>, SignerError> {
+        let h = self.handles(key)?;
+        if h.key_type != alg.key_type() {
+            return Err(SignerError::invalid_input(format!(
+                "signer '{}': key {key} is a {} key, {alg} needs a {} key",
+                self.name,
+                h.key_type,
+                alg.key_type()
+            )));
+        }
+        let base = CryptographicParameters::default();
+        let params = match alg {
+            Algorithm::Rsa2048Pkcs1Sha256 => CryptographicParameters {
+                padding_method: Some(PaddingMethod::PKCS1_v1_5),
+                hashing_algorithm: Some(HashingAlgorithm::SHA256),
+                digital_signature_algorithm: Some(
+                    DigitalSignatureAlgorithm::SHA256WithRSAEncryption_PKCS1_v1_5,
+                ),
+                cryptographic_algorithm: Some(CryptographicAlgorithm::RSA),
+                ..base
+            },
+            Algorithm::Rsa2048PssSha256 => CryptographicParameters {
+                padding_method: Some(PaddingMethod::PSS),
+                hashing_algorithm: Some(HashingAlgorithm::SHA256),
+                cryptographic_algorithm: Some(CryptographicAlgorithm::RSA),
+                ..base
+            },
+            Algorithm::EcdsaP256Sha256 => CryptographicParameters {
+                hashing_algorithm: Some(HashingAlgorithm::SHA256),
+                digital_signature_algorithm: Some(DigitalSignatureAlgorithm::ECDSAWithSHA256),
+                ..base
+            },
+            Algorithm::EcdsaP384Sha384 => CryptographicParameters {
+                hashing_algorithm: Some(HashingAlgorithm::SHA384),
+                digital_signature_algorithm: Some(DigitalSignatureAlgorithm::ECDSAWithSHA384),
+                ..base
+            },
+            Algorithm::Ed25519 => {
+                return Err(self.err(ErrorKind::Unsupported, "KMIP 1.2 has no Ed25519"))
+            }
+        };
+        let answer = self.request(RequestPayload::Sign(
+            Some(UniqueIdentifier(h.private.clone())),
+            Some(params),
+            Data(data.to_vec()),
+        ))?;
+        let payload = match self.ok(&format!("Sign ({alg}) with key {key}"), answer) {
+            Ok(p) => p,
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                lock(&self.keys).remove(key);
+                return Err(SignerError::key_not_found(&self.name, key));
+            }
+            Err(e) => return Err(e),
+        };
+        let sig = payload.bytes_of(tag::SIGNATURE_DATA).ok_or_else(|| {
+            self.err(ErrorKind::Backend, "Sign: the answer has no Signature Data")
+        })?;
+        match alg {
+            Algorithm::EcdsaP256Sha256 | Algorithm::EcdsaP384Sha384 => ecdsa_raw_to_der(sig)
+                .map_err(|e| self.err(ErrorKind::Backend, format!("Sign: {}", e.message))),
+            _ if sig.is_empty() => Err(self.err(ErrorKind::Backend, "Sign: empty signature")),
+            _ => Ok(sig.to_vec()),
+        }
+    }
+
+    fn destroy_key(&self, key: &KeyIdentifier) -> Result<(), SignerError> {
+        lock(&self.keys).remove(key);
+        let private = self.locate(&private_key_name(key), ObjectType::PrivateKey)?;
+        let public = self.locate(&public_key_name(key), ObjectType::PublicKey)?;
+        if private.is_empty() && public.is_empty() {
+            return Err(SignerError::key_not_found(&self.name, key));
+        }
+        let mut destroyed = false;
+        for uid in &private {
+            destroyed |= self.revoke_and_destroy(uid, true)?;
+        }
+        for uid in &public {
+            // Public halves are never activated; a server that wants them revoked
+            // first gets a Revoke on the second try.
+            match self.revoke_and_destroy(uid, false) {
+                Ok(d) => destroyed |= d,
+                Err(e) if e.kind != ErrorKind::Unavailable => {
+                    destroyed |= self.revoke_and_destroy(uid, true)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if destroyed {
+            Ok(())
+        } else {
+            Err(SignerError::key_not_found(&self.name, key))
+        }
+    }
+
+    fn random(&self, len: usize) -> Result<Vec<u8>, SignerError> {
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            let want = (len - out.len()).min(RANDOM_CHUNK);
+            let answer = self.request(RequestPayload::RNGRetrieve(DataLength(want as i32)))?;
+            if answer.status != 0 {
+                if matches!(
+                    answer.reason,
+                    Some(reason::OPERATION_NOT_SUPPORTED | reason::INVALID_MESSAGE)
+                ) {
+                    return Err(self.err(
+                        ErrorKind::Unsupported,
+                        format!(
+                            "{} has no RNG Retrieve: it answered {}",
+                            self.server(),
+                            answer.describe()
+                        ),
+                    ));
+                }
+                return Err(self.kmip_error("RNG Retrieve", &answer));
+            }
+            let data = answer
+                .payload
+                .as_ref()
+                .and_then(|p| p.bytes_of(tag::DATA))
+                .unwrap_or_default();
+            if data.is_empty() || data.len() > want {
+                return Err(self.err(
+                    ErrorKind::Backend,
+                    format!("RNG Retrieve of {want} bytes answered {} bytes", data.len()),
+                ));
+            }
+            out.extend_from_slice(data);
+        }
+        Ok(out)
+    }
+
+    fn list_keys(&self) -> Result<Vec<KeyIdentifier>, SignerError> {
+        // Every private key whose Name is "<40 hex>_priv" is one of ours. KMIP 1.2 Locate
+        // matches names exactly, so list the private keys and read their public halves.
+        let answer = self.request(RequestPayload::Locate(vec![Attribute::ObjectType(
+            ObjectType::PublicKey,
+        )]))?;
+        let publics: Vec<String> = match self.ok("Locate of public keys", answer) {
+            Ok(p) => p
+                .all(tag::UNIQUE_IDENTIFIER)
+                .filter_map(Item::as_text)
+                .map(str::to_string)
+                .collect(),
+            Err(e) if e.kind == ErrorKind::NotFound => vec![],
+            Err(e) => return Err(e),
+        };
+        let mut keys = Vec::new();
+        for uid in publics {
+            let spki = match self.get_public(&uid, None) {
+                Ok(s) => s,
+                Err(e) if matches!(e.kind, ErrorKind::NotFound | ErrorKind::Backend) => continue,
+                Err(e) => return Err(e),
+            };
+            let Ok(id) = KeyIdentifier::from_spki_der(&spki) else {
+                continue;
+            };
+            if keys.contains(&id) {
+                continue;
+            }
+            if !self
+                .locate(&private_key_name(&id), ObjectType::PrivateKey)?
+                .is_empty()
+            {
+                keys.push(id);
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+}
+
+// ---- Public keys ----------------------------------------------------------------------
+
+/// Reads a public key from a Get payload into a DER SubjectPublicKeyInfo.
+fn read_public_key(payload: &Item, curve: Option<KeyType>) -> Result<Vec<u8>, String> {
+    let object = payload
+        .child(tag::PUBLIC_KEY)
+        .ok_or("the answer holds no Public Key object")?;
+    let block = object
+        .child(tag::KEY_BLOCK)
+        .ok_or("the Public Key has no Key Block")?;
+    let format = block
+        .enum_of(tag::KEY_FORMAT_TYPE)
+        .ok_or("the Key Block has no Key Format Type")?;
+    let value = block
+        .child(tag::KEY_VALUE)
+        .ok_or("the Key Block has no Key Value")?;
+    // Key Value is a structure holding Key Material (or, wrapped, a byte string).
+    let material = match value.child(tag::KEY_MATERIAL) {
+        Some(m) => m,
+        None => value,
+    };
+    const RAW: u32 = 0x01;
+    const PKCS1: u32 = 0x03;
+    const X509: u32 = 0x05;
+    const TRANSPARENT_RSA_PUBLIC: u32 = 0x0B;
+    const TRANSPARENT_ECDSA_PUBLIC: u32 = 0x0F;
+    let spki = match format {
+        X509 => material
+            .as_bytes()
+            .ok_or("X.509 key material is not a byte string")?
+            .to_vec(),
+        PKCS1 => {
+            let der = material
+                .as_bytes()
+                .ok_or("PKCS#1 key material is not a byte string")?;
+            let (n, e) =
+                read_rsa_public_key(der).ok_or("PKCS#1 key material is not an RSAPublicKey")?;
+            rsa_spki_der(n, e)
+        }
+        TRANSPARENT_RSA_PUBLIC => {
+            let n = material
+                .bytes_of(tag::MODULUS)
+                .ok_or("transparent RSA key without Modulus")?;
+            let e = material
+                .bytes_of(tag::PUBLIC_EXPONENT)
+                .ok_or("transparent RSA key without Public Exponent")?;
+            rsa_spki_der(n, e)
+        }
+        TRANSPARENT_ECDSA_PUBLIC | RAW => {
+            let point = if format == RAW {
+                material
+                    .as_bytes()
+                    .ok_or("raw key material is not a byte string")?
+            } else {
+                material
+                    .bytes_of(tag::Q_STRING)
+                    .ok_or("transparent ECDSA key without Q String")?
+            };
+            let named = match material.enum_of(tag::RECOMMENDED_CURVE) {
+                Some(wire::CURVE_P256) => Some(KeyType::EcP256),
+                Some(wire::CURVE_P384) => Some(KeyType::EcP384),
+                Some(other) => return Err(format!("recommended curve {other:#x} is not handled")),
+                None => None,
+            };
+            let kt = named
+                .or(curve)
+                .or(match point.len() {
+                    65 => Some(KeyType::EcP256),
+                    97 => Some(KeyType::EcP384),
+                    _ => None,
+                })
+                .ok_or("an EC point without a curve")?;
+            ec_spki_der(kt, point).map_err(|e| e.message)?
+        }
+        other => return Err(format!("key format type {other:#x} is not handled")),
+    };
+    KeyIdentifier::from_spki_der(&spki)?;
+    Ok(spki)
+}
+
+/// One DER TLV: (tag, contents, rest).
+fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&t, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (first as usize, rest)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let (l, rest) = rest.split_at(n);
+        (l.iter().fold(0usize, |a, b| (a << 8) | *b as usize), rest)
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let (c, rest) = rest.split_at(len);
+    Some((t, c, rest))
+}
+
+/// `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`.
+fn read_rsa_public_key(der: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (0x30, body, []) = der_tlv(der)? else {
+        return None;
+    };
+    let (0x02, n, rest) = der_tlv(body)? else {
+        return None;
+    };
+    let (0x02, e, []) = der_tlv(rest)? else {
+        return None;
+    };
+    Some((n, e))
+}
+
+/// The key type of a SubjectPublicKeyInfo.
+fn spki_key_type(spki: &[u8]) -> Result<KeyType, String> {
+    use spki::der::asn1::ObjectIdentifier as Oid;
+    use spki::SubjectPublicKeyInfoRef;
+    const RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.1");
+    const EC: Oid = Oid::new_unwrap("1.2.840.10045.2.1");
+    const P256: Oid = Oid::new_unwrap("1.2.840.10045.3.1.7");
+    const P384: Oid = Oid::new_unwrap("1.3.132.0.34");
+    let info = SubjectPublicKeyInfoRef::try_from(spki)
+        .map_err(|e| format!("not a DER SubjectPublicKeyInfo: {e}"))?;
+    if info.algorithm.oid == RSA {
+        let bits = info
+            .subject_public_key
+            .as_bytes()
+            .and_then(read_rsa_public_key)
+            .map(|(n, _)| {
+                let n = &n[n.iter().position(|b| *b != 0).unwrap_or(n.len())..];
+                n.len() * 8
+            })
+            .unwrap_or(0);
+        return if bits == 2048 {
+            Ok(KeyType::Rsa2048)
+        } else {
+            Err(format!(
+                "an RSA key of {bits} bits (only RSA-2048 is handled)"
+            ))
+        };
+    }
+    if info.algorithm.oid == EC {
+        return match info.algorithm.parameters_oid() {
+            Ok(c) if c == P256 => Ok(KeyType::EcP256),
+            Ok(c) if c == P384 => Ok(KeyType::EcP384),
+            Ok(c) => Err(format!(
+                "an EC key on curve {c} (only P-256 and P-384 are handled)"
+            )),
+            Err(e) => Err(format!("an EC key without a named curve: {e}")),
+        };
+    }
+    Err(format!(
+        "a key of algorithm {} (not handled)",
+        info.algorithm.oid
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ttlv::Value;
+
+    fn leaf(tag: u32, value: Value) -> Item {
+        Item { tag, value }
+    }
+
+    fn get_payload(format: u32, material: Item) -> Item {
+        leaf(
+            tag::RESPONSE_PAYLOAD,
+            Value::Structure(vec![leaf(
+                tag::PUBLIC_KEY,
+                Value::Structure(vec![leaf(
+                    tag::KEY_BLOCK,
+                    Value::Structure(vec![
+                        leaf(tag::KEY_FORMAT_TYPE, Value::Enumeration(format)),
+                        leaf(tag::KEY_VALUE, Value::Structure(vec![material])),
+                    ]),
+                )]),
+            )]),
+        )
+    }
+
+    fn rsa_spki() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let mut n = vec![0xC5u8; 256];
+        n[255] = 0x01;
+        let e = vec![0x01, 0x00, 0x01];
+        (rsa_spki_der(&n, &e), n, e)
+    }
+
+    #[test]
+    fn public_keys_are_read_in_every_format_servers_send() {
+        let (spki, n, e) = rsa_spki();
+        let x509 = get_payload(0x05, leaf(tag::KEY_MATERIAL, Value::Bytes(spki.clone())));
+        assert_eq!(read_public_key(&x509, None).unwrap(), spki);
+        // PKCS#1 is the BIT STRING contents of the SPKI.
+        let info = spki::SubjectPublicKeyInfoRef::try_from(spki.as_slice()).unwrap();
+        let pkcs1 = info.subject_public_key.as_bytes().unwrap().to_vec();
+        let p1 = get_payload(0x03, leaf(tag::KEY_MATERIAL, Value::Bytes(pkcs1)));
+        assert_eq!(read_public_key(&p1, None).unwrap(), spki);
+        let transparent = get_payload(
+            0x0B,
+            leaf(
+                tag::KEY_MATERIAL,
+                Value::Structure(vec![
+                    leaf(tag::MODULUS, Value::BigInteger([vec![0u8; 8], n].concat())),
+                    leaf(
+                        tag::PUBLIC_EXPONENT,
+                        Value::BigInteger([vec![0u8; 5], e].concat()),
+                    ),
+                ]),
+            ),
+        );
+        assert_eq!(read_public_key(&transparent, None).unwrap(), spki);
+        assert_eq!(spki_key_type(&spki).unwrap(), KeyType::Rsa2048);
+        // Garbage is an error, never a panic.
+        let bad = get_payload(
+            0x03,
+            leaf(tag::KEY_MATERIAL, Value::Bytes(vec![0x30, 0x84, 0xff])),
+        );
+        assert!(read_public_key(&bad, None).is_err());
+        let unknown = get_payload(0x02, leaf(tag::KEY_MATERIAL, Value::Bytes(vec![1])));
+        assert!(read_public_key(&unknown, None).unwrap_err().contains("0x2"));
+    }
+
+    #[test]
+    fn ec_points_become_spki_with_their_curve() {
+        let p = aws_lc_rs::signature::EcdsaKeyPair::generate(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        )
+        .unwrap();
+        use aws_lc_rs::signature::KeyPair;
+        let point = p.public_key().as_ref().to_vec();
+        let t = get_payload(
+            0x0F,
+            leaf(
+                tag::KEY_MATERIAL,
+                Value::Structure(vec![
+                    leaf(tag::RECOMMENDED_CURVE, Value::Enumeration(wire::CURVE_P256)),
+                    leaf(tag::Q_STRING, Value::Bytes(point.clone())),
+                ]),
+            ),
+        );
+        let spki = read_public_key(&t, None).unwrap();
+        assert_eq!(spki_key_type(&spki).unwrap(), KeyType::EcP256);
+        let raw = get_payload(0x01, leaf(tag::KEY_MATERIAL, Value::Bytes(point)));
+        assert_eq!(read_public_key(&raw, Some(KeyType::EcP256)).unwrap(), spki);
+    }
+
+    #[test]
+    fn names_carry_the_key_identifier() {
+        let id: KeyIdentifier = "00112233445566778899aabbccddeeff00112233".parse().unwrap();
+        assert_eq!(
+            private_key_name(&id),
+            "00112233445566778899aabbccddeeff00112233_priv"
+        );
+        assert_eq!(
+            public_key_name(&id),
+            "00112233445566778899aabbccddeeff00112233_pub"
+        );
+    }
+
+    #[test]
+    fn new_touches_nothing_and_unreachable_is_transient() {
+        let mut c = KmipConfig::new("127.0.0.1", 1);
+        c.connect_timeout = std::time::Duration::from_secs(1);
+        let s = KmipSigner::new("k", &c);
+        let e = s.random(8).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Unavailable, "{e}");
+        assert!(e.is_transient());
+        // Not latched: the next call tries again.
+        assert_eq!(s.random(8).unwrap_err().kind, ErrorKind::Unavailable);
+    }
+}
