@@ -312,7 +312,7 @@ fn run_cell(suite: &Path, case: &str, backend: &Path, workdir: &Path) -> i32 {
 /// Log to stderr; `RUST_LOG` chooses the level (default: info for our crates).
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("hsm_signers=info,hsm_harness=info")
+        tracing_subscriber::EnvFilter::new("hsm_signers=info,hsm_harness=info,cryptoki=off")
     });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

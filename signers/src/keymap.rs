@@ -73,6 +73,9 @@ impl KeyMap {
         std::fs::create_dir_all(state_dir)
             .map_err(|e| SignerError::io(format!("creating {}", state_dir.display()), e))?;
         let path = state_dir.join(KEYMAP_FILE);
+        if !path.exists() {
+            create_atomically(state_dir, &path)?;
+        }
         let db = Database::create(&path).map_err(|e| storage(&path, e))?;
         let map = KeyMap { db, path };
         // Create the tables up front so that readers never meet a missing table.
@@ -206,6 +209,34 @@ impl KeyMap {
         };
         read().map_err(|e| storage(&self.path, e))
     }
+}
+
+/// Makes a new, empty key map under a temporary name and renames it into place, so
+/// that a kill while it is being made never leaves a half-made file at `path` (redb
+/// writes its magic number last and refuses a file without it).
+fn create_atomically(state_dir: &Path, path: &Path) -> Result<(), SignerError> {
+    let tmp = state_dir.join(format!(".{KEYMAP_FILE}.new"));
+    let _ = std::fs::remove_file(&tmp);
+    {
+        let db = Database::create(&tmp).map_err(|e| storage(&tmp, e))?;
+        let txn = db.begin_write().map_err(|e| storage(&tmp, e))?;
+        let made = (|| -> Result<(), redb::Error> {
+            txn.open_table(KEYS)?;
+            txn.open_table(SIGNERS)?;
+            txn.open_table(NAMES)?;
+            Ok(())
+        })();
+        made.map_err(|e| storage(&tmp, e))?;
+        txn.commit().map_err(|e| storage(&tmp, e))?;
+    }
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| SignerError::io(format!("syncing {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| SignerError::io(format!("renaming {} into place", tmp.display()), e))?;
+    std::fs::File::open(state_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| SignerError::io(format!("syncing {}", state_dir.display()), e))
 }
 
 mod hex_bytes {

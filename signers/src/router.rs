@@ -78,9 +78,18 @@ enum Lifecycle {
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum SignerState {
     NotConnected,
-    Bound { signer_id: String },
-    Waiting { retry_in_secs: f64, error: String },
-    Unusable { error: String },
+    Bound {
+        signer_id: String,
+        /// The identity key's identifier in the backend.
+        identity_key: Option<KeyIdentifier>,
+    },
+    Waiting {
+        retry_in_secs: f64,
+        error: String,
+    },
+    Unusable {
+        error: String,
+    },
 }
 
 struct Slot {
@@ -613,6 +622,12 @@ impl Router {
                     Lifecycle::NotConnected => SignerState::NotConnected,
                     Lifecycle::Bound { signer_id } => SignerState::Bound {
                         signer_id: signer_id.clone(),
+                        identity_key: self
+                            .keymap
+                            .signer(signer_id)
+                            .ok()
+                            .flatten()
+                            .map(|r| r.identity_key),
                     },
                     Lifecycle::Waiting { until, error, .. } => SignerState::Waiting {
                         retry_in_secs: until
