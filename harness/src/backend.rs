@@ -52,6 +52,42 @@ pub enum Provider {
         #[serde(default)]
         module: Option<PathBuf>,
     },
+    /// Our KMIP-to-PKCS#11 relay (`kmip2pkcs11`, built beside this program) on a fresh
+    /// SoftHSMv2 token, TLS 1.3, with generated certificates, on an ephemeral port.
+    Relay {
+        #[serde(default)]
+        module: Option<PathBuf>,
+    },
+    /// A PyKMIP server (`pykmip-server`) with generated certificates, a fresh database
+    /// and an ephemeral port. It speaks TLS 1.2 only, so its signer opts in to TLS 1.2.
+    Pykmip,
+}
+
+/// The relay binary: next to this program (cargo puts all of a workspace's binaries
+/// in one directory).
+pub fn relay_binary() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let dir = exe.parent().ok_or("this program has no directory")?;
+    // Integration tests run from target/<profile>/deps.
+    for candidate in [dir.join("kmip2pkcs11"), dir.join("../kmip2pkcs11")] {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(format!(
+        "kmip2pkcs11 is not built next to {} (cargo build -p kmip-relay)",
+        exe.display()
+    ))
+}
+
+/// The PyKMIP server program, from PATH.
+pub fn pykmip_server() -> Result<PathBuf, String> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("pykmip-server"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| "pykmip-server not found (install python3-pykmip)".to_string())
 }
 
 impl Backend {
@@ -76,6 +112,8 @@ impl Backend {
         match self.provider {
             Provider::Software => "software",
             Provider::Softhsm { .. } => "softhsm",
+            Provider::Relay { .. } => "relay",
+            Provider::Pykmip => "pykmip",
         }
     }
 
@@ -84,6 +122,10 @@ impl Backend {
         match &self.provider {
             Provider::Software => None,
             Provider::Softhsm { module } => softhsm_module(module.as_deref()).err(),
+            Provider::Relay { module } => softhsm_module(module.as_deref())
+                .and_then(|_| relay_binary())
+                .err(),
+            Provider::Pykmip => pykmip_server().err(),
         }
     }
 

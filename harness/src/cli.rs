@@ -227,11 +227,17 @@ fn run(args: RunArgs) -> i32 {
         timeout: Duration::from_secs_f64(args.timeout),
         program,
     };
+    let used = |f: fn(&crate::runner::PlannedCell) -> usize| {
+        let mut v: Vec<usize> = plan.cells.iter().map(f).collect();
+        v.sort_unstable();
+        v.dedup();
+        v.len()
+    };
     println!(
         "hsm-harness: {} cells ({} suites x {} backends), {} at a time",
         plan.cells.len(),
-        plan.suites.len(),
-        plan.backends.len(),
+        used(|c| c.suite),
+        used(|c| c.backend),
         jobs.max(1)
     );
     let result = match crate::runner::run(&plan, &options, |done, total, cell| {

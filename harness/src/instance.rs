@@ -7,7 +7,10 @@
 //! under test, as an operator with pkcs11-tool would.
 
 use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use cryptoki::context::Pkcs11;
@@ -17,23 +20,64 @@ use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
-use hsm_signers::config::{OpenSslConfig, Pkcs11Config, SignerKind, SlotSelector};
+use hsm_signers::config::{KmipConfig, OpenSslConfig, Pkcs11Config, SignerKind, SlotSelector};
 use hsm_signers::software::SoftwareSigner;
 use hsm_signers::{Algorithm, KeyIdentifier, KeyType, Secret, Signer};
 
-use crate::backend::{random_hex, softhsm_module, Backend, Provider};
+use crate::backend::{pykmip_server, random_hex, relay_binary, softhsm_module, Backend, Provider};
+use crate::pki::{self, Pki, ServerFlaw};
+
+/// A SoftHSMv2 token made for an instance.
+struct Token {
+    label: String,
+    so_pin: String,
+    user_pin: String,
+    /// The environment variable the signer configuration reads the PIN from.
+    pin_env: String,
+}
+
+/// A server process (relay or PyKMIP) serving an instance.
+struct Server {
+    child: Child,
+    port: u16,
+    /// SIGINT stops PyKMIP promptly where SIGTERM may not.
+    stop_signal: i32,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid; no memory involved.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, self.stop_signal);
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
 
 /// One instance of the cell's backend.
 enum Instance {
     Software {
         keys_dir: PathBuf,
     },
-    Token {
-        label: String,
-        so_pin: String,
-        user_pin: String,
-        /// The environment variable the signer configuration reads the PIN from.
-        pin_env: String,
+    Token(Token),
+    Relay {
+        token: Token,
+        dir: PathBuf,
+        pki: Pki,
+        server: Option<Server>,
+    },
+    Pykmip {
+        dir: PathBuf,
+        pki: Pki,
+        server: Option<Server>,
     },
 }
 
@@ -54,8 +98,8 @@ impl Instances {
     /// token directory of the cell's own, so it must run before any module loads.
     pub fn new(backend: &Backend, workdir: &Path) -> anyhow::Result<Self> {
         let module = match &backend.provider {
-            Provider::Software => None,
-            Provider::Softhsm { module } => {
+            Provider::Software | Provider::Pykmip => None,
+            Provider::Softhsm { module } | Provider::Relay { module } => {
                 let module = softhsm_module(module.as_deref()).map_err(|e| anyhow!(e))?;
                 let dir = workdir.join("softhsm");
                 let tokens = dir.join("tokens");
@@ -97,44 +141,121 @@ impl Instances {
             props.push(("module".to_string(), m.display().to_string()));
         }
         for (name, inst) in &self.made {
-            if let Instance::Token { label, .. } = inst {
-                props.push((format!("token_label.{name}"), label.clone()));
+            match inst {
+                Instance::Token(t) | Instance::Relay { token: t, .. } => {
+                    props.push((format!("token_label.{name}"), t.label.clone()));
+                }
+                _ => {}
             }
         }
         props
     }
 
-    fn ensure(&mut self, name: &str) -> anyhow::Result<&Instance> {
+    fn ensure(&mut self, name: &str) -> anyhow::Result<&mut Instance> {
         if !self.made.contains_key(name) {
+            let dir = self.workdir.join("instances").join(name);
             let inst = match &self.backend.provider {
                 Provider::Software => Instance::Software {
-                    keys_dir: self.workdir.join("instances").join(name).join("keys"),
+                    keys_dir: dir.join("keys"),
                 },
-                Provider::Softhsm { .. } => {
-                    let label = format!("hsm-harness-{name}-{}", random_hex(3));
-                    let so_pin = random_hex(8);
-                    let user_pin = random_hex(8);
-                    let p11 = self.p11()?;
-                    let slot = free_slot(&p11)?;
-                    init_token(&p11, slot, &label, &so_pin, &user_pin)?;
-                    let pin_env = format!(
-                        "HSM_HARNESS_PIN_{}",
-                        name.to_uppercase()
-                            .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
-                    );
-                    // The PIN reaches the signer through the environment, never argv or logs.
-                    std::env::set_var(&pin_env, &user_pin);
-                    Instance::Token {
-                        label,
-                        so_pin,
-                        user_pin,
-                        pin_env,
+                Provider::Softhsm { .. } => Instance::Token(self.new_token(name)?),
+                Provider::Relay { .. } => {
+                    let token = self.new_token(name)?;
+                    let pki = pki::generate(&dir.join("pki"), ServerFlaw::None)?;
+                    let server = self.start_relay(&dir, &token, &pki)?;
+                    Instance::Relay {
+                        token,
+                        dir,
+                        pki,
+                        server: Some(server),
+                    }
+                }
+                Provider::Pykmip => {
+                    let pki = pki::generate(&dir.join("pki"), ServerFlaw::None)?;
+                    let server = start_pykmip(&dir, &pki)?;
+                    Instance::Pykmip {
+                        dir,
+                        pki,
+                        server: Some(server),
                     }
                 }
             };
             self.made.insert(name.to_string(), inst);
         }
-        Ok(&self.made[name])
+        self.made
+            .get_mut(name)
+            .ok_or_else(|| anyhow!("instance '{name}' vanished"))
+    }
+
+    /// A fresh token with a random label and PINs; the user PIN goes to an
+    /// environment variable for the signer configuration (never argv or logs).
+    fn new_token(&self, name: &str) -> anyhow::Result<Token> {
+        let label = format!("hsm-harness-{name}-{}", random_hex(3));
+        let so_pin = random_hex(8);
+        let user_pin = random_hex(8);
+        let p11 = self.p11()?;
+        let slot = free_slot(&p11)?;
+        init_token(&p11, slot, &label, &so_pin, &user_pin)?;
+        let pin_env = format!(
+            "HSM_HARNESS_PIN_{}",
+            name.to_uppercase()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        );
+        std::env::set_var(&pin_env, &user_pin);
+        Ok(Token {
+            label,
+            so_pin,
+            user_pin,
+            pin_env,
+        })
+    }
+
+    /// Starts `kmip2pkcs11` on `token` and waits until it says where it listens.
+    fn start_relay(&self, dir: &Path, token: &Token, pki: &Pki) -> anyhow::Result<Server> {
+        let bin = relay_binary().map_err(|e| anyhow!(e))?;
+        let module = self.module.as_ref().ok_or_else(|| anyhow!("no module"))?;
+        let ready = dir.join("relay.ready");
+        let _ = std::fs::remove_file(&ready);
+        let config = dir.join("relay.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\nready_file = \"{}\"\nlog_level = \"warn\"\n\n\
+                 [tls]\ncert = \"{}\"\nkey = \"{}\"\n\n\
+                 [pkcs11]\nlib_path = \"{}\"\nslot = \"{}\"\nuser_pin = \"env:{}\"\n",
+                ready.display(),
+                pki.server_cert.display(),
+                pki.server_key.display(),
+                module.display(),
+                token.label,
+                token.pin_env
+            ),
+        )
+        .with_context(|| format!("writing {}", config.display()))?;
+        let log = dir.join("relay.log");
+        let child = Command::new(&bin)
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(std::fs::File::create(dir.join("relay.stderr"))?)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut server = Server {
+            child,
+            port: 0,
+            stop_signal: libc::SIGTERM,
+        };
+        server.port = wait_until(&mut server.child, &dir.join("relay.stderr"), || {
+            let text = std::fs::read_to_string(&ready).ok()?;
+            let addr = text.split_whitespace().next()?;
+            addr.rsplit(':').next()?.parse().ok()
+        })?;
+        log_line(format!(
+            "  relay for instance on token '{}' listening on 127.0.0.1:{}",
+            token.label, server.port
+        ));
+        Ok(server)
     }
 
     /// The signer configuration that reaches instance `name`.
@@ -144,99 +265,143 @@ impl Instances {
             Instance::Software { keys_dir } => SignerKind::OpenSsl(OpenSslConfig {
                 keys_dir: Some(keys_dir.clone()),
             }),
-            Instance::Token { label, pin_env, .. } => SignerKind::Pkcs11(Pkcs11Config {
+            Instance::Token(t) => SignerKind::Pkcs11(Pkcs11Config {
                 lib_path: module.ok_or_else(|| anyhow!("no module"))?,
-                slot: SlotSelector::Label(label.clone()),
-                user_pin: Some(Secret::Env(pin_env.clone())),
+                slot: SlotSelector::Label(t.label.clone()),
+                user_pin: Some(Secret::Env(t.pin_env.clone())),
                 login: true,
             }),
+            Instance::Relay { pki, server, .. } => {
+                let port = server.as_ref().map_or(0, |s| s.port);
+                SignerKind::Kmip(kmip_config(port, pki))
+            }
+            Instance::Pykmip { pki, server, .. } => {
+                let port = server.as_ref().map_or(0, |s| s.port);
+                let mut c = kmip_config(port, pki);
+                // PyKMIP speaks TLS 1.2 only, and its Query omits Modify Attribute.
+                c.weaken_security_allow_tls12 = true;
+                c.force = true;
+                SignerKind::Kmip(c)
+            }
         })
     }
 
     /// Empties instance `name` and initialises it again with the same label and PINs
-    /// (the signer configuration still reaches it; its content is new).
+    /// (the signer configuration still reaches it; its content is new). Servers are
+    /// restarted, on a new port.
     pub fn wipe(&mut self, name: &str) -> anyhow::Result<()> {
-        let p11 = if self.module.is_some() {
-            Some(self.p11()?)
-        } else {
-            None
-        };
-        match self.ensure(name)? {
-            Instance::Software { keys_dir } => {
+        self.ensure(name)?;
+        let p11 = self.module.as_ref().map(|_| self.p11()).transpose()?;
+        let relay_restart = match self.made.get_mut(name) {
+            Some(Instance::Software { keys_dir }) => {
                 if keys_dir.exists() {
-                    std::fs::remove_dir_all(keys_dir)
+                    std::fs::remove_dir_all(&*keys_dir)
                         .with_context(|| format!("wiping {}", keys_dir.display()))?;
                 }
-                Ok(())
+                None
             }
-            Instance::Token {
-                label,
-                so_pin,
-                user_pin,
-                ..
-            } => {
+            Some(Instance::Token(t)) => {
                 let p11 = p11.ok_or_else(|| anyhow!("no module"))?;
-                let slot = slot_of(&p11, label)?;
-                init_token(&p11, slot, label, so_pin, user_pin)
+                let slot = slot_of(&p11, &t.label)?;
+                init_token(&p11, slot, &t.label, &t.so_pin, &t.user_pin)?;
+                None
             }
+            Some(Instance::Relay { token, server, .. }) => {
+                // The relay holds sessions; C_InitToken needs none.
+                *server = None;
+                let p11 = p11.ok_or_else(|| anyhow!("no module"))?;
+                let slot = slot_of(&p11, &token.label)?;
+                init_token(&p11, slot, &token.label, &token.so_pin, &token.user_pin)?;
+                Some(())
+            }
+            Some(Instance::Pykmip { dir, pki, server }) => {
+                *server = None;
+                let _ = std::fs::remove_file(dir.join("pykmip.db"));
+                *server = Some(start_pykmip(dir, pki)?);
+                None
+            }
+            None => bail!("no instance '{name}'"),
+        };
+        if relay_restart.is_some() {
+            self.restart_relay(name)?;
         }
+        Ok(())
+    }
+
+    fn restart_relay(&mut self, name: &str) -> anyhow::Result<()> {
+        let Some(Instance::Relay {
+            token,
+            dir,
+            pki,
+            server,
+        }) = self.made.remove(name)
+        else {
+            bail!("instance '{name}' is not a relay");
+        };
+        drop(server);
+        let server = self.start_relay(&dir, &token, &pki)?;
+        self.made.insert(
+            name.to_string(),
+            Instance::Relay {
+                token,
+                dir,
+                pki,
+                server: Some(server),
+            },
+        );
+        Ok(())
     }
 
     /// Gives instance `name` a new user PIN (C_SetPIN); the signer configuration's PIN
-    /// source follows.
+    /// source follows (a relay is restarted to read it).
     pub fn change_pin(&mut self, name: &str) -> anyhow::Result<()> {
-        let p11 = self.p11()?;
         self.ensure(name)?;
-        let Some(Instance::Token {
-            label,
-            user_pin,
-            pin_env,
-            ..
-        }) = self.made.get_mut(name)
-        else {
-            bail!("instance '{name}' has no credentials to change");
+        let p11 = self.p11()?;
+        let is_relay = matches!(self.made.get(name), Some(Instance::Relay { .. }));
+        let token = match self.made.get_mut(name) {
+            Some(Instance::Token(t)) | Some(Instance::Relay { token: t, .. }) => t,
+            _ => bail!("instance '{name}' has no credentials to change"),
         };
         let new_pin = random_hex(8);
-        let slot = slot_of(&p11, label)?;
+        let slot = slot_of(&p11, &token.label)?;
         let session = p11.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
         session
             .set_pin(
-                &AuthPin::from(user_pin.clone()),
+                &AuthPin::from(token.user_pin.clone()),
                 &AuthPin::from(new_pin.clone()),
             )
             .map_err(ck("C_SetPIN"))?;
-        *user_pin = new_pin;
-        std::env::set_var(pin_env, user_pin.as_str());
+        drop(session);
+        token.user_pin = new_pin;
+        std::env::set_var(&token.pin_env, token.user_pin.as_str());
+        if is_relay {
+            self.restart_relay(name)?;
+        }
         Ok(())
     }
 
     /// The key identifiers (CKA_ID / file names) of the private keys instance `name`
-    /// holds, read through a session of the harness's own.
+    /// holds, read through a session of the harness's own: PKCS#11 directly on the
+    /// token (also behind the relay), a KMIP connection of its own for PyKMIP.
     pub fn inventory(&mut self, name: &str) -> anyhow::Result<Vec<KeyIdentifier>> {
         if name == "software" {
             return software_inventory(&self.workdir.join("state").join("keys"));
         }
-        let p11 = if self.module.is_some() {
-            Some(self.p11()?)
-        } else {
-            None
-        };
-        match self.ensure(name)? {
+        self.ensure(name)?;
+        let p11 = self.module.as_ref().map(|_| self.p11()).transpose()?;
+        let kind = self.signer_kind(name)?;
+        match &self.made[name] {
             Instance::Software { keys_dir } => software_inventory(keys_dir),
-            Instance::Token {
-                label, user_pin, ..
-            } => {
+            Instance::Token(t) | Instance::Relay { token: t, .. } => {
                 let p11 = p11.ok_or_else(|| anyhow!("no module"))?;
-                let session = user_session(&p11, label, user_pin)?;
-                let handles = session
-                    .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
-                    .map_err(ck("C_FindObjects"))?;
-                let mut ids = Vec::new();
-                for h in handles {
-                    if let Some(id) = cka_id(&session, h)? {
-                        ids.push(id);
-                    }
-                }
+                token_inventory(&p11, t)
+            }
+            Instance::Pykmip { .. } => {
+                let SignerKind::Kmip(config) = kind else {
+                    bail!("not a KMIP instance");
+                };
+                let own = hsm_signers::kmip::KmipSigner::new("inventory", &config);
+                let mut ids = own.list_keys().map_err(|e| anyhow!("{e}"))?;
                 ids.sort();
                 Ok(ids)
             }
@@ -251,29 +416,238 @@ impl Instances {
         id: &KeyIdentifier,
         alg: Algorithm,
     ) -> anyhow::Result<()> {
-        let p11 = if self.module.is_some() {
-            Some(self.p11()?)
-        } else {
-            None
-        };
-        let workdir = self.workdir.clone();
-        match self.ensure(name)? {
-            Instance::Software { keys_dir } => replace_software_key(&workdir, keys_dir, id, alg),
-            Instance::Token {
-                label, user_pin, ..
-            } => {
+        if name == "software" {
+            let keys_dir = self.workdir.join("state").join("keys");
+            return replace_software_key(&self.workdir, &keys_dir, id, alg);
+        }
+        self.ensure(name)?;
+        let p11 = self.module.as_ref().map(|_| self.p11()).transpose()?;
+        match &self.made[name] {
+            Instance::Software { keys_dir } => {
+                replace_software_key(&self.workdir, keys_dir, id, alg)
+            }
+            Instance::Token(t) | Instance::Relay { token: t, .. } => {
                 let p11 = p11.ok_or_else(|| anyhow!("no module"))?;
-                let session = user_session(&p11, label, user_pin)?;
-                let objects = session
-                    .find_objects(&[Attribute::Id(id.as_bytes().to_vec())])
-                    .map_err(ck("C_FindObjects"))?;
-                for o in objects {
-                    session.destroy_object(o).map_err(ck("C_DestroyObject"))?;
-                }
-                generate_with_id(&session, alg.key_type(), id)
+                let session = user_session(&p11, &t.label, &t.user_pin)?;
+                let pair = pairs(&session)?
+                    .into_iter()
+                    .find(|p| p.id == *id)
+                    .ok_or_else(|| anyhow!("no key pair {id} on token '{}'", t.label))?;
+                session
+                    .destroy_object(pair.public)
+                    .map_err(ck("C_DestroyObject"))?;
+                let private_label = match pair.private {
+                    Some((h, label)) => {
+                        session.destroy_object(h).map_err(ck("C_DestroyObject"))?;
+                        label
+                    }
+                    None => pair.public_label.clone(),
+                };
+                // Same CKA_ID and labels: whoever finds keys by them finds the impostor.
+                generate_with_id(
+                    &session,
+                    alg.key_type(),
+                    &pair.cka_id,
+                    &pair.public_label,
+                    &private_label,
+                )
+            }
+            Instance::Pykmip { .. } => {
+                bail!("replacing a key under its handle is not supported on PyKMIP (server-assigned identifiers)")
             }
         }
     }
+}
+
+fn kmip_config(port: u16, pki: &Pki) -> KmipConfig {
+    let mut c = KmipConfig::new("127.0.0.1", port);
+    c.server_ca_cert_path = Some(pki.ca_cert.clone());
+    c.client_cert_path = Some(pki.client_cert.clone());
+    c.client_cert_private_key_path = Some(pki.client_key.clone());
+    c
+}
+
+fn log_line(line: String) {
+    eprintln!("{line}");
+}
+
+/// Waits (15 s at most) until `ready` gives the port, failing early with the server's
+/// stderr tail if it exits.
+fn wait_until(
+    child: &mut Child,
+    stderr: &Path,
+    ready: impl Fn() -> Option<u16>,
+) -> anyhow::Result<u16> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(port) = ready() {
+            return Ok(port);
+        }
+        let tail = || {
+            let text = std::fs::read_to_string(stderr).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(10)..].join("\n")
+        };
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!(
+                "the server exited ({status}) before it was ready:\n{}",
+                tail()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!("the server was not ready within 15 s:\n{}", tail());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts a PyKMIP server on a free loopback port with `pki`, a fresh database in
+/// `dir`, TLS 1.2 with an ECDHE-ECDSA-GCM suite rustls speaks.
+fn start_pykmip(dir: &Path, pki: &Pki) -> anyhow::Result<Server> {
+    let bin = pykmip_server().map_err(|e| anyhow!(e))?;
+    std::fs::create_dir_all(dir.join("policies"))?;
+    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port();
+    let config = dir.join("server.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nhostname=127.0.0.1\nport={port}\ncertificate_path={}\nkey_path={}\n\
+             ca_path={}\nauth_suite=TLS1.2\npolicy_path={}\nenable_tls_client_auth=False\n\
+             tls_cipher_suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\nlogging_level=ERROR\n\
+             database_path={}\n",
+            pki.server_cert.display(),
+            pki.server_key.display(),
+            pki.ca_cert.display(),
+            dir.join("policies").display(),
+            dir.join("pykmip.db").display()
+        ),
+    )?;
+    let child = Command::new(&bin)
+        .arg("-f")
+        .arg(&config)
+        .arg("-l")
+        .arg(dir.join("pykmip.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("pykmip.stderr"))?)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut server = Server {
+        child,
+        port,
+        stop_signal: libc::SIGINT,
+    };
+    wait_until(&mut server.child, &dir.join("pykmip.stderr"), || {
+        TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .ok()
+            .map(|_| port)
+    })?;
+    log_line(format!("  PyKMIP listening on 127.0.0.1:{port}"));
+    Ok(server)
+}
+
+/// A key pair on a token, identified by its public key material (not by CKA_ID,
+/// which a server such as the relay chooses itself).
+struct Pair {
+    id: KeyIdentifier,
+    cka_id: Vec<u8>,
+    public: ObjectHandle,
+    public_label: Vec<u8>,
+    private: Option<(ObjectHandle, Vec<u8>)>,
+}
+
+/// Every key pair on the token whose private half is there too.
+fn pairs(session: &Session) -> anyhow::Result<Vec<Pair>> {
+    let publics = session
+        .find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY)])
+        .map_err(ck("C_FindObjects"))?;
+    let mut out = Vec::new();
+    for h in publics {
+        let attrs = session
+            .get_attributes(
+                h,
+                &[
+                    AttributeType::Id,
+                    AttributeType::Label,
+                    AttributeType::Modulus,
+                    AttributeType::PublicExponent,
+                    AttributeType::EcParams,
+                    AttributeType::EcPoint,
+                ],
+            )
+            .map_err(ck("C_GetAttributeValue"))?;
+        let (mut cka_id, mut label, mut n, mut e, mut params, mut point) =
+            (Vec::new(), Vec::new(), None, None, None, None);
+        for a in attrs {
+            match a {
+                Attribute::Id(v) => cka_id = v,
+                Attribute::Label(v) => label = v,
+                Attribute::Modulus(v) => n = Some(v),
+                Attribute::PublicExponent(v) => e = Some(v),
+                Attribute::EcParams(v) => params = Some(v),
+                Attribute::EcPoint(v) => point = Some(v),
+                _ => {}
+            }
+        }
+        let spki = match (n, e, params, point) {
+            (Some(n), Some(e), _, _) => hsm_signers::encoding::rsa_spki_der(&n, &e),
+            (_, _, Some(params), Some(point)) => {
+                match hsm_signers::encoding::key_type_from_ec_params(&params) {
+                    Some(KeyType::Ed25519) => hsm_signers::encoding::ed25519_spki_der(&point)
+                        .map_err(|e| anyhow!("{e}"))?,
+                    Some(kt) => hsm_signers::encoding::ec_spki_der(kt, &point)
+                        .map_err(|e| anyhow!("{e}"))?,
+                    None => continue,
+                }
+            }
+            _ => continue,
+        };
+        let id = KeyIdentifier::from_spki_der(&spki).map_err(|e| anyhow!(e))?;
+        let private = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Id(cka_id.clone()),
+            ])
+            .map_err(ck("C_FindObjects"))?
+            .into_iter()
+            .next()
+            .map(|h| {
+                let label = session
+                    .get_attributes(h, &[AttributeType::Label])
+                    .ok()
+                    .and_then(|a| {
+                        a.into_iter().find_map(|a| match a {
+                            Attribute::Label(v) => Some(v),
+                            _ => None,
+                        })
+                    })
+                    .unwrap_or_default();
+                (h, label)
+            });
+        out.push(Pair {
+            id,
+            cka_id,
+            public: h,
+            public_label: label,
+            private,
+        });
+    }
+    Ok(out)
+}
+
+/// The identifiers of the complete key pairs on the token, computed from their public
+/// key material.
+fn token_inventory(p11: &Pkcs11, t: &Token) -> anyhow::Result<Vec<KeyIdentifier>> {
+    let session = user_session(p11, &t.label, &t.user_pin)?;
+    let mut ids: Vec<KeyIdentifier> = pairs(&session)?
+        .into_iter()
+        .filter(|p| p.private.is_some())
+        .map(|p| p.id)
+        .collect();
+    ids.sort();
+    Ok(ids)
 }
 
 /// Puts the key file of a new key pair where key `id` was: same name, other key.
@@ -368,20 +742,14 @@ fn user_session(p11: &Pkcs11, label: &str, pin: &str) -> anyhow::Result<Session>
     }
 }
 
-fn cka_id(session: &Session, h: ObjectHandle) -> anyhow::Result<Option<KeyIdentifier>> {
-    let attrs = session
-        .get_attributes(h, &[AttributeType::Id])
-        .map_err(ck("C_GetAttributeValue"))?;
-    Ok(attrs.into_iter().find_map(|a| match a {
-        Attribute::Id(id) => <[u8; 20]>::try_from(id.as_slice())
-            .ok()
-            .map(KeyIdentifier::from_bytes),
-        _ => None,
-    }))
-}
-
-fn generate_with_id(session: &Session, kt: KeyType, id: &KeyIdentifier) -> anyhow::Result<()> {
-    let id = id.as_bytes().to_vec();
+fn generate_with_id(
+    session: &Session,
+    kt: KeyType,
+    id: &[u8],
+    public_label: &[u8],
+    private_label: &[u8],
+) -> anyhow::Result<()> {
+    let id = id.to_vec();
     let (mech, mut public) = match kt {
         KeyType::Rsa2048 => (
             Mechanism::RsaPkcsKeyPairGen,
@@ -409,7 +777,7 @@ fn generate_with_id(session: &Session, kt: KeyType, id: &KeyIdentifier) -> anyho
         Attribute::Token(true),
         Attribute::Verify(true),
         Attribute::Id(id.clone()),
-        Attribute::Label(b"impostor".to_vec()),
+        Attribute::Label(public_label.to_vec()),
     ]);
     let private = vec![
         Attribute::Token(true),
@@ -418,7 +786,7 @@ fn generate_with_id(session: &Session, kt: KeyType, id: &KeyIdentifier) -> anyho
         Attribute::Extractable(false),
         Attribute::Sign(true),
         Attribute::Id(id),
-        Attribute::Label(b"impostor".to_vec()),
+        Attribute::Label(private_label.to_vec()),
     ];
     session
         .generate_key_pair(&mech, &public, &private)

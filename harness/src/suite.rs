@@ -187,6 +187,9 @@ pub enum Capability {
     /// The backend is an HSM, reached through a signer type other than OpenSSL (so
     /// the router treats it as one: seed 001's role rules differ).
     Hsm,
+    /// The harness can put other key material under an existing key's handle (an
+    /// impostor), which needs handles the client chooses (CKA_ID, file names).
+    ReplaceKeys,
 }
 
 impl Capability {
@@ -211,6 +214,7 @@ impl Capability {
             Capability::PersistentKeys => "persistent-keys",
             Capability::Credentials => "credentials",
             Capability::Hsm => "hsm",
+            Capability::ReplaceKeys => "replace-keys",
         }
     }
 }
@@ -553,6 +557,7 @@ impl Suite {
                         ..
                     } if expect.error.is_none() => need(Capability::of(*alg)),
                     Step::Restart(r) if !r.change_pin.is_empty() => need(Capability::Credentials),
+                    Step::ReplaceIdentityKey { .. } => need(Capability::ReplaceKeys),
                     _ => {}
                 }
             }

@@ -35,16 +35,20 @@ const PIN: &str = "user-PIN-7431";
 const SO_PIN: &str = "so-PIN-9876";
 const WRONG_PIN: &str = "wrong-PIN-5520";
 
-/// `target/<profile>/libp11shim.so`, next to `deps/` where this test binary is.
+/// The shim this test was built with: `libp11shim.so` in `target/<profile>/deps/`, next
+/// to this test binary. (Not the copy in `target/<profile>/`: `cargo test --test NAME`
+/// rebuilds the library in `deps/` without refreshing that copy, which may be stale.)
 fn shim_library() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    let lib = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test binary in target/<profile>/deps")
-        .join("libp11shim.so");
-    assert!(lib.exists(), "{} not built", lib.display());
-    lib
+    let deps = exe.parent().expect("test binary in target/<profile>/deps");
+    let lib = deps.join("libp11shim.so");
+    if lib.exists() {
+        return lib;
+    }
+    let uplifted = deps.parent().map(|d| d.join("libp11shim.so"));
+    uplifted
+        .filter(|l| l.exists())
+        .unwrap_or_else(|| panic!("libp11shim.so not built next to {}", exe.display()))
 }
 
 /// A fresh token and a shim configuration, in one temp dir.

@@ -533,8 +533,8 @@ impl Dispatcher {
                     Item::text(
                         tag::X_TOKEN,
                         format!(
-                            "{} ({} {}, serial {})",
-                            f.label, f.manufacturer, f.model, f.serial
+                            "{} ({} {}, serial {}) in {}",
+                            f.label, f.manufacturer, f.model, f.serial, f.slot
                         ),
                     ),
                 ],

@@ -6,7 +6,7 @@
 //! - [`Token::open`] loads the module and calls C_Initialize once (the relay is one
 //!   process per module; a module someone already initialised in this process is used
 //!   as is), finds the slot by id or token label (all labels seen are listed when none
-//!   matches), reads what the module can do (C_GetInfo, C_GetTokenInfo,
+//!   matches), reads what the module can do (C_GetInfo, C_GetSlotInfo, C_GetTokenInfo,
 //!   C_GetMechanismList, and whether C_GenerateRandom works) and opens the session
 //!   pool. With a user PIN it logs in once; a wrong PIN stops the start with an error
 //!   that does not contain the PIN.
@@ -42,6 +42,8 @@ use crate::pool::{Failure, Pool};
 #[derive(Clone, Debug)]
 pub struct TokenFacts {
     pub library: String,
+    /// C_GetSlotInfo's description of the slot.
+    pub slot: String,
     pub label: String,
     pub model: String,
     pub manufacturer: String,
@@ -280,6 +282,7 @@ impl Token {
                 }
             ));
         };
+        let slot_info = pkcs11.get_slot_info(slot).map_err(|e| describe(&e))?;
         let facts = TokenFacts {
             library: format!(
                 "{} {} {} (Cryptoki {})",
@@ -287,6 +290,11 @@ impl Token {
                 trimmed(info.library_description()),
                 info.library_version(),
                 info.cryptoki_version()
+            ),
+            slot: format!(
+                "{} (slot {})",
+                trimmed(slot_info.slot_description()),
+                slot.id()
             ),
             label: trimmed(ti.label()),
             model: trimmed(ti.model()),

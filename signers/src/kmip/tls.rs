@@ -326,3 +326,81 @@ pub fn classify(config: &KmipConfig, e: &TlsError, in_handshake: bool) -> TlsFai
         other => TlsFailure::Transient(format!("TLS error: {other}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(f: TlsFailure) -> (&'static str, String) {
+        match f {
+            TlsFailure::VersionRefused(m) => ("refused", m),
+            TlsFailure::Fatal(m) => ("fatal", m),
+            TlsFailure::Transient(m) => ("transient", m),
+        }
+    }
+
+    #[test]
+    fn version_refusals_name_both_sides_and_are_told_apart() {
+        let strict = KmipConfig::new("127.0.0.1", 5696);
+        let mut weak = strict.clone();
+        weak.weaken_security_allow_tls12 = true;
+
+        let hs = TlsError::AlertReceived(AlertDescription::HandshakeFailure);
+        let (k, m) = text(classify(&strict, &hs, true));
+        assert_eq!(k, "refused");
+        assert!(m.starts_with(TLS_VERSION_REFUSED), "{m}");
+        assert!(
+            m.contains("handshake_failure") && m.contains("only TLS 1.3"),
+            "{m}"
+        );
+        assert!(m.contains("weaken_security_allow_tls12"), "{m}");
+        // With TLS 1.2 offered too, handshake_failure is about suites or certificates.
+        let (k, m) = text(classify(&weak, &hs, true));
+        assert_eq!(k, "fatal", "{m}");
+        assert!(!m.contains(TLS_VERSION_REFUSED), "{m}");
+
+        let pv = TlsError::AlertReceived(AlertDescription::ProtocolVersion);
+        let (k, m) = text(classify(&weak, &pv, true));
+        assert_eq!(k, "refused");
+        assert!(
+            m.contains("TLS 1.3 and TLS 1.2") && m.contains("protocol_version"),
+            "{m}"
+        );
+
+        let hello12 =
+            TlsError::PeerIncompatible(PeerIncompatible::ServerTlsVersionIsDisabledByOurConfig);
+        let (k, m) = text(classify(&strict, &hello12, true));
+        assert_eq!(k, "refused");
+        assert!(m.contains("TLS 1.2 or older"), "{m}");
+    }
+
+    #[test]
+    fn certificate_problems_are_fatal_with_a_reason() {
+        let mut c = KmipConfig::new("kmip.example", 5696);
+        for (err, needle) in [
+            (CertificateError::UnknownIssuer, "no server_ca_cert_path"),
+            (CertificateError::Expired, "expired"),
+            (CertificateError::NotValidForName, "hostname mismatch"),
+        ] {
+            let (k, m) = text(classify(&c, &TlsError::InvalidCertificate(err), true));
+            assert_eq!(k, "fatal");
+            assert!(m.contains("tls-certificate") && m.contains(needle), "{m}");
+        }
+        c.server_ca_cert_path = Some("/ca.pem".into());
+        let (_, m) = text(classify(
+            &c,
+            &TlsError::InvalidCertificate(CertificateError::UnknownIssuer),
+            true,
+        ));
+        assert!(m.contains("unknown issuer"), "{m}");
+        let (k, m) = text(classify(
+            &c,
+            &TlsError::AlertReceived(AlertDescription::CertificateRequired),
+            false,
+        ));
+        assert_eq!(k, "fatal");
+        assert!(m.contains("no client_cert_path"), "{m}");
+        let (k, _) = text(classify(&c, &TlsError::DecryptError, false));
+        assert_eq!(k, "transient");
+    }
+}
