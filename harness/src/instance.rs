@@ -26,6 +26,8 @@ use hsm_signers::{Algorithm, KeyIdentifier, KeyType, Secret, Signer};
 
 use crate::backend::{pykmip_server, random_hex, relay_binary, softhsm_module, Backend, Provider};
 use crate::pki::{self, Pki, ServerFlaw};
+use crate::proxy::{Proxy, Stats};
+use crate::suite::{CaChoice, InstanceSpec, KmipOptions, ServerCert, TlsVersion};
 
 /// A SoftHSMv2 token made for an instance.
 struct Token {
@@ -36,16 +38,26 @@ struct Token {
     pin_env: String,
 }
 
-/// A server process (relay or PyKMIP) serving an instance.
+/// A server process (relay or PyKMIP) serving an instance, perhaps behind the
+/// harness's TCP proxy.
 struct Server {
     child: Child,
     port: u16,
     /// SIGINT stops PyKMIP promptly where SIGTERM may not.
     stop_signal: i32,
+    proxy: Option<Proxy>,
+}
+
+impl Server {
+    /// The port signers connect to: the proxy's, if there is one.
+    fn signer_port(&self) -> u16 {
+        self.proxy.as_ref().map_or(self.port, |p| p.port())
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
+        self.proxy = None;
         // SAFETY: kill(2) on our own child's pid; no memory involved.
         unsafe {
             libc::kill(self.child.id() as libc::pid_t, self.stop_signal);
@@ -87,6 +99,8 @@ pub struct Instances {
     workdir: PathBuf,
     module: Option<PathBuf>,
     made: BTreeMap<String, Instance>,
+    /// The case's settings per instance name (absent: the backend's defaults).
+    specs: BTreeMap<String, InstanceSpec>,
 }
 
 fn ck(what: &str) -> impl Fn(CkError) -> anyhow::Error + '_ {
@@ -96,7 +110,11 @@ fn ck(what: &str) -> impl Fn(CkError) -> anyhow::Error + '_ {
 impl Instances {
     /// Prepares the cell's backend; for SoftHSMv2 this points `SOFTHSM2_CONF` at a
     /// token directory of the cell's own, so it must run before any module loads.
-    pub fn new(backend: &Backend, workdir: &Path) -> anyhow::Result<Self> {
+    pub fn new(
+        backend: &Backend,
+        workdir: &Path,
+        specs: &BTreeMap<String, InstanceSpec>,
+    ) -> anyhow::Result<Self> {
         let module = match &backend.provider {
             Provider::Software | Provider::Pykmip => None,
             Provider::Softhsm { module } | Provider::Relay { module } => {
@@ -123,6 +141,7 @@ impl Instances {
             workdir: workdir.to_path_buf(),
             module,
             made: BTreeMap::new(),
+            specs: specs.clone(),
         })
     }
 
@@ -161,8 +180,8 @@ impl Instances {
                 Provider::Softhsm { .. } => Instance::Token(self.new_token(name)?),
                 Provider::Relay { .. } => {
                     let token = self.new_token(name)?;
-                    let pki = pki::generate(&dir.join("pki"), ServerFlaw::None)?;
-                    let server = self.start_relay(&dir, &token, &pki)?;
+                    let pki = pki::generate(&dir.join("pki"), self.flaw(name))?;
+                    let server = self.start_relay(name, &dir, &token, &pki)?;
                     Instance::Relay {
                         token,
                         dir,
@@ -171,8 +190,9 @@ impl Instances {
                     }
                 }
                 Provider::Pykmip => {
-                    let pki = pki::generate(&dir.join("pki"), ServerFlaw::None)?;
-                    let server = start_pykmip(&dir, &pki)?;
+                    let spec = self.specs.get(name).cloned().unwrap_or_default();
+                    let pki = pki::generate(&dir.join("pki"), self.flaw(name))?;
+                    let server = with_proxy(start_pykmip(&dir, &pki, &spec)?, &spec)?;
                     Instance::Pykmip {
                         dir,
                         pki,
@@ -185,6 +205,34 @@ impl Instances {
         self.made
             .get_mut(name)
             .ok_or_else(|| anyhow!("instance '{name}' vanished"))
+    }
+
+    /// The server certificate flaw the case asks for on instance `name`.
+    fn flaw(&self, name: &str) -> ServerFlaw {
+        match self.specs.get(name).and_then(|s| s.tls.as_ref()) {
+            None => ServerFlaw::None,
+            Some(t) => match t.certificate {
+                ServerCert::Valid => ServerFlaw::None,
+                ServerCert::Expired => ServerFlaw::Expired,
+                ServerCert::WrongHost => ServerFlaw::WrongHost,
+                ServerCert::SelfSigned => ServerFlaw::SelfSigned,
+            },
+        }
+    }
+
+    /// What went through the proxy in front of instance `name` so far.
+    pub fn traffic(&self, name: &str) -> anyhow::Result<Stats> {
+        let server = match self.made.get(name) {
+            Some(Instance::Relay { server, .. }) | Some(Instance::Pykmip { server, .. }) => {
+                server.as_ref()
+            }
+            Some(_) => bail!("instance '{name}' has no server to proxy"),
+            None => bail!("instance '{name}' was never used"),
+        };
+        server
+            .and_then(|s| s.proxy.as_ref())
+            .map(|p| p.stats())
+            .ok_or_else(|| anyhow!("instance '{name}' has no proxy"))
     }
 
     /// A fresh token with a random label and PINs; the user PIN goes to an
@@ -211,7 +259,31 @@ impl Instances {
     }
 
     /// Starts `kmip2pkcs11` on `token` and waits until it says where it listens.
-    fn start_relay(&self, dir: &Path, token: &Token, pki: &Pki) -> anyhow::Result<Server> {
+    fn start_relay(
+        &self,
+        name: &str,
+        dir: &Path,
+        token: &Token,
+        pki: &Pki,
+    ) -> anyhow::Result<Server> {
+        let spec = self.specs.get(name).cloned().unwrap_or_default();
+        let tls = spec.tls.clone().unwrap_or_default();
+        let (min, max) = match tls.versions.as_deref() {
+            None => (TlsVersion::Tls13, TlsVersion::Tls13),
+            Some(v) => (
+                v.iter().min().copied().unwrap_or(TlsVersion::Tls13),
+                v.iter().max().copied().unwrap_or(TlsVersion::Tls13),
+            ),
+        };
+        let version = |v: TlsVersion| match v {
+            TlsVersion::Tls12 => "1.2",
+            TlsVersion::Tls13 => "1.3",
+        };
+        let client_ca = if tls.require_client_cert {
+            format!("client_ca = \"{}\"\n", pki.ca_cert.display())
+        } else {
+            String::new()
+        };
         let bin = relay_binary().map_err(|e| anyhow!(e))?;
         let module = self.module.as_ref().ok_or_else(|| anyhow!("no module"))?;
         let ready = dir.join("relay.ready");
@@ -221,11 +293,14 @@ impl Instances {
             &config,
             format!(
                 "listen = \"127.0.0.1:0\"\nready_file = \"{}\"\nlog_level = \"warn\"\n\n\
-                 [tls]\ncert = \"{}\"\nkey = \"{}\"\n\n\
+                 [tls]\ncert = \"{}\"\nkey = \"{}\"\nmin_version = \"{}\"\nmax_version = \"{}\"\n{}\n\
                  [pkcs11]\nlib_path = \"{}\"\nslot = \"{}\"\nuser_pin = \"env:{}\"\n",
                 ready.display(),
                 pki.server_cert.display(),
                 pki.server_key.display(),
+                version(min),
+                version(max),
+                client_ca,
                 module.display(),
                 token.label,
                 token.pin_env
@@ -245,6 +320,7 @@ impl Instances {
             child,
             port: 0,
             stop_signal: libc::SIGTERM,
+            proxy: None,
         };
         server.port = wait_until(&mut server.child, &dir.join("relay.stderr"), || {
             let text = std::fs::read_to_string(&ready).ok()?;
@@ -252,15 +328,26 @@ impl Instances {
             addr.rsplit(':').next()?.parse().ok()
         })?;
         log_line(format!(
-            "  relay for instance on token '{}' listening on 127.0.0.1:{}",
-            token.label, server.port
+            "  relay for instance on token '{}' listening on 127.0.0.1:{} (TLS {} to {})",
+            token.label,
+            server.port,
+            version(min),
+            version(max)
         ));
-        Ok(server)
+        with_proxy(server, &spec)
     }
 
     /// The signer configuration that reaches instance `name`.
-    pub fn signer_kind(&mut self, name: &str) -> anyhow::Result<SignerKind> {
+    pub fn signer_kind(
+        &mut self,
+        name: &str,
+        options: Option<&KmipOptions>,
+    ) -> anyhow::Result<SignerKind> {
         let module = self.module.clone();
+        let other_ca = match options.map(|o| o.server_ca) {
+            Some(CaChoice::Other) => Some(self.other_ca()?),
+            _ => None,
+        };
         Ok(match self.ensure(name)? {
             Instance::Software { keys_dir } => SignerKind::OpenSsl(OpenSslConfig {
                 keys_dir: Some(keys_dir.clone()),
@@ -272,18 +359,29 @@ impl Instances {
                 login: true,
             }),
             Instance::Relay { pki, server, .. } => {
-                let port = server.as_ref().map_or(0, |s| s.port);
-                SignerKind::Kmip(kmip_config(port, pki))
+                let port = server.as_ref().map_or(0, |s| s.signer_port());
+                let c = kmip_config(port, pki);
+                SignerKind::Kmip(with_options(c, options, other_ca))
             }
             Instance::Pykmip { pki, server, .. } => {
-                let port = server.as_ref().map_or(0, |s| s.port);
+                let port = server.as_ref().map_or(0, |s| s.signer_port());
                 let mut c = kmip_config(port, pki);
                 // PyKMIP speaks TLS 1.2 only, and its Query omits Modify Attribute.
                 c.weaken_security_allow_tls12 = true;
                 c.force = true;
-                SignerKind::Kmip(c)
+                SignerKind::Kmip(with_options(c, options, other_ca))
             }
         })
+    }
+
+    /// The certificate of a CA that issued nothing any instance presents.
+    fn other_ca(&self) -> anyhow::Result<PathBuf> {
+        let dir = self.workdir.join("other-pki");
+        let ca = dir.join("ca.pem");
+        if !ca.exists() {
+            pki::generate(&dir, ServerFlaw::None)?;
+        }
+        Ok(ca)
     }
 
     /// Empties instance `name` and initialises it again with the same label and PINs
@@ -317,7 +415,8 @@ impl Instances {
             Some(Instance::Pykmip { dir, pki, server }) => {
                 *server = None;
                 let _ = std::fs::remove_file(dir.join("pykmip.db"));
-                *server = Some(start_pykmip(dir, pki)?);
+                let spec = self.specs.get(name).cloned().unwrap_or_default();
+                *server = Some(with_proxy(start_pykmip(dir, pki, &spec)?, &spec)?);
                 None
             }
             None => bail!("no instance '{name}'"),
@@ -339,7 +438,7 @@ impl Instances {
             bail!("instance '{name}' is not a relay");
         };
         drop(server);
-        let server = self.start_relay(&dir, &token, &pki)?;
+        let server = self.start_relay(name, &dir, &token, &pki)?;
         self.made.insert(
             name.to_string(),
             Instance::Relay {
@@ -389,7 +488,7 @@ impl Instances {
         }
         self.ensure(name)?;
         let p11 = self.module.as_ref().map(|_| self.p11()).transpose()?;
-        let kind = self.signer_kind(name)?;
+        let kind = self.signer_kind(name, None)?;
         match &self.made[name] {
             Instance::Software { keys_dir } => software_inventory(keys_dir),
             Instance::Token(t) | Instance::Relay { token: t, .. } => {
@@ -459,6 +558,45 @@ impl Instances {
     }
 }
 
+/// Applies a case's KMIP options to the provider's configuration.
+fn with_options(
+    mut c: KmipConfig,
+    options: Option<&KmipOptions>,
+    other_ca: Option<PathBuf>,
+) -> KmipConfig {
+    let Some(o) = options else { return c };
+    if let Some(v) = o.allow_tls12 {
+        c.weaken_security_allow_tls12 = v;
+    }
+    if let Some(v) = o.force {
+        c.force = v;
+    }
+    c.insecure = o.insecure;
+    if o.client_cert == Some(false) {
+        c.client_cert_path = None;
+        c.client_cert_private_key_path = None;
+    }
+    if let Some(ca) = other_ca {
+        c.server_ca_cert_path = Some(ca);
+    }
+    c
+}
+
+/// Puts the harness's TCP proxy in front of `server` when the instance asks for one.
+fn with_proxy(mut server: Server, spec: &InstanceSpec) -> anyhow::Result<Server> {
+    if let Some(fault) = &spec.proxy {
+        let upstream = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, server.port));
+        let proxy = Proxy::start(upstream, fault.clone()).context("starting the TCP proxy")?;
+        log_line(format!(
+            "  proxy on 127.0.0.1:{} in front of port {} ({fault:?})",
+            proxy.port(),
+            server.port
+        ));
+        server.proxy = Some(proxy);
+    }
+    Ok(server)
+}
+
 fn kmip_config(port: u16, pki: &Pki) -> KmipConfig {
     let mut c = KmipConfig::new("127.0.0.1", port);
     c.server_ca_cert_path = Some(pki.ca_cert.clone());
@@ -503,8 +641,13 @@ fn wait_until(
 
 /// Starts a PyKMIP server on a free loopback port with `pki`, a fresh database in
 /// `dir`, TLS 1.2 with an ECDHE-ECDSA-GCM suite rustls speaks.
-fn start_pykmip(dir: &Path, pki: &Pki) -> anyhow::Result<Server> {
+fn start_pykmip(dir: &Path, pki: &Pki, spec: &InstanceSpec) -> anyhow::Result<Server> {
     let bin = pykmip_server().map_err(|e| anyhow!(e))?;
+    if let Some(v) = spec.tls.as_ref().and_then(|t| t.versions.as_ref()) {
+        if v.contains(&TlsVersion::Tls13) {
+            bail!("PyKMIP speaks TLS 1.2 only (the backend should not list tls13)");
+        }
+    }
     std::fs::create_dir_all(dir.join("policies"))?;
     let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
         .local_addr()?
@@ -538,6 +681,7 @@ fn start_pykmip(dir: &Path, pki: &Pki) -> anyhow::Result<Server> {
         child,
         port,
         stop_signal: libc::SIGINT,
+        proxy: None,
     };
     wait_until(&mut server.child, &dir.join("pykmip.stderr"), || {
         TcpStream::connect((Ipv4Addr::LOCALHOST, port))

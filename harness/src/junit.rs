@@ -8,7 +8,8 @@
 //! Layout: one `<testsuite name="SUITE.BACKEND">` per (suite, backend) pair in the order
 //! first seen; in it one `<testcase name="CASE" classname="SUITE.BACKEND" time="...">`
 //! per cell with `<failure>` / `<error>` / `<skipped message="REASON">` and the cell log
-//! as `<system-out>`. The testsuite's `<properties>` are `backend` and then the cells'
+//! as `<system-out>`, and the cell's own `<properties>` (e.g. the negotiated TLS version
+//! and cipher suite). The testsuite's `<properties>` are `backend` and then the cells'
 //! properties (first value wins).
 
 use std::collections::HashMap;
@@ -96,6 +97,11 @@ fn test_case(cell: &CellResult, classname: &str) -> TestCase {
     case.set_time(cell.duration);
     if !cell.log.is_empty() {
         case.set_system_out(for_xml(&cell.log));
+    }
+    // The cell's own facts (its TLS version and cipher suite, say): cells of one
+    // testsuite may differ, and the testsuite's union keeps only the first value.
+    for (name, value) in &cell.properties {
+        case.add_property(Property::new(for_xml(name), for_xml(value)));
     }
     case
 }
@@ -289,7 +295,7 @@ mod tests {
             },
         );
         failed.properties = vec![
-            ("module".into(), "ignored: first value wins".into()),
+            ("module".into(), "this cell's own module".into()),
             ("token-label".into(), "harness".into()),
         ];
         failed.log = "log with ]]> and <tags> & \u{ffff} and \u{85}".into();
@@ -379,9 +385,11 @@ mod tests {
         assert_eq!(suites[1].attribute("errors"), Some("1"));
         assert_eq!(suites[1].attribute("skipped"), Some("1"));
 
-        let properties = |suite: roxmltree::Node| -> Vec<(String, String)> {
-            suite
-                .descendants()
+        // The element's own <properties>, not those of its testcases.
+        let properties = |node: roxmltree::Node| -> Vec<(String, String)> {
+            node.children()
+                .filter(|n| n.has_tag_name("properties"))
+                .flat_map(|ps| ps.children())
                 .filter(|n| n.has_tag_name("property"))
                 .map(|p| {
                     (
@@ -402,6 +410,17 @@ mod tests {
             ]
         );
         assert_eq!(properties(suites[1]), [pair("backend", "kmip")]);
+        // Each testcase keeps its own values, also where the testsuite kept another.
+        let cases: Vec<_> = suites[0]
+            .children()
+            .filter(|n| n.has_tag_name("testcase"))
+            .collect();
+        assert!(
+            cases
+                .iter()
+                .any(|c| properties(*c).contains(&pair("module", "this cell's own module"))),
+            "no testcase kept its own module property"
+        );
 
         let cases: Vec<_> = doc
             .descendants()

@@ -12,6 +12,7 @@ pub mod instance;
 pub mod junit;
 pub mod outcome;
 pub mod pki;
+pub mod proxy;
 pub mod runner;
 pub mod signer_cmd;
 pub mod suite;

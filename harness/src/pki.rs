@@ -1,6 +1,7 @@
 //! Throw-away certificates for TLS backends: a CA, a server certificate (EC P-256,
 //! SAN 127.0.0.1 and localhost, serverAuth) and a client certificate (clientAuth),
-//! plus the broken variants the TLS suite needs (expired, wrong host, other CA).
+//! plus the broken variants the TLS suite needs (expired, wrong host, self-signed; a
+//! second PKI stands for another CA).
 //! Private keys are written with mode 0600.
 
 use std::io::Write;
@@ -22,6 +23,8 @@ pub enum ServerFlaw {
     Expired,
     /// Issued for another host name only.
     WrongHost,
+    /// Signed by its own key, not by the CA.
+    SelfSigned,
 }
 
 /// The files of one test PKI.
@@ -53,7 +56,12 @@ pub fn generate(dir: &Path, flaw: ServerFlaw) -> anyhow::Result<Pki> {
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
-        .push(DnType::CommonName, "hsm-harness test CA");
+        // A name of its own per PKI: two CAs with one name make a wrong-CA check fail
+        // on the signature instead of on the unknown issuer.
+        .push(
+            DnType::CommonName,
+            format!("hsm-harness test CA {}", crate::backend::random_hex(4)),
+        );
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
 
@@ -71,7 +79,11 @@ pub fn generate(dir: &Path, flaw: ServerFlaw) -> anyhow::Result<Pki> {
         server_params.not_after = rcgen::date_time_ymd(2001, 1, 1);
     }
     let server_key = KeyPair::generate()?;
-    let server = server_params.signed_by(&server_key, &ca)?;
+    let server = if flaw == ServerFlaw::SelfSigned {
+        server_params.self_signed(&server_key)?
+    } else {
+        server_params.signed_by(&server_key, &ca)?
+    };
 
     let mut client_params = CertificateParams::new(Vec::<String>::new())?;
     client_params

@@ -186,6 +186,20 @@ fn execute(router: &Router, command: SignerCommand) -> Result<String, SignerErro
                     {
                         obj.extend(s);
                     }
+                    // What a bound signer says about its backend (module, TLS version,
+                    // server); a signer that cannot answer has its state say why.
+                    let bound = v["state"] == "bound";
+                    let signer = router.signers().find(|s| s.name() == name);
+                    if let (true, Some(Ok(info)), Some(obj)) =
+                        (bound, signer.map(|s| s.info()), v.as_object_mut())
+                    {
+                        let details: serde_json::Map<String, serde_json::Value> = info
+                            .details
+                            .into_iter()
+                            .map(|(k, v)| (k, serde_json::Value::String(v)))
+                            .collect();
+                        obj.insert("details".into(), details.into());
+                    }
                     v
                 })
                 .collect();

@@ -37,6 +37,8 @@ struct RawSuite {
     requires: Vec<Capability>,
     #[serde(default)]
     signers: Option<Spanned<SignersSpec>>,
+    #[serde(default)]
+    instances: Option<Spanned<BTreeMap<String, InstanceSpec>>>,
     cases: Vec<RawCase>,
 }
 
@@ -64,6 +66,95 @@ pub struct SignerSpec {
     /// The OpenSSL signer, whatever the cell's backend (keys in the cell's state).
     #[serde(default)]
     pub software: bool,
+    /// KMIP signer settings that differ from the backend's (KMIP backends only).
+    #[serde(default)]
+    pub kmip: Option<KmipOptions>,
+}
+
+/// How a case configures a KMIP signer, where it departs from what the backend's
+/// provider sets (the relay: the KMIP signer's defaults; PyKMIP: TLS 1.2 opted in and
+/// `force`). A case with these requires the `kmip` capability.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KmipOptions {
+    /// `weaken_security_allow_tls12`: also offer TLS 1.2.
+    #[serde(default)]
+    pub allow_tls12: Option<bool>,
+    /// `insecure`: skip the server certificate check.
+    #[serde(default)]
+    pub insecure: bool,
+    /// Present the instance's client certificate (default true).
+    #[serde(default)]
+    pub client_cert: Option<bool>,
+    /// Which CA the signer trusts for the server certificate.
+    #[serde(default)]
+    pub server_ca: CaChoice,
+    /// `force`: go on when the server's Query lacks required operations.
+    #[serde(default)]
+    pub force: Option<bool>,
+}
+
+/// The CA a KMIP signer trusts.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum CaChoice {
+    /// The instance's own CA, which issued its server certificate.
+    #[default]
+    Own,
+    /// A CA of its own that issued nothing the server has.
+    Other,
+}
+
+/// Settings of one backend instance of a case: for KMIP backends, how its server's TLS
+/// is set up and whether the harness's TCP proxy stands in front of it. A case with
+/// these requires the `kmip` capability.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceSpec {
+    #[serde(default)]
+    pub tls: Option<ServerTls>,
+    /// Reach the server through the harness's TCP proxy, with this fault (`none`: pass
+    /// through, counting); `traffic` steps check what went through.
+    #[serde(default)]
+    pub proxy: Option<crate::proxy::Fault>,
+}
+
+/// The TLS setup of an instance's server.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    /// The versions the server speaks; default: the server's own (relay: 1.3; PyKMIP:
+    /// 1.2). Naming 1.3 requires the `tls13` capability.
+    #[serde(default)]
+    pub versions: Option<Vec<TlsVersion>>,
+    #[serde(default)]
+    pub certificate: ServerCert,
+    /// Clients must present a certificate from the instance's CA (PyKMIP always does).
+    #[serde(default)]
+    pub require_client_cert: bool,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// The server certificate an instance presents.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerCert {
+    /// Issued by the instance's CA for 127.0.0.1 and localhost, valid now.
+    #[default]
+    Valid,
+    /// Issued by the instance's CA, but its validity ended long ago.
+    Expired,
+    /// Issued by the instance's CA for another host name only.
+    WrongHost,
+    /// Self-signed (issued by no CA).
+    SelfSigned,
 }
 
 /// Instance names become token labels (32 bytes at most) and environment variable
@@ -93,6 +184,7 @@ impl SignersSpec {
                 name: backend.to_string(),
                 on: Some("a".into()),
                 software: false,
+                kmip: None,
             }],
         }
     }
@@ -148,6 +240,8 @@ struct RawCase {
     requires: Vec<Capability>,
     #[serde(default)]
     signers: Option<Spanned<SignersSpec>>,
+    #[serde(default)]
+    instances: Option<Spanned<BTreeMap<String, InstanceSpec>>>,
     steps: Vec<Spanned<Step>>,
 }
 
@@ -159,6 +253,9 @@ pub struct Case {
     pub tags: Vec<String>,
     /// The case's signers (its own, else the suite's); `None`: one signer on instance `a`.
     pub signers: Option<SignersSpec>,
+    /// Settings of backend instances (its own, else the suite's); instances not named
+    /// here come up with the backend's defaults.
+    pub instances: BTreeMap<String, InstanceSpec>,
     /// Capabilities this case needs: the suite's, the case's own, and the algorithm of
     /// every key it creates.
     pub requires: Vec<Capability>,
@@ -190,6 +287,12 @@ pub enum Capability {
     /// The harness can put other key material under an existing key's handle (an
     /// impostor), which needs handles the client chooses (CKA_ID, file names).
     ReplaceKeys,
+    /// Reached through the KMIP signer over TLS, with a server whose TLS setup the
+    /// harness controls (certificates, versions, client authentication).
+    Kmip,
+    /// The backend's server speaks TLS 1.3.
+    #[serde(rename = "tls13")]
+    Tls13,
 }
 
 impl Capability {
@@ -215,6 +318,8 @@ impl Capability {
             Capability::Credentials => "credentials",
             Capability::Hsm => "hsm",
             Capability::ReplaceKeys => "replace-keys",
+            Capability::Kmip => "kmip",
+            Capability::Tls13 => "tls13",
         }
     }
 }
@@ -231,6 +336,25 @@ impl fmt::Display for Capability {
 pub struct Expect {
     /// The step must fail with an error of this kind.
     pub error: Option<ErrorKind>,
+    /// ... and its message must contain this text (compared case-insensitively). Only
+    /// with `error`.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+impl Step {
+    /// The step's expectation, for the steps that take one.
+    pub fn expect(&self) -> Option<&Expect> {
+        match self {
+            Step::CreateKey { expect, .. }
+            | Step::Sign { expect, .. }
+            | Step::PublicKey { expect, .. }
+            | Step::DestroyKey { expect, .. }
+            | Step::Random { expect, .. }
+            | Step::SignOneOff { expect, .. } => Some(expect),
+            _ => None,
+        }
+    }
 }
 
 /// The verdict a `verify` step expects from the independent verifier.
@@ -323,6 +447,12 @@ pub enum Step {
     /// Replace a signer's identity key in its backend by a different key pair under the
     /// same handle (an impostor), through the harness's own session.
     ReplaceIdentityKey { signer: String },
+    /// Check what a configured signer says about itself (its `info` details, e.g. the
+    /// negotiated TLS version); these details also go to the report's properties.
+    Info(InfoCheck),
+    /// Check what went through the TCP proxy in front of an instance (`proxy:` in
+    /// the instance's settings).
+    Traffic(TrafficCheck),
     /// Wait, e.g. to let a timeout pass.
     Sleep { seconds: f64 },
     /// Make the cell process misbehave, to check the runner's crash isolation itself:
@@ -392,6 +522,30 @@ pub struct KeymapCheck {
     pub owner: BTreeMap<String, String>,
 }
 
+/// An `info` check: every listed detail of the signer must have exactly this value.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct InfoCheck {
+    /// A configured signer; default: the default signer.
+    #[serde(default)]
+    pub signer: Option<String>,
+    pub has: BTreeMap<String, String>,
+}
+
+/// A `traffic` check of the proxy in front of instance `of`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficCheck {
+    pub of: String,
+    /// TLS application-data records the client sent: 0 means no KMIP request bytes
+    /// reached the server (meaningful when the handshake was refused).
+    #[serde(default)]
+    pub client_application_records: Option<u64>,
+    /// Connections the proxy accepted.
+    #[serde(default)]
+    pub connections: Option<u64>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SelfTest {
@@ -414,6 +568,8 @@ impl Step {
             Step::Inventory(_) => "inventory",
             Step::Keymap(_) => "keymap",
             Step::ReplaceIdentityKey { .. } => "replace_identity_key",
+            Step::Info(_) => "info",
+            Step::Traffic(_) => "traffic",
             Step::Sleep { .. } => "sleep",
             Step::SelfTest(_) => "self_test",
         }
@@ -533,7 +689,14 @@ impl Suite {
                 .as_ref()
                 .or(raw.signers.as_ref())
                 .map(|s| s.value.clone());
-            check_steps(path, &case, signers.as_ref())?;
+            let instances_spec = case.instances.as_ref().or(raw.instances.as_ref());
+            if let Some(spec) = instances_spec {
+                for name in spec.value.keys() {
+                    check_instance(name).map_err(|m| SuiteError::at(path, &spec.referenced, m))?;
+                }
+            }
+            let instances = instances_spec.map(|s| s.value.clone()).unwrap_or_default();
+            check_steps(path, &case, signers.as_ref(), &instances)?;
             let mut requires = raw.requires.clone();
             let mut need = |c: Capability| {
                 if !requires.contains(&c) {
@@ -542,6 +705,22 @@ impl Suite {
             };
             for c in &case.requires {
                 need(*c);
+            }
+            if !instances.is_empty()
+                || signers
+                    .iter()
+                    .flat_map(|s| &s.signers)
+                    .any(|s| s.kmip.is_some())
+            {
+                need(Capability::Kmip);
+            }
+            if instances.values().any(|i| {
+                i.tls
+                    .as_ref()
+                    .and_then(|t| t.versions.as_ref())
+                    .is_some_and(|v| v.contains(&TlsVersion::Tls13))
+            }) {
+                need(Capability::Tls13);
             }
             for step in &case.steps {
                 match &step.value {
@@ -558,6 +737,9 @@ impl Suite {
                     } if expect.error.is_none() => need(Capability::of(*alg)),
                     Step::Restart(r) if !r.change_pin.is_empty() => need(Capability::Credentials),
                     Step::ReplaceIdentityKey { .. } => need(Capability::ReplaceKeys),
+                    Step::Restart(r) if r.signers.iter().flatten().any(|s| s.kmip.is_some()) => {
+                        need(Capability::Kmip)
+                    }
                     _ => {}
                 }
             }
@@ -566,6 +748,7 @@ impl Suite {
                 about: case.about,
                 tags: case.tags,
                 signers,
+                instances,
                 requires,
                 steps: case.steps,
             });
@@ -588,6 +771,7 @@ fn check_steps(
     path: &Path,
     case: &RawCase,
     signers: Option<&SignersSpec>,
+    instances: &BTreeMap<String, InstanceSpec>,
 ) -> Result<(), SuiteError> {
     let mut keys: HashSet<&str> = HashSet::new();
     let mut signatures: HashSet<&str> = HashSet::new();
@@ -598,6 +782,15 @@ fn check_steps(
         signers.map(|s| s.signers.iter().map(|s| s.name.clone()).collect());
     for step in &case.steps {
         let err = |m: String| SuiteError::at(path, &step.referenced, m);
+        if let Some(Expect {
+            error: None,
+            message: Some(_),
+        }) = step.value.expect()
+        {
+            return Err(err(
+                "expect: message needs error: KIND (the kind of error whose message it is)".into(),
+            ));
+        }
         let unknown = |what: &str, name: &str, known: &HashSet<&str>| {
             let mut known: Vec<&str> = known.iter().copied().collect();
             known.sort();
@@ -673,6 +866,22 @@ fn check_steps(
             Step::Random { bytes, .. } => {
                 if !(1..=65536).contains(bytes) {
                     return Err(err(format!("random bytes must be 1 to 65536, not {bytes}")));
+                }
+            }
+            Step::Info(c) => {
+                if let Some(name) = &c.signer {
+                    signer_known(name, &signer_names)?;
+                }
+                if c.has.is_empty() {
+                    return Err(err("info: has needs at least one detail".into()));
+                }
+            }
+            Step::Traffic(t) => {
+                if instances.get(&t.of).is_none_or(|i| i.proxy.is_none()) {
+                    return Err(err(format!(
+                        "traffic: instance '{}' has no proxy (give it `proxy: none` under instances:)",
+                        t.of
+                    )));
                 }
             }
             Step::Sleep { seconds } => {

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 
 /// The step keywords, as written in YAML. Cross-checked below against the schema, the
 /// loader's list of variants, and `Step::keyword()` of each parsed step.
-const KEYWORDS: [&str; 13] = [
+const KEYWORDS: [&str; 15] = [
     "create_key",
     "sign",
     "verify",
@@ -35,6 +35,8 @@ const KEYWORDS: [&str; 13] = [
     "inventory",
     "keymap",
     "replace_identity_key",
+    "info",
+    "traffic",
     "sleep",
     "self_test",
 ];
@@ -209,15 +211,33 @@ fn example_signers() -> Value {
     block
 }
 
-/// A suite of one case, with the schema's example signers, whose steps are `prefix()`
+/// The schema's example `instances:` block (instance `a` behind a proxy, as the
+/// `traffic` step's example needs).
+fn example_instances() -> Value {
+    let schema = suite_schema();
+    let block = def(&schema, "instances")["examples"][0].clone();
+    assert!(block.is_object(), "$defs/instances has no example");
+    block
+}
+
+/// A suite of one case, with the schema's example signers (and instances, for `traffic`), whose steps are `prefix()`
 /// and then `steps`.
 fn suite_with(steps: Vec<Value>) -> Value {
     let mut all = prefix();
     all.extend(steps);
-    json!({
+    let mut doc = json!({
         "suite": "t", "about": "x", "signers": example_signers(),
         "cases": [ { "name": "c", "steps": all } ]
-    })
+    });
+    // Only `traffic` needs them, and they make a case require `kmip`.
+    if all_steps(&doc).any(|s| s.get("traffic").is_some()) {
+        doc["instances"] = example_instances();
+    }
+    doc
+}
+
+fn all_steps(doc: &Value) -> impl Iterator<Item = &Value> {
+    doc["cases"][0]["steps"].as_array().into_iter().flatten()
 }
 
 fn minimal_suite() -> Value {

@@ -11,6 +11,7 @@
 //! self_signed_names = ["localhost", "127.0.0.1"]
 //! client_ca = "ca.pem"             # optional: clients must present a certificate from it
 //! min_version = "1.3"              # "1.2" only as an explicit opt-in
+//! max_version = "1.3"              # "1.2" makes a TLS 1.2-only relay (for testing clients)
 //!
 //! [pkcs11]
 //! lib_path = "/usr/lib/softhsm/libsofthsm2.so"
@@ -30,8 +31,8 @@
 //! ```
 //!
 //! Refused, with the offending key or value named: unknown keys anywhere, a missing
-//! `listen` or `[pkcs11]`, only one of `cert`/`key`, `min_version` other than "1.2" or
-//! "1.3", `credentials = "token"` together with a `user_pin` (the PIN comes from the
+//! `listen` or `[pkcs11]`, only one of `cert`/`key`, `min_version`/`max_version` other than
+//! "1.2" or "1.3", a `max_version` below `min_version`, `credentials = "token"` together with a `user_pin` (the PIN comes from the
 //! client then), zero sizes or timeouts, a `max_message_size` below 1 KiB or above
 //! 16 MiB, an empty `env:`/`file:` PIN source. Secrets are never shown: `Debug` of
 //! [`Secret`] prints its source only.
@@ -143,8 +144,8 @@ impl<'de> Deserialize<'de> for SlotSelector {
     }
 }
 
-/// Minimum TLS version.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+/// A TLS protocol version, in order (1.2 < 1.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Default)]
 pub enum TlsVersion {
     #[serde(rename = "1.2")]
     Tls12,
@@ -175,6 +176,9 @@ pub struct TlsConfig {
     pub client_ca: Option<PathBuf>,
     #[serde(default)]
     pub min_version: TlsVersion,
+    /// The highest version offered; "1.2" only to stand in for servers that lack 1.3.
+    #[serde(default)]
+    pub max_version: TlsVersion,
 }
 
 impl Default for TlsConfig {
@@ -185,6 +189,7 @@ impl Default for TlsConfig {
             self_signed_names: default_names(),
             client_ca: None,
             min_version: TlsVersion::default(),
+            max_version: TlsVersion::default(),
         }
     }
 }
@@ -318,6 +323,9 @@ impl Config {
         if self.tls.cert.is_none() && self.tls.self_signed_names.is_empty() {
             return Err("[tls] 'self_signed_names' must name at least one host".into());
         }
+        if self.tls.max_version < self.tls.min_version {
+            return Err("[tls] 'max_version' is below 'min_version'".into());
+        }
         if self.auth.credentials == CredentialMode::Token && self.pkcs11.user_pin.is_some() {
             return Err(
                 "[auth] credentials = \"token\" takes the PIN from each client: remove [pkcs11] user_pin"
@@ -372,6 +380,7 @@ user_pin = "1234"
     #[case::unknown_top("bogus = 1\n")]
     #[case::unknown_tls("[tls]\nciphers = \"x\"\n")]
     #[case::bad_version("[tls]\nmin_version = \"1.1\"\n")]
+    #[case::max_below_min("[tls]\nmax_version = \"1.2\"\n")]
     #[case::cert_without_key("[tls]\ncert = \"a.pem\"\n")]
     #[case::tiny_limit("[limits]\nmax_message_size = 10\n")]
     #[case::zero_timeout("[limits]\nread_timeout_secs = 0\n")]

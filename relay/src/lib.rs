@@ -73,8 +73,9 @@ pub fn run(config: Config) -> Result<(), String> {
             .local_addr()
             .map_err(|e| format!("no local address: {e}"))?;
         tracing::info!(
-            "listening on {addr}, TLS {:?} minimum, certificate SHA-256 {fingerprint}",
-            config.tls.min_version
+            "listening on {addr}, TLS {:?} to {:?}, certificate SHA-256 {fingerprint}",
+            config.tls.min_version,
+            config.tls.max_version
         );
         if let Some(path) = &config.ready_file {
             let tmp = path.with_extension("tmp");

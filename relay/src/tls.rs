@@ -3,7 +3,8 @@
 //!
 //! Contract:
 //!
-//! - TLS 1.3 only unless the configuration says `min_version = "1.2"`; a TLS 1.2
+//! - TLS 1.3 only unless the configuration says `min_version = "1.2"` (and TLS 1.2
+//!   only with `max_version = "1.2"` too, to stand in for an old server); a TLS 1.2
 //!   ClientHello to a default relay fails the handshake (protocol_version alert).
 //! - The server certificate and key come from PEM files, or, when none are configured,
 //!   from a self-signed ECDSA P-256 certificate made at start for `self_signed_names`.
@@ -75,10 +76,14 @@ pub fn identity(
 pub fn server_config(c: &TlsConfig) -> Result<(Arc<ServerConfig>, String), String> {
     let (chain, key) = identity(c)?;
     let fp = fingerprint(&chain[0]);
-    let versions: &[&'static rustls::SupportedProtocolVersion] = match c.min_version {
-        TlsVersion::Tls13 => &[&rustls::version::TLS13],
-        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-    };
+    let versions: &[&'static rustls::SupportedProtocolVersion] =
+        match (c.min_version, c.max_version) {
+            (TlsVersion::Tls13, _) => &[&rustls::version::TLS13],
+            (TlsVersion::Tls12, TlsVersion::Tls13) => {
+                &[&rustls::version::TLS13, &rustls::version::TLS12]
+            }
+            (TlsVersion::Tls12, TlsVersion::Tls12) => &[&rustls::version::TLS12],
+        };
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(versions)
         .map_err(|e| format!("TLS setup: {e}"))?;

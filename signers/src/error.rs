@@ -17,6 +17,10 @@ pub enum ErrorKind {
     /// The backend cannot be reached right now (connection refused, token not
     /// present, timeout); the router retries with backoff.
     Unavailable,
+    /// The TLS handshake with the server was refused for want of a common protocol
+    /// version (e.g. a TLS 1.3-only signer and a TLS 1.2 server). Fatal, like
+    /// `Unusable`; the message names the versions each side offered.
+    TlsRefused,
     /// The signer cannot be used and will not be retried: the module does not load,
     /// the PIN is wrong, required functions are missing, it cannot sign with its own
     /// identity key.
@@ -33,11 +37,12 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::NotFound,
         ErrorKind::Unsupported,
         ErrorKind::InvalidInput,
         ErrorKind::Unavailable,
+        ErrorKind::TlsRefused,
         ErrorKind::Unusable,
         ErrorKind::SignerNotBound,
         ErrorKind::Backend,
@@ -51,6 +56,7 @@ impl ErrorKind {
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::InvalidInput => "invalid-input",
             ErrorKind::Unavailable => "unavailable",
+            ErrorKind::TlsRefused => "tls-refused",
             ErrorKind::Unusable => "unusable",
             ErrorKind::SignerNotBound => "signer-not-bound",
             ErrorKind::Backend => "backend",

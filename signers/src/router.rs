@@ -123,6 +123,19 @@ pub struct Router {
     bound: Mutex<HashMap<String, usize>>,
 }
 
+/// The error a signer in a fatal state answers with: `unusable`, except that a refused
+/// TLS version keeps its own kind so that users and suites can tell it apart.
+fn fatal(name: &str, error: &SignerError) -> SignerError {
+    let kind = match error.kind {
+        ErrorKind::TlsRefused => ErrorKind::TlsRefused,
+        _ => ErrorKind::Unusable,
+    };
+    SignerError::new(
+        kind,
+        format!("signer '{name}' is unusable: {}", error.message),
+    )
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -218,12 +231,7 @@ impl Router {
         let mut life = lock(&s.life);
         let previous_delay = match &*life {
             Lifecycle::Bound { signer_id } => return Ok(signer_id.clone()),
-            Lifecycle::Unusable { error } => {
-                return Err(SignerError::unusable(format!(
-                    "signer '{name}' is unusable: {}",
-                    error.message
-                )))
-            }
+            Lifecycle::Unusable { error } => return Err(fatal(name, error)),
             Lifecycle::Waiting {
                 until,
                 delay,
@@ -266,13 +274,9 @@ impl Router {
             }
             Err(error) => {
                 tracing::error!(signer = name, "unusable, not retrying: {error}");
-                *life = Lifecycle::Unusable {
-                    error: error.clone(),
-                };
-                Err(SignerError::unusable(format!(
-                    "signer '{name}' is unusable: {}",
-                    error.message
-                )))
+                let e = fatal(name, &error);
+                *life = Lifecycle::Unusable { error };
+                Err(e)
             }
         }
     }

@@ -337,7 +337,7 @@ fn default_signer_is_refused_in_the_handshake_fatally_and_sends_no_kmip_bytes() 
 
     let e = signer.info().unwrap_err();
     eprintln!("refused: {e}");
-    assert_eq!(e.kind, ErrorKind::Unusable, "{e}");
+    assert_eq!(e.kind, ErrorKind::TlsRefused, "{e}");
     assert!(!e.is_transient());
     for needle in [
         TLS_VERSION_REFUSED,

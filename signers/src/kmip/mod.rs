@@ -371,7 +371,10 @@ impl KmipSigner {
         let server = self.server();
         if let Some(t) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
             return match tls::classify(&self.config, t, in_handshake) {
-                tls::TlsFailure::VersionRefused(m) | tls::TlsFailure::Fatal(m) => {
+                tls::TlsFailure::VersionRefused(m) => {
+                    self.err(ErrorKind::TlsRefused, format!("{server}: {m}"))
+                }
+                tls::TlsFailure::Fatal(m) => {
                     self.err(ErrorKind::Unusable, format!("{server}: {m}"))
                 }
                 tls::TlsFailure::Transient(m) => {
@@ -488,7 +491,9 @@ impl KmipSigner {
     /// Records a fatal error met outside connect (a client certificate refused after a
     /// TLS 1.3 handshake shows up on the first read).
     fn latch(&self, e: SignerError) -> SignerError {
-        if e.kind == ErrorKind::Unusable && e.message.contains("tls-") {
+        if e.kind == ErrorKind::TlsRefused
+            || (e.kind == ErrorKind::Unusable && e.message.contains("tls-"))
+        {
             lock(&self.state).fatal.get_or_insert_with(|| e.clone());
         }
         e

@@ -267,6 +267,9 @@ pub fn classify(config: &KmipConfig, e: &TlsError, in_handshake: bool) -> TlsFai
                             .to_string()
                     }
                 }
+                CertificateError::BadSignature => "its signature does not verify with the CA \
+                     in server_ca_cert_path (another CA under the same name?)"
+                    .to_string(),
                 CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
                     format!("it has expired ({c:?})")
                 }

@@ -1,0 +1,307 @@
+//! `hsm-harness signer` end to end through the KMIP signer against our relay
+//! (`kmip2pkcs11`) on a fresh SoftHSMv2 token: create-key, sign (verified with
+//! `openssl`), public-key, random and destroy, with the default TLS settings (TLS 1.3).
+//!
+//! The relay runs as a real TLS server with generated CA, server and client
+//! certificates, on an ephemeral loopback port; its token PIN reaches it through the
+//! environment. Missing SoftHSMv2, OpenSSL or the relay binary is a failure, never a
+//! silent pass.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hsm_harness::pki::{self, ServerFlaw};
+use serde_json::Value;
+use tempfile::TempDir;
+
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const LABEL: &str = "relay-cli";
+const SO_PIN: &str = "so-pin-3141";
+const USER_PIN: &str = "user-pin-2718";
+const INSTALL_HINT: &str = "run ci/install-deps and `cargo build --workspace`";
+
+/// The relay binary, which cargo builds next to hsm-harness for a workspace test run.
+fn relay_binary() -> PathBuf {
+    let harness = PathBuf::from(env!("CARGO_BIN_EXE_hsm-harness"));
+    let bin = harness.with_file_name("kmip2pkcs11");
+    assert!(bin.exists(), "{} is missing: {INSTALL_HINT}", bin.display());
+    bin
+}
+
+/// A relay on a fresh token, stopped (SIGTERM) when dropped.
+struct Relay {
+    dir: TempDir,
+    softhsm_conf: PathBuf,
+    child: Child,
+    port: u16,
+    pki: pki::Pki,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child; no memory involved.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+impl Relay {
+    fn start() -> Relay {
+        assert!(
+            Path::new(MODULE).exists(),
+            "{MODULE} is missing: {INSTALL_HINT}"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tokens = dir.path().join("tokens");
+        std::fs::create_dir(&tokens).expect("token directory");
+        let softhsm_conf = dir.path().join("softhsm2.conf");
+        std::fs::write(
+            &softhsm_conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+                tokens.display()
+            ),
+        )
+        .expect("softhsm2.conf");
+        let init = Command::new("softhsm2-util")
+            .args([
+                "--init-token",
+                "--free",
+                "--label",
+                LABEL,
+                "--so-pin",
+                SO_PIN,
+                "--pin",
+                USER_PIN,
+            ])
+            .env("SOFTHSM2_CONF", &softhsm_conf)
+            .output()
+            .unwrap_or_else(|e| panic!("softhsm2-util: {e}: {INSTALL_HINT}"));
+        assert!(
+            init.status.success(),
+            "{}",
+            describe("softhsm2-util", &init)
+        );
+
+        let pki = pki::generate(&dir.path().join("pki"), ServerFlaw::None).expect("test PKI");
+        let ready = dir.path().join("relay.ready");
+        let config = dir.path().join("relay.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:0\"\nready_file = \"{}\"\nlog_level = \"warn\"\n\n\
+                 [tls]\ncert = \"{}\"\nkey = \"{}\"\n\n\
+                 [pkcs11]\nlib_path = \"{MODULE}\"\nslot = \"{LABEL}\"\nuser_pin = \"env:RELAY_TEST_PIN\"\n",
+                ready.display(),
+                pki.server_cert.display(),
+                pki.server_key.display(),
+            ),
+        )
+        .expect("relay.toml");
+        let child = Command::new(relay_binary())
+            .arg("--config")
+            .arg(&config)
+            .env("SOFTHSM2_CONF", &softhsm_conf)
+            .env("RELAY_TEST_PIN", USER_PIN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("relay.stderr")).expect("log"))
+            .spawn()
+            .expect("start the relay");
+        let mut relay = Relay {
+            dir,
+            softhsm_conf,
+            child,
+            port: 0,
+            pki,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        relay.port = loop {
+            if let Some(port) = std::fs::read_to_string(&ready).ok().and_then(|t| {
+                let addr = t.split_whitespace().next()?.to_string();
+                addr.rsplit(':').next()?.parse().ok()
+            }) {
+                break port;
+            }
+            if let Ok(Some(status)) = relay.child.try_wait() {
+                panic!(
+                    "the relay exited ({status}): {}",
+                    std::fs::read_to_string(relay.dir.path().join("relay.stderr"))
+                        .unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < deadline, "the relay never became ready");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        relay
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A signer configuration with one KMIP signer at the relay, default TLS settings.
+    fn signer_config(&self) -> PathBuf {
+        let path = self.path("signers.conf");
+        std::fs::write(
+            &path,
+            format!(
+                "[[signers]]\ntype = \"KMIP\"\nname = \"relay\"\nhost = \"127.0.0.1\"\nport = {}\n\
+                 server_ca_cert_path = \"{}\"\nclient_cert_path = \"{}\"\n\
+                 client_cert_private_key_path = \"{}\"\n",
+                self.port,
+                self.pki.ca_cert.display(),
+                self.pki.client_cert.display(),
+                self.pki.client_key.display(),
+            ),
+        )
+        .expect("signer config");
+        path
+    }
+
+    /// `hsm-harness signer --config .. --state .. ARGS`; the PIN must never show.
+    fn signer(&self, args: &[&str]) -> Output {
+        let out = Command::new(env!("CARGO_BIN_EXE_hsm-harness"))
+            .arg("signer")
+            .arg("--config")
+            .arg(self.signer_config())
+            .arg("--state")
+            .arg(self.path("state"))
+            .args(args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run hsm-harness");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!text.contains(USER_PIN), "the PIN shows: {text}");
+        out
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.signer(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            describe(&format!("signer {}", args.join(" ")), &out)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+    }
+}
+
+fn describe(what: &str, out: &Output) -> String {
+    format!(
+        "`{what}` exited with {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn create_sign_verify_random_destroy_through_the_relay() {
+    let relay = Relay::start();
+    let created = relay.json(&["create-key", "--alg", "rsa2048"]);
+    assert_eq!(created["signer"], "relay", "{created}");
+    let key = created["key"].as_str().expect("key identifier").to_string();
+    assert_eq!(key.len(), 40, "{created}");
+
+    let data = relay.path("data.txt");
+    std::fs::write(&data, b"signed through the relay").unwrap();
+    let sig = relay.path("data.sig");
+    let signed = relay.json(&[
+        "sign",
+        "--key",
+        &key,
+        "--alg",
+        "rsa2048",
+        "--in",
+        data.to_str().unwrap(),
+        "--out",
+        sig.to_str().unwrap(),
+    ]);
+    assert_eq!(signed["key"], key.as_str(), "{signed}");
+
+    let pem_out = relay.signer(&["public-key", "--key", &key]);
+    assert!(
+        pem_out.status.success(),
+        "{}",
+        describe("public-key", &pem_out)
+    );
+    let pem = relay.path("key.pem");
+    std::fs::write(&pem, &pem_out.stdout).unwrap();
+    // Independent verification: OpenSSL, not the relay or our verifier.
+    let verify = Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(&pem)
+        .arg("-signature")
+        .arg(&sig)
+        .arg(&data)
+        .output()
+        .unwrap_or_else(|e| panic!("openssl: {e}: {INSTALL_HINT}"));
+    assert!(
+        verify.status.success(),
+        "{}",
+        describe("openssl dgst", &verify)
+    );
+    std::fs::write(&data, b"tampered").unwrap();
+    let tampered = Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(&pem)
+        .arg("-signature")
+        .arg(&sig)
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!tampered.status.success(), "openssl verified tampered data");
+
+    let random = relay.json(&["random", "--bytes", "32"]);
+    assert_eq!(random["bytes"], 32, "{random}");
+    assert_eq!(random["hex"].as_str().map(str::len), Some(64), "{random}");
+
+    let status = relay.json(&["status"]);
+    let text = status.to_string();
+    assert!(
+        text.contains("TLS 1.3"),
+        "status does not show TLS 1.3: {text}"
+    );
+
+    let before = public_keys_on_token(&relay);
+    relay.json(&["destroy", "--key", &key]);
+    let gone = relay.signer(&["public-key", "--key", &key]);
+    assert!(!gone.status.success(), "the destroyed key still answers");
+    // The token itself holds one key pair fewer (read beside the relay; what is left is
+    // the signer's identity key).
+    assert_eq!(public_keys_on_token(&relay), before - 1);
+}
+
+/// The public key objects on the relay's token, read with OpenSC's pkcs11-tool.
+fn public_keys_on_token(relay: &Relay) -> usize {
+    let objects = Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            MODULE,
+            "--token-label",
+            LABEL,
+            "--list-objects",
+            "--type",
+            "pubkey",
+        ])
+        .env("SOFTHSM2_CONF", &relay.softhsm_conf)
+        .output()
+        .unwrap_or_else(|e| panic!("pkcs11-tool: {e}: {INSTALL_HINT}"));
+    assert!(
+        objects.status.success(),
+        "{}",
+        describe("pkcs11-tool", &objects)
+    );
+    String::from_utf8_lossy(&objects.stdout)
+        .lines()
+        .filter(|l| l.starts_with("Public Key Object"))
+        .count()
+}
