@@ -64,8 +64,9 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct SelectArgs {
-    /// A suite file to run (repeatable); default: every *.yaml in --suites-dir.
-    #[arg(long = "suite", value_name = "FILE")]
+    /// A suite to run (repeatable): a file, or a name in --suites-dir (`tls-enforcement`
+    /// for suites/tls-enforcement.yaml); default: every *.yaml in --suites-dir.
+    #[arg(long = "suite", value_name = "FILE|NAME")]
     suites: Vec<PathBuf>,
     /// A backend to run against, by name (repeatable); default: every backend file.
     #[arg(long = "backend", value_name = "NAME")]
@@ -137,6 +138,17 @@ fn bad_input(message: impl std::fmt::Display) -> i32 {
     EXIT_BAD_INPUT
 }
 
+/// A `--suite` value: the file if it exists, else `DIR/NAME.yaml` for a bare name.
+fn suite_path(given: &Path, dir: &Path) -> PathBuf {
+    let bare = given.components().count() == 1 && given.extension().is_none();
+    let named = dir.join(given).with_extension("yaml");
+    if !given.exists() && bare && named.exists() {
+        named
+    } else {
+        given.to_path_buf()
+    }
+}
+
 /// Loads the selected suites and every backend file; errors are bad input.
 fn load(select: &SelectArgs) -> Result<Plan, i32> {
     let suite_files = if select.suites.is_empty() {
@@ -147,7 +159,11 @@ fn load(select: &SelectArgs) -> Result<Plan, i32> {
             ))
         })?
     } else {
-        select.suites.clone()
+        select
+            .suites
+            .iter()
+            .map(|s| suite_path(s, &select.suites_dir))
+            .collect()
     };
     let backend_files = files_in(&select.backends_dir).map_err(|e| {
         bad_input(format!(
