@@ -20,8 +20,8 @@ use crate::backend::Backend;
 use crate::instance::Instances;
 use crate::outcome::Status;
 use crate::suite::{
-    Case, Expect, InfoCheck, Inventory, KeymapCheck, Restart, SelfTest, SignerSpec, SignersSpec,
-    Step, TrafficCheck, Verdict,
+    Case, Expect, InfoCheck, Inventory, KeymapCheck, Restart, SelfTest, ServerAction, ServerStep,
+    SignerSpec, SignersSpec, Step, TrafficCheck, Verdict,
 };
 use crate::verify;
 
@@ -397,6 +397,19 @@ impl Cell {
             Step::ReplaceIdentityKey { signer } => return self.replace_identity_key(signer),
             Step::Info(c) => return self.info(c),
             Step::Traffic(t) => return self.traffic(t),
+            Step::Server(ServerStep { of, action }) => {
+                return match action {
+                    ServerAction::Kill => self.instances.kill_server(of),
+                    ServerAction::Start => self.instances.start_server(of),
+                }
+                .map_err(harness)
+            }
+            Step::Proxy(p) => {
+                return self
+                    .instances
+                    .set_proxy_fault(&p.of, &p.fault)
+                    .map_err(harness)
+            }
             _ => {}
         }
         let router = self
@@ -731,7 +744,9 @@ fn run_step(router: &Router, b: &mut Bindings, step: &Step) -> Result<(), String
         | Step::Keymap(_)
         | Step::ReplaceIdentityKey { .. }
         | Step::Info(_)
-        | Step::Traffic(_) => unreachable!("handled by Cell::step"),
+        | Step::Traffic(_)
+        | Step::Server(_)
+        | Step::Proxy(_) => unreachable!("handled by Cell::step"),
         Step::Sleep { seconds } => {
             std::thread::sleep(Duration::from_secs_f64(seconds.max(0.0)));
         }

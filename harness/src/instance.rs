@@ -26,7 +26,7 @@ use hsm_signers::{Algorithm, KeyIdentifier, KeyType, Secret, Signer};
 
 use crate::backend::{pykmip_server, random_hex, relay_binary, softhsm_module, Backend, Provider};
 use crate::pki::{self, Pki, ServerFlaw};
-use crate::proxy::{Proxy, Stats};
+use crate::proxy::{Fault, Proxy, Stats};
 use crate::suite::{CaChoice, InstanceSpec, KmipOptions, ServerCert, TlsVersion};
 
 /// A SoftHSMv2 token made for an instance.
@@ -181,7 +181,8 @@ impl Instances {
                 Provider::Relay { .. } => {
                     let token = self.new_token(name)?;
                     let pki = pki::generate(&dir.join("pki"), self.flaw(name))?;
-                    let server = self.start_relay(name, &dir, &token, &pki)?;
+                    let spec = self.specs.get(name).cloned().unwrap_or_default();
+                    let server = with_proxy(self.start_relay(name, &dir, &token, &pki, 0)?, &spec)?;
                     Instance::Relay {
                         token,
                         dir,
@@ -192,7 +193,7 @@ impl Instances {
                 Provider::Pykmip => {
                     let spec = self.specs.get(name).cloned().unwrap_or_default();
                     let pki = pki::generate(&dir.join("pki"), self.flaw(name))?;
-                    let server = with_proxy(start_pykmip(&dir, &pki, &spec)?, &spec)?;
+                    let server = with_proxy(start_pykmip(&dir, &pki, &spec, 0)?, &spec)?;
                     Instance::Pykmip {
                         dir,
                         pki,
@@ -218,6 +219,89 @@ impl Instances {
                 ServerCert::SelfSigned => ServerFlaw::SelfSigned,
             },
         }
+    }
+
+    /// Kills instance `name`'s server process (SIGKILL: no goodbye to clients); the
+    /// proxy in front of it, if any, stays up. `start_server` brings it back.
+    pub fn kill_server(&mut self, name: &str) -> anyhow::Result<()> {
+        self.ensure(name)?;
+        match self.made.get_mut(name) {
+            Some(Instance::Relay {
+                server: Some(s), ..
+            })
+            | Some(Instance::Pykmip {
+                server: Some(s), ..
+            }) => {
+                let _ = s.child.kill();
+                let _ = s.child.wait();
+                log_line(format!(
+                    "  killed the server of instance '{name}' (port {})",
+                    s.port
+                ));
+                Ok(())
+            }
+            _ => bail!("instance '{name}' has no running server process"),
+        }
+    }
+
+    /// Starts instance `name`'s server again on the port it had, with the same data;
+    /// signers (and the proxy) find it where it was.
+    pub fn start_server(&mut self, name: &str) -> anyhow::Result<()> {
+        self.ensure(name)?;
+        let spec = self.specs.get(name).cloned().unwrap_or_default();
+        let old = match self.made.get_mut(name) {
+            Some(Instance::Relay { server, .. }) | Some(Instance::Pykmip { server, .. }) => {
+                server.take()
+            }
+            _ => None,
+        };
+        let Some(mut old) = old else {
+            bail!("instance '{name}' has no server process");
+        };
+        if let Ok(None) = old.child.try_wait() {
+            self.put_server(name, old);
+            bail!("the server of instance '{name}' is running; kill it first");
+        }
+        let proxy = old.proxy.take();
+        let port = old.port;
+        drop(old);
+        let started = match self.made.get(name) {
+            Some(Instance::Relay {
+                token, dir, pki, ..
+            }) => self.start_relay(name, dir, token, pki, port),
+            Some(Instance::Pykmip { dir, pki, .. }) => start_pykmip(dir, pki, &spec, port),
+            _ => bail!("instance '{name}' has no server process"),
+        };
+        let mut server = started?;
+        server.proxy = proxy;
+        log_line(format!(
+            "  started the server of instance '{name}' again on port {port}"
+        ));
+        self.put_server(name, server);
+        Ok(())
+    }
+
+    fn put_server(&mut self, name: &str, new: Server) {
+        if let Some(Instance::Relay { server, .. }) | Some(Instance::Pykmip { server, .. }) =
+            self.made.get_mut(name)
+        {
+            *server = Some(new);
+        }
+    }
+
+    /// Changes what the proxy in front of instance `name` does to new connections.
+    pub fn set_proxy_fault(&mut self, name: &str, fault: &Fault) -> anyhow::Result<()> {
+        self.ensure(name)?;
+        let proxy = match self.made.get(name) {
+            Some(Instance::Relay { server, .. }) | Some(Instance::Pykmip { server, .. }) => {
+                server.as_ref().and_then(|s| s.proxy.as_ref())
+            }
+            _ => None,
+        };
+        let proxy = proxy.ok_or_else(|| anyhow!("instance '{name}' has no proxy"))?;
+        proxy.set_fault(fault.clone());
+        log_line(format!("  proxy of instance '{name}' now: {fault:?}"));
+        Ok(())
     }
 
     /// What went through the proxy in front of instance `name` so far.
@@ -265,6 +349,7 @@ impl Instances {
         dir: &Path,
         token: &Token,
         pki: &Pki,
+        port: u16,
     ) -> anyhow::Result<Server> {
         let spec = self.specs.get(name).cloned().unwrap_or_default();
         let tls = spec.tls.clone().unwrap_or_default();
@@ -292,7 +377,7 @@ impl Instances {
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:0\"\nready_file = \"{}\"\nlog_level = \"warn\"\n\n\
+                "listen = \"127.0.0.1:{port}\"\nready_file = \"{}\"\nlog_level = \"warn\"\n\n\
                  [tls]\ncert = \"{}\"\nkey = \"{}\"\nmin_version = \"{}\"\nmax_version = \"{}\"\n{}\n\
                  [pkcs11]\nlib_path = \"{}\"\nslot = \"{}\"\nuser_pin = \"env:{}\"\n",
                 ready.display(),
@@ -334,7 +419,7 @@ impl Instances {
             version(min),
             version(max)
         ));
-        with_proxy(server, &spec)
+        Ok(server)
     }
 
     /// The signer configuration that reaches instance `name`.
@@ -416,7 +501,7 @@ impl Instances {
                 *server = None;
                 let _ = std::fs::remove_file(dir.join("pykmip.db"));
                 let spec = self.specs.get(name).cloned().unwrap_or_default();
-                *server = Some(with_proxy(start_pykmip(dir, pki, &spec)?, &spec)?);
+                *server = Some(with_proxy(start_pykmip(dir, pki, &spec, 0)?, &spec)?);
                 None
             }
             None => bail!("no instance '{name}'"),
@@ -438,7 +523,8 @@ impl Instances {
             bail!("instance '{name}' is not a relay");
         };
         drop(server);
-        let server = self.start_relay(name, &dir, &token, &pki)?;
+        let spec = self.specs.get(name).cloned().unwrap_or_default();
+        let server = with_proxy(self.start_relay(name, &dir, &token, &pki, 0)?, &spec)?;
         self.made.insert(
             name.to_string(),
             Instance::Relay {
@@ -571,6 +657,9 @@ fn with_options(
     if let Some(v) = o.force {
         c.force = v;
     }
+    if let Some(ms) = o.read_timeout_ms {
+        c.read_timeout = Duration::from_millis(ms);
+    }
     c.insecure = o.insecure;
     if o.client_cert == Some(false) {
         c.client_cert_path = None;
@@ -641,7 +730,8 @@ fn wait_until(
 
 /// Starts a PyKMIP server on a free loopback port with `pki`, a fresh database in
 /// `dir`, TLS 1.2 with an ECDHE-ECDSA-GCM suite rustls speaks.
-fn start_pykmip(dir: &Path, pki: &Pki, spec: &InstanceSpec) -> anyhow::Result<Server> {
+/// Starts PyKMIP on `port` (0: a free one).
+fn start_pykmip(dir: &Path, pki: &Pki, spec: &InstanceSpec, port: u16) -> anyhow::Result<Server> {
     let bin = pykmip_server().map_err(|e| anyhow!(e))?;
     if let Some(v) = spec.tls.as_ref().and_then(|t| t.versions.as_ref()) {
         if v.contains(&TlsVersion::Tls13) {
@@ -649,9 +739,12 @@ fn start_pykmip(dir: &Path, pki: &Pki, spec: &InstanceSpec) -> anyhow::Result<Se
         }
     }
     std::fs::create_dir_all(dir.join("policies"))?;
-    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port();
+    let port = match port {
+        0 => TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+            .local_addr()?
+            .port(),
+        p => p,
+    };
     let config = dir.join("server.conf");
     std::fs::write(
         &config,

@@ -92,6 +92,9 @@ pub struct KmipOptions {
     /// `force`: go on when the server's Query lacks required operations.
     #[serde(default)]
     pub force: Option<bool>,
+    /// `read_timeout`, in milliseconds: how long a read or write may take.
+    #[serde(default)]
+    pub read_timeout_ms: Option<u64>,
 }
 
 /// The CA a KMIP signer trusts.
@@ -453,6 +456,10 @@ pub enum Step {
     /// Check what went through the TCP proxy in front of an instance (`proxy:` in
     /// the instance's settings).
     Traffic(TrafficCheck),
+    /// Kill an instance's server process, or start it again (KMIP backends).
+    Server(ServerStep),
+    /// Change what the proxy in front of an instance does to new connections.
+    Proxy(ProxyStep),
     /// Wait, e.g. to let a timeout pass.
     Sleep { seconds: f64 },
     /// Make the cell process misbehave, to check the runner's crash isolation itself:
@@ -546,6 +553,31 @@ pub struct TrafficCheck {
     pub connections: Option<u64>,
 }
 
+/// A `server` step.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerStep {
+    pub of: String,
+    pub action: ServerAction,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerAction {
+    /// SIGKILL: the process dies without a word to its clients.
+    Kill,
+    /// Start it again on the port it had, with its data.
+    Start,
+}
+
+/// A `proxy` step: the fault for connections from now on.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyStep {
+    pub of: String,
+    pub fault: crate::proxy::Fault,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SelfTest {
@@ -570,6 +602,8 @@ impl Step {
             Step::ReplaceIdentityKey { .. } => "replace_identity_key",
             Step::Info(_) => "info",
             Step::Traffic(_) => "traffic",
+            Step::Server(_) => "server",
+            Step::Proxy(_) => "proxy",
             Step::Sleep { .. } => "sleep",
             Step::SelfTest(_) => "self_test",
         }
@@ -737,6 +771,7 @@ impl Suite {
                     } if expect.error.is_none() => need(Capability::of(*alg)),
                     Step::Restart(r) if !r.change_pin.is_empty() => need(Capability::Credentials),
                     Step::ReplaceIdentityKey { .. } => need(Capability::ReplaceKeys),
+                    Step::Server(_) | Step::Proxy(_) | Step::Traffic(_) => need(Capability::Kmip),
                     Step::Restart(r) if r.signers.iter().flatten().any(|s| s.kmip.is_some()) => {
                         need(Capability::Kmip)
                     }
@@ -876,14 +911,15 @@ fn check_steps(
                     return Err(err("info: has needs at least one detail".into()));
                 }
             }
-            Step::Traffic(t) => {
-                if instances.get(&t.of).is_none_or(|i| i.proxy.is_none()) {
+            Step::Traffic(TrafficCheck { of, .. }) | Step::Proxy(ProxyStep { of, .. }) => {
+                if instances.get(of).is_none_or(|i| i.proxy.is_none()) {
                     return Err(err(format!(
-                        "traffic: instance '{}' has no proxy (give it `proxy: none` under instances:)",
-                        t.of
+                        "{}: instance '{of}' has no proxy (give it `proxy: none` under instances:)",
+                        step.value.keyword()
                     )));
                 }
             }
+            Step::Server(ServerStep { of, .. }) => check_instance(of).map_err(err)?,
             Step::Sleep { seconds } => {
                 if !(seconds.is_finite() && (0.0..=3600.0).contains(seconds)) {
                     return Err(err(format!(

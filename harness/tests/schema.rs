@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 
 /// The step keywords, as written in YAML. Cross-checked below against the schema, the
 /// loader's list of variants, and `Step::keyword()` of each parsed step.
-const KEYWORDS: [&str; 15] = [
+const KEYWORDS: [&str; 17] = [
     "create_key",
     "sign",
     "verify",
@@ -37,6 +37,8 @@ const KEYWORDS: [&str; 15] = [
     "replace_identity_key",
     "info",
     "traffic",
+    "server",
+    "proxy",
     "sleep",
     "self_test",
 ];
@@ -220,7 +222,8 @@ fn example_instances() -> Value {
     block
 }
 
-/// A suite of one case, with the schema's example signers (and instances, for `traffic`), whose steps are `prefix()`
+/// A suite of one case, with the schema's example signers (and instances, for `traffic`
+/// and `proxy`), whose steps are `prefix()`
 /// and then `steps`.
 fn suite_with(steps: Vec<Value>) -> Value {
     let mut all = prefix();
@@ -230,7 +233,7 @@ fn suite_with(steps: Vec<Value>) -> Value {
         "cases": [ { "name": "c", "steps": all } ]
     });
     // Only `traffic` needs them, and they make a case require `kmip`.
-    if all_steps(&doc).any(|s| s.get("traffic").is_some()) {
+    if all_steps(&doc).any(|s| s.get("traffic").is_some() || s.get("proxy").is_some()) {
         doc["instances"] = example_instances();
     }
     doc
