@@ -188,10 +188,12 @@ fn execute(router: &Router, command: SignerCommand) -> Result<String, SignerErro
                     }
                     // What a bound signer says about its backend (module, TLS version,
                     // server); a signer that cannot answer has its state say why.
+                    // Only a bound signer is asked: asking an unusable one would
+                    // connect again (a second login with a wrong PIN).
                     let bound = v["state"] == "bound";
-                    let signer = router.signers().find(|s| s.name() == name);
-                    if let (true, Some(Ok(info)), Some(obj)) =
-                        (bound, signer.map(|s| s.info()), v.as_object_mut())
+                    let signer = router.signers().find(|s| bound && s.name() == name);
+                    if let (Some(Ok(info)), Some(obj)) =
+                        (signer.map(|s| s.info()), v.as_object_mut())
                     {
                         let details: serde_json::Map<String, serde_json::Value> = info
                             .details
