@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::shim::{self, ShimSpec};
 use crate::suite::{yaml_error, Capability, SuiteError};
 
 /// Where Debian and other systems put the SoftHSMv2 module.
@@ -51,12 +52,19 @@ pub enum Provider {
         /// The module; default: the first of [`SOFTHSM_MODULE_PATHS`] that exists.
         #[serde(default)]
         module: Option<PathBuf>,
+        /// Put the PKCS#11 shim in front of the module in every cell, with these
+        /// settings (`{}`: trace only), before any settings of the case.
+        #[serde(default)]
+        shim: Option<ShimSpec>,
     },
     /// Our KMIP-to-PKCS#11 relay (`kmip2pkcs11`, built beside this program) on a fresh
     /// SoftHSMv2 token, TLS 1.3, with generated certificates, on an ephemeral port.
     Relay {
         #[serde(default)]
         module: Option<PathBuf>,
+        /// As for `softhsm`: the relay loads the shim in front of the module.
+        #[serde(default)]
+        shim: Option<ShimSpec>,
     },
     /// A PyKMIP server (`pykmip-server`) with generated certificates, a fresh database
     /// and an ephemeral port. It speaks TLS 1.2 only, so its signer opts in to TLS 1.2.
@@ -99,6 +107,20 @@ impl Backend {
             message: format!("cannot read: {e}"),
         })?;
         let raw: RawBackend = serde_saphyr::from_str(&text).map_err(|e| yaml_error(path, &e))?;
+        if let Provider::Softhsm {
+            shim: Some(shim), ..
+        }
+        | Provider::Relay {
+            shim: Some(shim), ..
+        } = &raw.provider
+        {
+            shim.check().map_err(|m| SuiteError {
+                file: path.display().to_string(),
+                line: 0,
+                column: 0,
+                message: format!("provider shim: {m}"),
+            })?;
+        }
         Ok(Backend {
             name: raw.backend,
             about: raw.about,
@@ -121,11 +143,22 @@ impl Backend {
     pub fn unavailable_reason(&self) -> Option<String> {
         match &self.provider {
             Provider::Software => None,
-            Provider::Softhsm { module } => softhsm_module(module.as_deref()).err(),
-            Provider::Relay { module } => softhsm_module(module.as_deref())
+            Provider::Softhsm { module, shim } => softhsm_module(module.as_deref())
+                .and_then(|_| shim.as_ref().map_or(Ok(()), |_| shim::library().map(drop)))
+                .err(),
+            Provider::Relay { module, shim } => softhsm_module(module.as_deref())
                 .and_then(|_| relay_binary())
+                .and_then(|_| shim.as_ref().map_or(Ok(()), |_| shim::library().map(drop)))
                 .err(),
             Provider::Pykmip => pykmip_server().err(),
+        }
+    }
+
+    /// The shim settings the provider puts in front of every cell's module, if any.
+    pub fn shim(&self) -> Option<&ShimSpec> {
+        match &self.provider {
+            Provider::Softhsm { shim, .. } | Provider::Relay { shim, .. } => shim.as_ref(),
+            Provider::Software | Provider::Pykmip => None,
         }
     }
 

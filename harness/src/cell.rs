@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hsm_signers::config::{OpenSslConfig, SignerConfig, SignerKind};
+use hsm_signers::router::RandomSource;
 use hsm_signers::{Algorithm, KeyIdentifier, Router, SignerError, SignerSetup};
 use serde::{Deserialize, Serialize};
 use sha1::{Digest, Sha1};
@@ -20,8 +21,8 @@ use crate::backend::Backend;
 use crate::instance::Instances;
 use crate::outcome::Status;
 use crate::suite::{
-    Case, Expect, InfoCheck, Inventory, KeymapCheck, Restart, SelfTest, ServerAction, ServerStep,
-    SignerSpec, SignersSpec, Step, TrafficCheck, Verdict,
+    Case, Expect, InfoCheck, Inventory, KeymapCheck, KmipQueryCheck, RandomFrom, Restart, SelfTest,
+    ServerAction, ServerStep, SignerSpec, SignersSpec, Step, TraceCheck, TrafficCheck, Verdict,
 };
 use crate::verify;
 
@@ -60,6 +61,8 @@ struct Bindings {
     keys: HashMap<String, KeyEntry>,
     signatures: HashMap<String, SignatureEntry>,
     inventories: HashMap<String, Vec<KeyIdentifier>>,
+    /// Trace marks: name -> how many calls the shim's trace held then.
+    marks: HashMap<String, usize>,
 }
 
 fn log(line: impl AsRef<str>) {
@@ -92,7 +95,7 @@ fn run(case: &Case, backend: &Backend, workdir: &Path) -> CellReport {
         backend.name,
         backend.provider_name()
     ));
-    let instances = match Instances::new(backend, workdir, &case.instances) {
+    let mut instances = match Instances::new(backend, workdir, &case.instances) {
         Ok(i) => i,
         Err(e) => {
             return errored(
@@ -101,6 +104,22 @@ fn run(case: &Case, backend: &Backend, workdir: &Path) -> CellReport {
             )
         }
     };
+    // The backend's shim settings first, then the case's.
+    let shim = match (backend.shim(), &case.shim) {
+        (Some(b), Some(c)) => Some(b.merged(c)),
+        (b, c) => b.or(c.as_ref()).cloned(),
+    };
+    if let Some(spec) = &shim {
+        if let Err(e) = instances.use_shim(spec) {
+            return errored(
+                format!(
+                    "backend '{}': cannot put the PKCS#11 shim in front: {e:#}",
+                    backend.name
+                ),
+                vec![],
+            );
+        }
+    }
     let spec = case
         .signers
         .clone()
@@ -410,6 +429,8 @@ impl Cell {
                     .set_proxy_fault(&p.of, &p.fault)
                     .map_err(harness)
             }
+            Step::Trace(t) => return self.trace(t),
+            Step::KmipQuery(q) => return self.kmip_query(q),
             _ => {}
         }
         let router = self
@@ -505,6 +526,93 @@ impl Cell {
                 );
             }
             log(format!("  key '{name}' is owned by '{owner}'"));
+        }
+        Ok(())
+    }
+
+    /// Checks the shim's trace (every call, or those after `since`), then marks.
+    fn trace(&mut self, t: &TraceCheck) -> Result<(), StepError> {
+        let path = self.instances.trace_path().ok_or_else(|| {
+            StepError::Harness("this cell's signers do not run through the PKCS#11 shim".into())
+        })?;
+        let calls = crate::shim::read(&path).map_err(harness)?;
+        let from = match &t.since {
+            Some(m) => *self
+                .bindings
+                .marks
+                .get(m)
+                .ok_or_else(|| StepError::Harness(format!("unknown trace mark '{m}'")))?,
+            None => 0,
+        };
+        let window = &calls[from.min(calls.len())..];
+        let counts = crate::shim::counts(window);
+        let n = |f: &str| counts.get(f).copied().unwrap_or(0);
+        let place = match &t.since {
+            Some(m) => format!("since mark '{m}'"),
+            None => "since the cell started".to_string(),
+        };
+        log(format!(
+            "  trace {place}: {} calls ({})",
+            window.len(),
+            counts
+                .iter()
+                .map(|(f, c)| format!("{f} {c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        for f in &t.called {
+            if n(f) == 0 {
+                return Err(format!("{f} was not called {place}").into());
+            }
+        }
+        for f in &t.not_called {
+            if n(f) > 0 {
+                return Err(format!("{f} was called {} time(s) {place}", n(f)).into());
+            }
+        }
+        for (f, want) in &t.count {
+            if n(f) != *want {
+                return Err(
+                    format!("{f} was called {} time(s) {place}, expected {want}", n(f)).into(),
+                );
+            }
+        }
+        if let Some(m) = &t.mark {
+            log(format!("  trace mark '{m}' after {} calls", calls.len()));
+            self.bindings.marks.insert(m.clone(), calls.len());
+        }
+        Ok(())
+    }
+
+    /// Checks the operations in the KMIP server's Query answer, as the default
+    /// signer reports them.
+    fn kmip_query(&mut self, q: &KmipQueryCheck) -> Result<(), StepError> {
+        let router = self.router()?;
+        let info = router.default_signer().info().map_err(|e| {
+            StepError::Failed(format!("the default signer has no Query answer: {e}"))
+        })?;
+        if info.signer_type != "KMIP" {
+            return Err(StepError::Harness(format!(
+                "the default signer is a {} signer, not a KMIP one",
+                info.signer_type
+            )));
+        }
+        let listed: Vec<&str> = info
+            .details
+            .iter()
+            .find(|(k, _)| k == "operations")
+            .map(|(_, v)| v.split(", ").filter(|o| !o.is_empty()).collect())
+            .unwrap_or_default();
+        log(format!("  Query lists: {}", listed.join(", ")));
+        for op in &q.has {
+            if !listed.contains(&op.as_str()) {
+                return Err(format!("the server's Query does not list '{op}'").into());
+            }
+        }
+        for op in &q.lacks {
+            if listed.contains(&op.as_str()) {
+                return Err(format!("the server's Query lists '{op}'").into());
+            }
         }
         Ok(())
     }
@@ -701,14 +809,36 @@ fn run_step(router: &Router, b: &mut Bindings, step: &Step) -> Result<(), String
                 log(format!("  destroyed '{}' ({})", key.value, entry.id));
             }
         }
-        Step::Random { bytes, expect: e } => {
-            let Some(r) = expect(e, router.random(*bytes))? else {
+        Step::Random {
+            bytes,
+            from,
+            expect: e,
+        } => {
+            let Some((r, source)) = expect(e, router.random_with_source(*bytes))? else {
                 return Ok(());
             };
             if r.len() != *bytes {
                 return Err(format!("asked for {bytes} random bytes, got {}", r.len()));
             }
-            log(format!("  {} random bytes", r.len()));
+            let said = match source {
+                RandomSource::DefaultSigner => "the default signer's generator",
+                RandomSource::Fallback => "the OpenSSL fallback signer",
+            };
+            log(format!("  {} random bytes from {said}", r.len()));
+            match (from, source) {
+                (None, _)
+                | (Some(RandomFrom::Backend), RandomSource::DefaultSigner)
+                | (Some(RandomFrom::Fallback), RandomSource::Fallback) => {}
+                (Some(want), _) => {
+                    return Err(format!(
+                        "the random bytes came from {said}, expected from: {}",
+                        match want {
+                            RandomFrom::Backend => "backend",
+                            RandomFrom::Fallback => "fallback",
+                        }
+                    ))
+                }
+            }
         }
         Step::SignOneOff {
             alg,
@@ -746,7 +876,9 @@ fn run_step(router: &Router, b: &mut Bindings, step: &Step) -> Result<(), String
         | Step::Info(_)
         | Step::Traffic(_)
         | Step::Server(_)
-        | Step::Proxy(_) => unreachable!("handled by Cell::step"),
+        | Step::Proxy(_)
+        | Step::Trace(_)
+        | Step::KmipQuery(_) => unreachable!("handled by Cell::step"),
         Step::Sleep { seconds } => {
             std::thread::sleep(Duration::from_secs_f64(seconds.max(0.0)));
         }

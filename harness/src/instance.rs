@@ -27,6 +27,7 @@ use hsm_signers::{Algorithm, KeyIdentifier, KeyType, Secret, Signer};
 use crate::backend::{pykmip_server, random_hex, relay_binary, softhsm_module, Backend, Provider};
 use crate::pki::{self, Pki, ServerFlaw};
 use crate::proxy::{Fault, Proxy, Stats};
+use crate::shim::{self, ShimSpec};
 use crate::suite::{CaChoice, InstanceSpec, KmipOptions, ServerCert, TlsVersion};
 
 /// A SoftHSMv2 token made for an instance.
@@ -101,6 +102,8 @@ pub struct Instances {
     made: BTreeMap<String, Instance>,
     /// The case's settings per instance name (absent: the backend's defaults).
     specs: BTreeMap<String, InstanceSpec>,
+    /// The PKCS#11 shim the signers load instead of `module` ([`Instances::use_shim`]).
+    shim: Option<PathBuf>,
 }
 
 fn ck(what: &str) -> impl Fn(CkError) -> anyhow::Error + '_ {
@@ -117,7 +120,7 @@ impl Instances {
     ) -> anyhow::Result<Self> {
         let module = match &backend.provider {
             Provider::Software | Provider::Pykmip => None,
-            Provider::Softhsm { module } | Provider::Relay { module } => {
+            Provider::Softhsm { module, .. } | Provider::Relay { module, .. } => {
                 let module = softhsm_module(module.as_deref()).map_err(|e| anyhow!(e))?;
                 let dir = workdir.join("softhsm");
                 let tokens = dir.join("tokens");
@@ -142,7 +145,66 @@ impl Instances {
             module,
             made: BTreeMap::new(),
             specs: specs.clone(),
+            shim: None,
         })
+    }
+
+    /// Puts the PKCS#11 shim, with `spec`'s settings, in front of the module for the
+    /// signers of this cell: the PKCS#11 signer (in this process) or the relay (in its
+    /// own) loads `libp11shim.so`, which forwards to the real module and traces to
+    /// [`shim::TRACE_FILE`] in the work directory. The harness's own sessions keep using
+    /// the real module. Must come before the first instance is made (the shim reads
+    /// its configuration once per process); refused for providers without a PKCS#11
+    /// module.
+    pub fn use_shim(&mut self, spec: &ShimSpec) -> anyhow::Result<()> {
+        let module = match (&self.backend.provider, &self.module) {
+            (Provider::Softhsm { .. } | Provider::Relay { .. }, Some(m)) => m.clone(),
+            _ => bail!(
+                "backend '{}' has no PKCS#11 module to put the shim in front of",
+                self.backend.name
+            ),
+        };
+        if !self.made.is_empty() {
+            bail!("the shim must be set up before the first instance is made");
+        }
+        let library = shim::library().map_err(|e| anyhow!(e))?;
+        let dir = self.workdir.join("shim");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let config = dir.join("p11shim.toml");
+        let trace = self.workdir.join(shim::TRACE_FILE);
+        std::fs::write(&config, spec.config(&module, Some(&trace)).to_toml())
+            .with_context(|| format!("writing {}", config.display()))?;
+        // Read by the shim on its first C_GetFunctionList, here or in a relay process
+        // (which inherits it).
+        std::env::set_var(p11shim::config::CONFIG_VAR, &config);
+        log_line(format!(
+            "  PKCS#11 shim {} in front of {}{}",
+            library.display(),
+            module.display(),
+            if spec.is_transparent() {
+                " (nothing injected)".to_string()
+            } else {
+                format!(
+                    " (hidden mechanisms: [{}]; rules: {})",
+                    spec.hide_mechanisms.join(", "),
+                    spec.rules.len()
+                )
+            }
+        ));
+        self.shim = Some(library);
+        Ok(())
+    }
+
+    /// The shim's trace of this cell, when the signers run through the shim.
+    pub fn trace_path(&self) -> Option<PathBuf> {
+        self.shim
+            .as_ref()
+            .map(|_| self.workdir.join(shim::TRACE_FILE))
+    }
+
+    /// The module the signers load: the shim when there is one, else the real module.
+    fn signer_module(&self) -> Option<PathBuf> {
+        self.shim.clone().or_else(|| self.module.clone())
     }
 
     fn p11(&self) -> anyhow::Result<Pkcs11> {
@@ -158,6 +220,9 @@ impl Instances {
         let mut props = Vec::new();
         if let Some(m) = &self.module {
             props.push(("module".to_string(), m.display().to_string()));
+        }
+        if let Some(s) = &self.shim {
+            props.push(("pkcs11_shim".to_string(), s.display().to_string()));
         }
         for (name, inst) in &self.made {
             match inst {
@@ -370,7 +435,7 @@ impl Instances {
             String::new()
         };
         let bin = relay_binary().map_err(|e| anyhow!(e))?;
-        let module = self.module.as_ref().ok_or_else(|| anyhow!("no module"))?;
+        let module = self.signer_module().ok_or_else(|| anyhow!("no module"))?;
         let ready = dir.join("relay.ready");
         let _ = std::fs::remove_file(&ready);
         let config = dir.join("relay.toml");
@@ -428,7 +493,7 @@ impl Instances {
         name: &str,
         options: Option<&KmipOptions>,
     ) -> anyhow::Result<SignerKind> {
-        let module = self.module.clone();
+        let module = self.signer_module();
         let other_ca = match options.map(|o| o.server_ca) {
             Some(CaChoice::Other) => Some(self.other_ca()?),
             _ => None,

@@ -14,6 +14,7 @@ pub mod outcome;
 pub mod pki;
 pub mod proxy;
 pub mod runner;
+pub mod shim;
 pub mod signer_cmd;
 pub mod suite;
 pub mod verify;

@@ -123,13 +123,26 @@ impl Plan {
             ));
         }
         let case = &self.suites[cell.suite].cases[cell.case];
-        backend.missing(&case.requires).map(|c| {
-            format!(
+        if let Some(c) = backend.missing(&case.requires) {
+            return Some(format!(
                 "backend '{}' lacks capability '{c}' (capability profile in {})",
                 backend.name,
                 backend.path.display()
-            )
-        })
+            ));
+        }
+        if let Some(c) = case.lacks.iter().find(|c| backend.has(**c)) {
+            return Some(format!(
+                "backend '{}' has capability '{c}'; the case is for backends without it (capability profile in {})",
+                backend.name,
+                backend.path.display()
+            ));
+        }
+        if case.shim.is_some() {
+            if let Err(reason) = crate::shim::library() {
+                return Some(format!("the case needs the PKCS#11 shim: {reason}"));
+            }
+        }
+        None
     }
 }
 
@@ -230,6 +243,15 @@ fn run_cell(
             result.status = Status::Errored { message };
             result.log = log;
         }
+    }
+    // The shim's trace, read here so that it is in the report even when the cell
+    // crashed or timed out.
+    match crate::shim::read(&workdir.join(crate::shim::TRACE_FILE)) {
+        Ok(calls) if calls.is_empty() => {}
+        Ok(calls) => result.log.push_str(&crate::shim::render(&calls)),
+        Err(e) => result
+            .log
+            .push_str(&format!("== PKCS#11 shim trace unreadable: {e:#}\n")),
     }
     // The cell's backend (token directory, key files) goes with its work directory.
     let _ = std::fs::remove_dir_all(&workdir);

@@ -15,6 +15,8 @@ use hsm_signers::{Algorithm, ErrorKind};
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
+use crate::shim::ShimSpec;
+
 /// A suite file, loaded and checked.
 #[derive(Clone, Debug)]
 pub struct Suite {
@@ -39,6 +41,9 @@ struct RawSuite {
     signers: Option<Spanned<SignersSpec>>,
     #[serde(default)]
     instances: Option<Spanned<BTreeMap<String, InstanceSpec>>>,
+    lacks: Vec<Capability>,
+    #[serde(default)]
+    shim: Option<Spanned<ShimSpec>>,
     cases: Vec<RawCase>,
 }
 
@@ -245,6 +250,9 @@ struct RawCase {
     signers: Option<Spanned<SignersSpec>>,
     #[serde(default)]
     instances: Option<Spanned<BTreeMap<String, InstanceSpec>>>,
+    lacks: Vec<Capability>,
+    #[serde(default)]
+    shim: Option<Spanned<ShimSpec>>,
     steps: Vec<Spanned<Step>>,
 }
 
@@ -262,6 +270,13 @@ pub struct Case {
     /// Capabilities this case needs: the suite's, the case's own, and the algorithm of
     /// every key it creates.
     pub requires: Vec<Capability>,
+    /// Capabilities a backend must not have for this case to run (the suite's and the
+    /// case's `lacks`): the case is about backends without them.
+    pub lacks: Vec<Capability>,
+    /// The PKCS#11 shim settings the case runs with (its own `shim:`, else the
+    /// suite's); a case without one but with a `trace` step gets the transparent shim.
+    /// `None`: no shim (unless the backend's provider puts one in).
+    pub shim: Option<ShimSpec>,
     pub steps: Vec<Spanned<Step>>,
 }
 
@@ -291,11 +306,16 @@ pub enum Capability {
     /// impostor), which needs handles the client chooses (CKA_ID, file names).
     ReplaceKeys,
     /// Reached through the KMIP signer over TLS, with a server whose TLS setup the
-    /// harness controls (certificates, versions, client authentication).
+    /// harness controls (certificates, versions, client authentication). `kmip_query`
+    /// needs it too.
     Kmip,
     /// The backend's server speaks TLS 1.3.
     #[serde(rename = "tls13")]
     Tls13,
+    /// The signers' PKCS#11 module can be put behind the harness's PKCS#11 shim (a
+    /// case's `shim:` settings and `trace` steps need it).
+    #[serde(rename = "pkcs11-shim")]
+    Pkcs11Shim,
 }
 
 impl Capability {
@@ -323,6 +343,7 @@ impl Capability {
             Capability::ReplaceKeys => "replace-keys",
             Capability::Kmip => "kmip",
             Capability::Tls13 => "tls13",
+            Capability::Pkcs11Shim => "pkcs11-shim",
         }
     }
 }
@@ -370,6 +391,17 @@ pub enum Verdict {
     Mismatch,
     /// Not in the expected encoding (e.g. raw r||s where DER is required).
     BadEncoding,
+}
+
+/// Where a `random` step expects the bytes to come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RandomFrom {
+    /// The default signer's own generator (the backend's RNG).
+    Backend,
+    /// The router's OpenSSL signer, because the default signer has no generator or
+    /// could not be used.
+    Fallback,
 }
 
 /// One step. Steps speak the signer's language; names (`as: k`) bind results for
@@ -422,9 +454,12 @@ pub enum Step {
         #[serde(default)]
         expect: Expect,
     },
-    /// Ask the router for random bytes; checks the length.
+    /// Ask the router for random bytes; checks the length and, with `from`, where
+    /// they came from.
     Random {
         bytes: usize,
+        #[serde(default)]
+        from: Option<RandomFrom>,
         #[serde(default)]
         expect: Expect,
     },
@@ -460,6 +495,11 @@ pub enum Step {
     Server(ServerStep),
     /// Change what the proxy in front of an instance does to new connections.
     Proxy(ProxyStep),
+    /// Check the PKCS#11 shim's trace of the signers' calls, and/or mark a point in it.
+    Trace(TraceCheck),
+    /// Check the operations the KMIP server listed in its Query answer to the default
+    /// signer.
+    KmipQuery(KmipQueryCheck),
     /// Wait, e.g. to let a timeout pass.
     Sleep { seconds: f64 },
     /// Make the cell process misbehave, to check the runner's crash isolation itself:
@@ -578,6 +618,48 @@ pub struct ProxyStep {
     pub fault: crate::proxy::Fault,
 }
 
+/// A `trace` step: checks on the calls the signers made through the PKCS#11 shim
+/// (all of them, or those after a mark), then optionally a new mark. Function names
+/// are PKCS#11 2.40 names (`C_Sign`).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TraceCheck {
+    /// Look only at the calls made after the mark of this name (default: every call
+    /// since the cell started).
+    #[serde(default)]
+    pub since: Option<String>,
+    /// Each was called at least once.
+    #[serde(default)]
+    pub called: Vec<String>,
+    /// None was called.
+    #[serde(default)]
+    pub not_called: Vec<String>,
+    /// Each was called exactly this many times.
+    #[serde(default)]
+    pub count: BTreeMap<String, u64>,
+    /// After the checks: remember this point of the trace under a name for `since`.
+    #[serde(default)]
+    pub mark: Option<String>,
+}
+
+/// A `kmip_query` step: operations (as KMIP 1.2 names them, e.g. `RNG Retrieve`) the
+/// server's Query answer lists, and ones it does not.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KmipQueryCheck {
+    #[serde(default)]
+    pub has: Vec<String>,
+    #[serde(default)]
+    pub lacks: Vec<String>,
+}
+
+/// KMIP 1.2's operation names, as `kmip_query` takes them.
+pub fn kmip_operation_names() -> Vec<String> {
+    (0x01..=0x29)
+        .map(hsm_signers::kmip::operation_name)
+        .collect()
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SelfTest {
@@ -604,6 +686,8 @@ impl Step {
             Step::Traffic(_) => "traffic",
             Step::Server(_) => "server",
             Step::Proxy(_) => "proxy",
+            Step::Trace(_) => "trace",
+            Step::KmipQuery(_) => "kmip_query",
             Step::Sleep { .. } => "sleep",
             Step::SelfTest(_) => "self_test",
         }
@@ -696,6 +780,11 @@ impl Suite {
                 .check()
                 .map_err(|m| SuiteError::at(path, &spec.referenced, m))?;
         }
+        if let Some(shim) = &raw.shim {
+            shim.value
+                .check()
+                .map_err(|m| SuiteError::at(path, &shim.referenced, format!("shim: {m}")))?;
+        }
         let mut seen = HashSet::new();
         let mut cases = Vec::new();
         for case in raw.cases {
@@ -718,6 +807,18 @@ impl Suite {
                     .check()
                     .map_err(|m| SuiteError::at(path, &spec.referenced, m))?;
             }
+            if let Some(shim) = &case.shim {
+                shim.value
+                    .check()
+                    .map_err(|m| SuiteError::at(path, &shim.referenced, format!("shim: {m}")))?;
+            }
+            let traces = case.steps.iter().any(|s| matches!(s.value, Step::Trace(_)));
+            let shim = case
+                .shim
+                .as_ref()
+                .or(raw.shim.as_ref())
+                .map(|s| s.value.clone())
+                .or_else(|| traces.then(ShimSpec::default));
             let signers = case
                 .signers
                 .as_ref()
@@ -756,6 +857,9 @@ impl Suite {
             }) {
                 need(Capability::Tls13);
             }
+            if shim.is_some() {
+                need(Capability::Pkcs11Shim);
+            }
             for step in &case.steps {
                 match &step.value {
                     // A step expected to fail does not need the algorithm.
@@ -775,8 +879,25 @@ impl Suite {
                     Step::Restart(r) if r.signers.iter().flatten().any(|s| s.kmip.is_some()) => {
                         need(Capability::Kmip)
                     }
+                    Step::KmipQuery(_) => need(Capability::Kmip),
                     _ => {}
                 }
+            }
+            let mut lacks = raw.lacks.clone();
+            for c in &case.lacks {
+                if !lacks.contains(c) {
+                    lacks.push(*c);
+                }
+            }
+            if let Some(both) = lacks.iter().find(|c| requires.contains(c)) {
+                return Err(SuiteError::at(
+                    path,
+                    &case.name.referenced,
+                    format!(
+                        "case '{}' both requires and lacks capability '{both}'",
+                        case.name.value
+                    ),
+                ));
             }
             cases.push(Case {
                 name: case.name.value,
@@ -785,6 +906,8 @@ impl Suite {
                 signers,
                 instances,
                 requires,
+                lacks,
+                shim,
                 steps: case.steps,
             });
         }
@@ -812,6 +935,7 @@ fn check_steps(
     let mut signatures: HashSet<&str> = HashSet::new();
     let mut one_off: HashSet<&str> = HashSet::new();
     let mut inventories: HashSet<&str> = HashSet::new();
+    let mut marks: HashSet<&str> = HashSet::new();
     // `None`: the default single signer, named after the backend (not known here).
     let mut signer_names: Option<Vec<String>> =
         signers.map(|s| s.signers.iter().map(|s| s.name.clone()).collect());
@@ -898,9 +1022,18 @@ fn check_steps(
                 }
             }
             Step::PublicKey { key: k, .. } | Step::DestroyKey { key: k, .. } => key(k, &keys)?,
-            Step::Random { bytes, .. } => {
+            Step::Random {
+                bytes,
+                from,
+                expect,
+            } => {
                 if !(1..=65536).contains(bytes) {
                     return Err(err(format!("random bytes must be 1 to 65536, not {bytes}")));
+                }
+                if from.is_some() && expect.error.is_some() {
+                    return Err(err(
+                        "random: `from` says where bytes come from; a step that expects an error gets none".into(),
+                    ));
                 }
             }
             Step::Info(c) => {
@@ -988,6 +1121,54 @@ fn check_steps(
                 }
             }
             Step::ReplaceIdentityKey { signer } => signer_known(signer, &signer_names)?,
+            Step::Trace(t) => {
+                if t.called.is_empty()
+                    && t.not_called.is_empty()
+                    && t.count.is_empty()
+                    && t.mark.is_none()
+                {
+                    return Err(err(
+                        "trace checks nothing: give called, not_called, count or mark".into(),
+                    ));
+                }
+                for f in t.called.iter().chain(&t.not_called).chain(t.count.keys()) {
+                    if !crate::shim::is_function(f) {
+                        return Err(err(format!(
+                            "unknown PKCS#11 function '{f}' (PKCS#11 2.40 names, e.g. C_Sign)"
+                        )));
+                    }
+                }
+                if let Some(f) = t.called.iter().find(|f| t.not_called.contains(f)) {
+                    return Err(err(format!("'{f}' is both called and not_called")));
+                }
+                if let Some(m) = &t.since {
+                    if !marks.contains(m.as_str()) {
+                        return Err(unknown("trace mark", m, &marks));
+                    }
+                }
+                if let Some(m) = &t.mark {
+                    if !marks.insert(m) {
+                        return Err(err(format!("trace mark '{m}' is already bound")));
+                    }
+                }
+            }
+            Step::KmipQuery(q) => {
+                if q.has.is_empty() && q.lacks.is_empty() {
+                    return Err(err("kmip_query checks nothing: give has or lacks".into()));
+                }
+                let known = kmip_operation_names();
+                for op in q.has.iter().chain(&q.lacks) {
+                    if !known.contains(op) {
+                        return Err(err(format!(
+                            "unknown KMIP operation '{op}' (KMIP 1.2 names: {})",
+                            known.join(", ")
+                        )));
+                    }
+                }
+                if let Some(op) = q.has.iter().find(|o| q.lacks.contains(o)) {
+                    return Err(err(format!("'{op}' is both in has and in lacks")));
+                }
+            }
             Step::SelfTest(_) => {}
         }
     }

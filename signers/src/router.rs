@@ -100,6 +100,17 @@ struct Slot {
     no_rng: AtomicBool,
 }
 
+/// Where [`Router::random_with_source`] got its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RandomSource {
+    /// The default signer's own generator (for an OpenSSL default signer, its own).
+    DefaultSigner,
+    /// The OpenSSL signer, because the default signer has no generator (learned once,
+    /// then never asked again by this router) or could not be used just now.
+    Fallback,
+}
+
 /// One key as `list` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct KeyListing {
@@ -517,16 +528,23 @@ impl Router {
     /// Random bytes from the default signer, or from the OpenSSL signer when the
     /// default has no generator or cannot be used now.
     pub fn random(&self, len: usize) -> Result<Vec<u8>, SignerError> {
+        self.random_with_source(len).map(|(bytes, _)| bytes)
+    }
+
+    /// [`Router::random`], saying where the bytes came from. Once the default signer
+    /// has answered [`ErrorKind::Unsupported`], this router never asks it again: every
+    /// later call answers [`RandomSource::Fallback`] without touching its backend.
+    pub fn random_with_source(&self, len: usize) -> Result<(Vec<u8>, RandomSource), SignerError> {
         let slot = &self.slots[self.default_signer];
         if slot.signer_type == "OpenSSL" {
-            return slot.signer.random(len);
+            return Ok((slot.signer.random(len)?, RandomSource::DefaultSigner));
         }
         if !slot.no_rng.load(Ordering::Relaxed) {
             match self
                 .ensure_bound(self.default_signer)
                 .and_then(|_| slot.signer.random(len))
             {
-                Ok(r) => return Ok(r),
+                Ok(r) => return Ok((r, RandomSource::DefaultSigner)),
                 Err(e) if e.kind == ErrorKind::Unsupported => {
                     slot.no_rng.store(true, Ordering::Relaxed);
                     tracing::info!(
@@ -540,7 +558,7 @@ impl Router {
                 ),
             }
         }
-        self.software_random.random(len)
+        Ok((self.software_random.random(len)?, RandomSource::Fallback))
     }
 
     /// Every mapped key with its owner.
@@ -808,6 +826,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.random(16).unwrap().len(), 16);
+        let (bytes, source) = r.random_with_source(8).unwrap();
+        assert_eq!((bytes.len(), source), (8, RandomSource::Fallback));
+    }
+
+    #[test]
+    fn an_openssl_default_signer_gives_its_own_random_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Router::new(
+            &two_software(dir.path(), "a", "b", "a"),
+            &dir.path().join("s"),
+        )
+        .unwrap();
+        let (bytes, source) = r.random_with_source(32).unwrap();
+        assert_eq!((bytes.len(), source), (32, RandomSource::DefaultSigner));
     }
 
     #[test]

@@ -91,7 +91,7 @@ use crate::{
 };
 
 pub use tls::TLS_VERSION_REFUSED;
-pub use wire::{MAX_RESPONSE, REQUIRED_OPERATIONS};
+pub use wire::{operation_name, MAX_RESPONSE, REQUIRED_OPERATIONS};
 
 use ttlv::Item;
 use wire::{reason, tag, Answer, Credential};
