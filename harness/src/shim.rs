@@ -88,15 +88,19 @@ pub fn is_function(name: &str) -> bool {
     p11shim::FUNCTIONS.contains(&name)
 }
 
-/// The shim library: next to this program, or in `deps/` beside it (cargo builds a
-/// workspace's libraries into `target/<profile>/deps` and copies the top-level ones to
-/// `target/<profile>/`; integration tests run from `deps/`).
+/// The shim library, built by cargo beside this program: `deps/libp11shim.so` first,
+/// then `libp11shim.so` next to it (integration tests run from `deps/` itself).
+///
+/// `deps/` comes first because it is always the fresh one: cargo rebuilds it whenever
+/// the harness (which depends on the shim crate) is built, but copies it up to
+/// `target/<profile>/` only when the shim package itself is a top-level unit (`cargo
+/// build --workspace` or `-p p11shim`), so the copy up there can be stale.
 pub fn library() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
     let dir = exe.parent().ok_or("this program has no directory")?;
     [
-        dir.join(LIBRARY),
         dir.join("deps").join(LIBRARY),
+        dir.join(LIBRARY),
         dir.join("..").join(LIBRARY),
     ]
     .into_iter()

@@ -41,6 +41,7 @@ struct RawSuite {
     signers: Option<Spanned<SignersSpec>>,
     #[serde(default)]
     instances: Option<Spanned<BTreeMap<String, InstanceSpec>>>,
+    #[serde(default)]
     lacks: Vec<Capability>,
     #[serde(default)]
     shim: Option<Spanned<ShimSpec>>,
@@ -250,6 +251,7 @@ struct RawCase {
     signers: Option<Spanned<SignersSpec>>,
     #[serde(default)]
     instances: Option<Spanned<BTreeMap<String, InstanceSpec>>>,
+    #[serde(default)]
     lacks: Vec<Capability>,
     #[serde(default)]
     shim: Option<Spanned<ShimSpec>>,
@@ -1022,18 +1024,9 @@ fn check_steps(
                 }
             }
             Step::PublicKey { key: k, .. } | Step::DestroyKey { key: k, .. } => key(k, &keys)?,
-            Step::Random {
-                bytes,
-                from,
-                expect,
-            } => {
+            Step::Random { bytes, .. } => {
                 if !(1..=65536).contains(bytes) {
                     return Err(err(format!("random bytes must be 1 to 65536, not {bytes}")));
-                }
-                if from.is_some() && expect.error.is_some() {
-                    return Err(err(
-                        "random: `from` says where bytes come from; a step that expects an error gets none".into(),
-                    ));
                 }
             }
             Step::Info(c) => {

@@ -23,7 +23,7 @@ use serde_json::{json, Value};
 
 /// The step keywords, as written in YAML. Cross-checked below against the schema, the
 /// loader's list of variants, and `Step::keyword()` of each parsed step.
-const KEYWORDS: [&str; 17] = [
+const KEYWORDS: [&str; 19] = [
     "create_key",
     "sign",
     "verify",
@@ -39,6 +39,8 @@ const KEYWORDS: [&str; 17] = [
     "traffic",
     "server",
     "proxy",
+    "trace",
+    "kmip_query",
     "sleep",
     "self_test",
 ];
@@ -194,14 +196,26 @@ fn body_schema(schema: &Value, keyword: &str) -> Value {
 }
 
 /// The steps `suite_with` runs first. They bind the names the schema's examples use:
-/// key `k`, signature `sig`, one-off signature `one`, inventory `before`.
+/// key `k`, signature `sig`, one-off signature `one`, inventory `before`, trace mark
+/// `m0`.
 fn prefix() -> Vec<Value> {
     vec![
         json!({ "create_key": { "alg": "rsa2048", "as": "k" } }),
         json!({ "sign": { "key": "k", "as": "sig" } }),
         json!({ "sign_one_off": { "alg": "ecdsa-p256", "as": "one" } }),
         json!({ "inventory": { "of": "a", "has": ["k"], "as": "before" } }),
+        json!({ "trace": { "mark": "m0" } }),
     ]
+}
+
+/// The fields a step needs at the least: its required ones, and, when the schema says
+/// it needs one of several (`anyOf` of `required`), the first of those.
+fn least_fields(body: &Value) -> BTreeSet<String> {
+    let mut fields = required(body);
+    if let Some(first) = body.get("anyOf").and_then(|a| a.get(0)) {
+        fields.extend(required(first));
+    }
+    fields
 }
 
 /// The schema's example `signers:` block; its names (`hsm`, `backup`, `openssl`) are the
@@ -440,8 +454,18 @@ fn check_step_fields(keyword: &str) {
 
     let make = |fields: &BTreeSet<String>| make_step(&schema, keyword, fields);
 
-    let minimal = accepted_by_both(&suite_with(vec![make(&req)]));
+    let least = least_fields(&body);
+    let minimal = accepted_by_both(&suite_with(vec![make(&least)]));
     assert_eq!(last_keyword(&minimal), keyword);
+    if least != req {
+        // Each alternative alone is enough; none of them is refused by both.
+        for alt in body["anyOf"].as_array().unwrap() {
+            let mut fields = req.clone();
+            fields.extend(required(alt));
+            accepted_by_both(&suite_with(vec![make(&fields)]));
+        }
+        refused_by_both(&suite_with(vec![make(&req)]));
+    }
     let full = accepted_by_both(&suite_with(vec![make(&props)]));
     assert_eq!(last_keyword(&full), keyword);
 
@@ -477,7 +501,7 @@ fn step_keyword_names_match_the_model() {
             if let Some(values) = body.get("enum") {
                 return json!({ *kw: values[0] });
             }
-            make_step(&schema, kw, &required(&body))
+            make_step(&schema, kw, &least_fields(&body))
         })
         .collect();
     let suite = accepted_by_both(&suite_with(steps));
@@ -806,10 +830,12 @@ fn the_steps_of_a_case_are_not_empty_in_either() {
 #[case::sign_without_alg(json!({ "sign": { "key": "k" } }), None)]
 #[case::change_pin(json!({ "restart": { "change_pin": ["a"] } }), Some("credentials"))]
 #[case::other_restart(json!({ "restart": { "wipe": ["a"], "repoint": { "hsm": "b" } } }), None)]
+#[case::kmip_query(json!({ "kmip_query": { "lacks": ["RNG Retrieve"] } }), Some("kmip"))]
+#[case::random_from(json!({ "random": { "bytes": 8, "from": "fallback" } }), None)]
 fn a_case_requires_what_the_readme_says(#[case] step: Value, #[case] needs: Option<&str>) {
     let suite = accepted_by_both(&suite_with(vec![step]));
-    // The prefix's create_key rsa2048 and sign_one_off ecdsa-p256.
-    let mut expected = set(["rsa2048", "ecdsa-p256"]);
+    // The prefix's create_key rsa2048, sign_one_off ecdsa-p256 and trace.
+    let mut expected = set(["rsa2048", "ecdsa-p256", "pkcs11-shim"]);
     expected.extend(needs.map(str::to_string));
     let got: BTreeSet<String> = suite.cases[0]
         .requires
@@ -1202,6 +1228,10 @@ fn thirteen_characters_is_the_longest_instance_name() {
 #[case::software(json!("software"))]
 #[case::softhsm_default_module(json!({ "softhsm": {} }))]
 #[case::softhsm_with_module(json!({ "softhsm": { "module": "/usr/lib/softhsm/libsofthsm2.so" } }))]
+#[case::softhsm_through_the_shim(json!({ "softhsm": { "shim": {} } }))]
+#[case::relay_through_the_shim(
+    json!({ "relay": { "shim": { "rules": [ { "function": "C_Sign", "action": "delay", "millis": 5 } ] } } })
+)]
 fn backend_providers_are_accepted_by_both(#[case] provider: Value) {
     let doc =
         json!({ "backend": "b", "about": "x", "provider": provider, "capabilities": ["rsa2048"] });
@@ -1231,4 +1261,147 @@ fn invalid_backends_are_refused_by_both(#[case] change: Value) {
         "schema accepts {doc}"
     );
     assert!(load_backend(&doc).is_err(), "loader accepts {doc}");
+}
+
+// --- the PKCS#11 shim, traces, KMIP Query, lacks ------------------------------------------
+
+#[test]
+fn pkcs11_function_names_are_the_shims() {
+    let schema = suite_schema();
+    assert_eq!(
+        strings(&def(&schema, "pkcs11Function")["enum"]),
+        set(p11shim::FUNCTIONS.iter().copied())
+    );
+}
+
+#[test]
+fn kmip_operation_names_are_the_signers() {
+    let schema = suite_schema();
+    let names = hsm_harness::suite::kmip_operation_names();
+    assert_eq!(
+        strings(&def(&schema, "kmipOperation")["enum"]),
+        set(names.iter().map(String::as_str))
+    );
+    assert!(names.iter().any(|n| n == "RNG Retrieve"));
+}
+
+#[test]
+fn both_schemas_describe_the_shim_alike() {
+    let (suite, backend) = (suite_schema(), backend_schema());
+    for name in ["shim", "shimRule", "pkcs11Function"] {
+        assert_eq!(def(&suite, name), def(&backend, name), "$defs/{name}");
+    }
+}
+
+/// A `shim:` block, at suite and at case level: both accept or both refuse. The
+/// shim's own checks (p11shim::config) run in the loader.
+#[rstest]
+#[case::nothing(json!({}), true)]
+#[case::the_example(json!({ "rules": [ { "function": "C_GenerateRandom", "action": "unsupported" } ] }), true)]
+#[case::every_action(json!({ "hide_mechanisms": ["CKM_ECDSA", "0x1041"], "rules": [
+    { "function": "C_Sign", "action": "return", "rv": "CKR_DEVICE_ERROR", "on_call": 2 },
+    { "function": "C_Sign", "action": "return", "rv": "0x30", "from_call": 5 },
+    { "function": "C_Login", "action": "delay", "millis": 10 },
+    { "function": "C_Logout", "action": "abort" }
+] }), true)]
+#[case::unknown_function(json!({ "rules": [ { "function": "C_Nope", "action": "abort" } ] }), false)]
+#[case::unknown_action(json!({ "rules": [ { "function": "C_Sign", "action": "explode" } ] }), false)]
+#[case::return_without_rv(json!({ "rules": [ { "function": "C_Sign", "action": "return" } ] }), false)]
+#[case::return_ok(json!({ "rules": [ { "function": "C_Sign", "action": "return", "rv": "CKR_OK" } ] }), false)]
+#[case::rv_on_unsupported(json!({ "rules": [ { "function": "C_Sign", "action": "unsupported", "rv": "CKR_DEVICE_ERROR" } ] }), false)]
+#[case::delay_without_millis(json!({ "rules": [ { "function": "C_Sign", "action": "delay" } ] }), false)]
+#[case::millis_on_abort(json!({ "rules": [ { "function": "C_Sign", "action": "abort", "millis": 1 } ] }), false)]
+#[case::on_and_from_call(json!({ "rules": [ { "function": "C_Sign", "action": "abort", "on_call": 1, "from_call": 2 } ] }), false)]
+#[case::call_zero(json!({ "rules": [ { "function": "C_Sign", "action": "abort", "on_call": 0 } ] }), false)]
+#[case::unknown_rule_field(json!({ "rules": [ { "function": "C_Sign", "action": "abort", "colour": "red" } ] }), false)]
+#[case::unknown_field(json!({ "module": "/x.so" }), false)]
+#[case::mechanism_not_a_name(json!({ "hide_mechanisms": ["ECDSA"] }), false)]
+fn shim_blocks_are_judged_alike(#[case] block: Value, #[case] ok: bool) {
+    for at_case in [false, true] {
+        let mut doc = minimal_suite();
+        if at_case {
+            doc["cases"][0]["shim"] = block.clone();
+        } else {
+            doc["shim"] = block.clone();
+        }
+        if ok {
+            let suite = accepted_by_both(&doc);
+            let case = &suite.cases[0];
+            assert!(case.shim.is_some());
+            assert!(case.requires.iter().any(|c| c.name() == "pkcs11-shim"));
+        } else {
+            refused_by_both(&doc);
+        }
+        let backend = json!({ "backend": "b", "about": "x", "provider": { "softhsm": { "shim": block } }, "capabilities": [] });
+        assert_eq!(
+            schema_errors(&backend_schema(), &backend).is_empty(),
+            ok,
+            "{backend}"
+        );
+        assert_eq!(load_backend(&backend).is_ok(), ok, "{backend}");
+    }
+}
+
+#[test]
+fn the_loader_knows_mechanism_names_the_schema_only_shapes() {
+    let mut doc = minimal_suite();
+    doc["shim"] = json!({ "hide_mechanisms": ["CKM_NO_SUCH_THING"] });
+    assert!(schema_errors(&suite_schema(), &doc).is_empty());
+    let e = load_suite(&doc).unwrap_err();
+    assert!(e.message.contains("CKM_NO_SUCH_THING"), "{e}");
+}
+
+#[test]
+fn a_case_with_only_trace_steps_runs_through_a_transparent_shim() {
+    let suite = accepted_by_both(&suite_with(vec![]));
+    let shim = suite.cases[0].shim.as_ref().expect("a shim");
+    assert!(shim.is_transparent());
+    let suite = accepted_by_both(&minimal_suite());
+    assert!(suite.cases[0].shim.is_none());
+}
+
+#[rstest]
+#[case::trace_of_nothing(json!({ "trace": {} }))]
+#[case::trace_since_only(json!({ "trace": { "since": "m0" } }))]
+#[case::trace_unknown_function(json!({ "trace": { "called": ["C_Nope"] } }))]
+#[case::trace_negative_count(json!({ "trace": { "count": { "C_Sign": -1 } } }))]
+#[case::trace_count_of_unknown(json!({ "trace": { "count": { "Sign": 1 } } }))]
+#[case::kmip_query_of_nothing(json!({ "kmip_query": {} }))]
+#[case::kmip_query_unknown_operation(json!({ "kmip_query": { "has": ["Teleport"] } }))]
+#[case::random_from_elsewhere(json!({ "random": { "bytes": 1, "from": "hsm" } }))]
+fn bad_trace_query_and_random_steps_are_refused_by_both(#[case] step: Value) {
+    refused_by_both(&suite_with(vec![step]));
+}
+
+#[rstest]
+#[case::since_an_unknown_mark(json!({ "trace": { "since": "nope", "called": ["C_Sign"] } }), "trace mark named 'nope'")]
+#[case::mark_bound_twice(json!({ "trace": { "mark": "m0" } }), "trace mark 'm0' is already bound")]
+#[case::called_and_not_called(
+    json!({ "trace": { "called": ["C_Sign"], "not_called": ["C_Sign"] } }),
+    "both called and not_called"
+)]
+#[case::has_and_lacks(json!({ "kmip_query": { "has": ["Sign"], "lacks": ["Sign"] } }), "both in has and in lacks")]
+fn only_the_loader_checks_marks_and_contradictions(#[case] step: Value, #[case] needle: &str) {
+    let doc = suite_with(vec![step]);
+    assert!(schema_errors(&suite_schema(), &doc).is_empty());
+    let e = load_suite(&doc).unwrap_err();
+    assert!(e.message.contains(needle), "{e}");
+}
+
+#[test]
+fn lacks_is_kept_and_may_not_contradict_requires() {
+    let mut doc = minimal_suite();
+    doc["lacks"] = json!(["random"]);
+    doc["cases"][0]["lacks"] = json!(["ed25519"]);
+    let suite = accepted_by_both(&doc);
+    let lacks: BTreeSet<String> = suite.cases[0]
+        .lacks
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    assert_eq!(lacks, set(["random", "ed25519"]));
+    doc["cases"][0]["requires"] = json!(["random"]);
+    assert!(schema_errors(&suite_schema(), &doc).is_empty());
+    let e = load_suite(&doc).unwrap_err();
+    assert!(e.message.contains("both requires and lacks"), "{e}");
 }
