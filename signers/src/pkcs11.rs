@@ -371,6 +371,10 @@ pub struct Pkcs11Signer {
     name: String,
     config: Pkcs11Config,
     conn: Mutex<Option<Connection>>,
+    /// The first fatal connect error (a wrong PIN, a module that does not load): every
+    /// later call answers it without touching the module, whoever calls (the router
+    /// latches it too, but `info` may be asked directly), so a wrong PIN is tried once.
+    fatal: Mutex<Option<SignerError>>,
 }
 
 impl fmt::Debug for Pkcs11Signer {
@@ -391,6 +395,7 @@ impl Pkcs11Signer {
             name: name.to_string(),
             config: config.clone(),
             conn: Mutex::new(None),
+            fatal: Mutex::new(None),
         }
     }
 
@@ -412,7 +417,21 @@ impl Pkcs11Signer {
         let mut guard = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         let conn = match guard.take() {
             Some(c) => c,
-            None => self.connect()?,
+            None => {
+                let mut fatal = self.fatal.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some(e) = &*fatal {
+                    return Err(e.clone());
+                }
+                match self.connect() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        if e.kind == ErrorKind::Unusable {
+                            *fatal = Some(e.clone());
+                        }
+                        return Err(e);
+                    }
+                }
+            }
         };
         let result = op(&conn);
         match result {
