@@ -191,6 +191,72 @@ fn a_module_that_aborts_is_an_error_with_the_trace_up_to_the_crash() {
     );
 }
 
+/// The acceptance line of the shim issue: a module that aborts inside C_Sign makes that
+/// cell an `<error>` with the signal; every other cell of the run is reported as it
+/// ran, and the JUnit file is complete (counts agree with the testcases).
+#[test]
+fn an_abort_inside_c_sign_is_one_error_and_every_other_cell_is_reported() {
+    let p = Project::new(
+        "  - name: before
+    steps:
+      - create_key: { alg: ecdsa-p256, as: k }
+      - sign: { key: k, as: sig }
+      - verify: { signature: sig }
+  - name: sign aborts
+    shim:
+      rules:
+        - { function: C_Sign, action: abort }
+    steps:
+      - create_key: { alg: ecdsa-p256, as: k }
+      - sign: { key: k }
+  - name: after
+    steps:
+      - random: { bytes: 8 }
+      - create_key: { alg: rsa2048, as: k }
+      - sign: { key: k, as: sig }
+      - verify: { signature: sig }
+",
+    );
+    p.backend(
+        "software",
+        "provider: software\ncapabilities: [rsa2048, ecdsa-p256, random]\n",
+    );
+    let (o, xml) = p.run();
+    assert_eq!(o.status.code(), Some(1), "{xml}");
+    let all = cells(&xml);
+    let verdicts: Vec<(String, String, String)> = all
+        .iter()
+        .map(|c| (c.backend.clone(), c.name.clone(), c.verdict.clone()))
+        .collect();
+    let expect = |backend: &str, name: &str, verdict: &str| {
+        assert!(
+            verdicts.contains(&(backend.into(), name.into(), verdict.into())),
+            "no {backend}/{name} {verdict} in {verdicts:?}"
+        );
+    };
+    expect("softhsm", "before", "passed");
+    expect("softhsm", "sign aborts", "error");
+    expect("softhsm", "after", "passed");
+    expect("software", "before", "passed");
+    expect("software", "after", "passed");
+    // The shim case needs pkcs11-shim, which the software backend lacks.
+    expect("software", "sign aborts", "skipped");
+    assert_eq!(all.len(), 6, "{verdicts:?}");
+    let crashed = all
+        .iter()
+        .find(|c| c.name == "sign aborts" && c.backend == "softhsm")
+        .unwrap();
+    assert!(crashed.message.contains("SIGABRT"), "{}", crashed.message);
+    assert!(crashed.out.contains("C_Sign#1"), "{}", crashed.out);
+
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let root = doc.root_element();
+    assert_eq!(root.attribute("tests"), Some("6"), "{xml}");
+    assert_eq!(root.attribute("errors"), Some("1"), "{xml}");
+    assert_eq!(root.attribute("skipped"), Some("1"), "{xml}");
+    assert_eq!(root.attribute("failures"), Some("0"), "{xml}");
+}
+
 #[test]
 fn a_transparent_shim_backend_passes_what_the_plain_backend_passes() {
     let p = Project::new(
