@@ -236,29 +236,27 @@ fn create_sign_verify_random_destroy_through_the_relay() {
     let pem = relay.path("key.pem");
     std::fs::write(&pem, &pem_out.stdout).unwrap();
     // Independent verification: OpenSSL, not the relay or our verifier.
-    let verify = Command::new("openssl")
-        .args(["dgst", "-sha256", "-verify"])
-        .arg(&pem)
-        .arg("-signature")
-        .arg(&sig)
-        .arg(&data)
-        .output()
-        .unwrap_or_else(|e| panic!("openssl: {e}: {INSTALL_HINT}"));
+    let openssl_verify = || {
+        Command::new("openssl")
+            .args(["dgst", "-sha256", "-verify"])
+            .arg(&pem)
+            .arg("-signature")
+            .arg(&sig)
+            .arg(&data)
+            .output()
+            .unwrap_or_else(|e| panic!("openssl: {e}: {INSTALL_HINT}"))
+    };
+    let verify = openssl_verify();
     assert!(
         verify.status.success(),
         "{}",
         describe("openssl dgst", &verify)
     );
     std::fs::write(&data, b"tampered").unwrap();
-    let tampered = Command::new("openssl")
-        .args(["dgst", "-sha256", "-verify"])
-        .arg(&pem)
-        .arg("-signature")
-        .arg(&sig)
-        .arg(&data)
-        .output()
-        .unwrap();
-    assert!(!tampered.status.success(), "openssl verified tampered data");
+    assert!(
+        !openssl_verify().status.success(),
+        "openssl verified tampered data"
+    );
 
     let random = relay.json(&["random", "--bytes", "32"]);
     assert_eq!(random["bytes"], 32, "{random}");
