@@ -507,6 +507,7 @@ impl Instances {
                 slot: SlotSelector::Label(t.label.clone()),
                 user_pin: Some(Secret::Env(t.pin_env.clone())),
                 login: true,
+                force: false,
             }),
             Instance::Relay { pki, server, .. } => {
                 let port = server.as_ref().map_or(0, |s| s.signer_port());

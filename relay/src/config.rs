@@ -28,7 +28,16 @@
 //! idle_timeout_secs = 300          # a connection with no request for this long is closed
 //! max_connections = 256
 //! pool_wait_secs = 10              # how long a request waits for a free session
+//!
+//! [testing]                        # for conformance tests of KMIP clients only
+//! withhold_operations = ["Revoke"] # left out of Query, answered Operation Not Supported
 //! ```
+//!
+//! `[testing] withhold_operations` makes the relay stand in for a server that lacks
+//! operations: each is left out of the Query answer and every request for it is
+//! answered Result Reason Operation Not Supported, without touching the token. Names
+//! are KMIP 1.2's (`Create Key Pair`, `Modify Attribute`, ...); a name the relay does
+//! not know is refused. The relay logs a warning at start when any is withheld.
 //!
 //! Refused, with the offending key or value named: unknown keys anywhere, a missing
 //! `listen` or `[pkcs11]`, only one of `cert`/`key`, `min_version`/`max_version` other than
@@ -277,6 +286,38 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub testing: Testing,
+}
+
+/// `[testing]`: switches for conformance tests of KMIP clients; never for production.
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Testing {
+    /// KMIP 1.2 operation names the relay pretends not to have.
+    #[serde(default)]
+    pub withhold_operations: Vec<String>,
+}
+
+impl Testing {
+    /// The withheld operations' codes; unknown names are refused.
+    pub fn withheld(&self) -> Result<Vec<u32>, String> {
+        self.withhold_operations
+            .iter()
+            .map(|n| {
+                crate::kmip::operation::from_name(n).ok_or_else(|| {
+                    let known: Vec<String> = crate::kmip::operation::KNOWN
+                        .into_iter()
+                        .map(crate::kmip::operation::name)
+                        .collect();
+                    format!(
+                        "[testing] withhold_operations: unknown operation {n:?} (known: {})",
+                        known.join(", ")
+                    )
+                })
+            })
+            .collect()
+    }
 }
 
 fn default_log_level() -> String {
@@ -346,6 +387,7 @@ impl Config {
         {
             return Err("[limits] timeouts and 'max_connections' must be above zero".into());
         }
+        self.testing.withheld()?;
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return Err(format!("'log_level' {:?} is not a level", self.log_level));
         }
@@ -386,6 +428,9 @@ user_pin = "1234"
     #[case::zero_timeout("[limits]\nread_timeout_secs = 0\n")]
     #[case::token_and_pin("[auth]\ncredentials = \"token\"\n")]
     #[case::bad_mode("[auth]\ncredentials = \"ldap\"\n")]
+    #[case::unknown_withheld("[testing]\nwithhold_operations = [\"Frobnicate\"]\n")]
+    #[case::lowercase_withheld("[testing]\nwithhold_operations = [\"revoke\"]\n")]
+    #[case::unknown_testing("[testing]\nchaos = true\n")]
     fn refuses(#[case] extra: &str) {
         let text = format!("{MINIMAL}{extra}");
         assert!(Config::parse(&text, Path::new("/")).is_err(), "{text}");
@@ -414,6 +459,23 @@ user_pin = "1234"
         let e = Secret::parse("env:KMIP_RELAY_SURELY_UNSET").unwrap();
         assert!(e.resolve().unwrap_err().contains("KMIP_RELAY_SURELY_UNSET"));
         assert!(!format!("{:?}", Secret::parse("5678").unwrap()).contains("5678"));
+    }
+
+    #[test]
+    fn withheld_operations_by_kmip_name() {
+        let c = Config::parse(MINIMAL, Path::new("/")).unwrap();
+        assert!(c.testing.withheld().unwrap().is_empty());
+        let text = format!(
+            "{MINIMAL}[testing]\nwithhold_operations = [\"Modify Attribute\", \"Revoke\"]\n"
+        );
+        let c = Config::parse(&text, Path::new("/")).unwrap();
+        assert_eq!(
+            c.testing.withheld().unwrap(),
+            vec![
+                crate::kmip::operation::MODIFY_ATTRIBUTE,
+                crate::kmip::operation::REVOKE
+            ]
+        );
     }
 
     #[test]

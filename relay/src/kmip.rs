@@ -90,6 +90,28 @@ pub mod operation {
     pub const SIGN: u32 = 0x21;
     pub const RNG_RETRIEVE: u32 = 0x25;
 
+    /// Every operation this relay knows by name (it runs all but Create).
+    pub const KNOWN: [u32; 13] = [
+        CREATE,
+        CREATE_KEY_PAIR,
+        LOCATE,
+        GET,
+        ADD_ATTRIBUTE,
+        MODIFY_ATTRIBUTE,
+        ACTIVATE,
+        REVOKE,
+        DESTROY,
+        QUERY,
+        DISCOVER_VERSIONS,
+        SIGN,
+        RNG_RETRIEVE,
+    ];
+
+    /// The operation named `name` as KMIP 1.2 spells it (`Modify Attribute`), if known.
+    pub fn from_name(name: &str) -> Option<u32> {
+        KNOWN.into_iter().find(|op| self::name(*op) == name)
+    }
+
     /// The operation's name, for logs and messages.
     pub fn name(op: u32) -> String {
         let known = match op {

@@ -56,10 +56,19 @@ pub fn run(config: Config) -> Result<(), String> {
         if token.has_rng { "yes" } else { "no" }
     );
     let (tls, fingerprint) = tls::server_config(&config.tls)?;
-    let dispatcher = Arc::new(operations::Dispatcher::new(
-        Arc::new(token),
-        config.limits.max_message_size,
-    ));
+    let withheld = config.testing.withheld()?;
+    if !withheld.is_empty() {
+        let names: Vec<String> = withheld.iter().map(|o| kmip::operation::name(*o)).collect();
+        tracing::warn!(
+            "[testing] withholding KMIP operations: {} (left out of Query, answered \
+             Operation Not Supported)",
+            names.join(", ")
+        );
+    }
+    let dispatcher = Arc::new(
+        operations::Dispatcher::new(Arc::new(token), config.limits.max_message_size)
+            .withholding(withheld),
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -50,6 +50,8 @@ pub const MAX_RANDOM: i32 = 4096;
 pub struct Dispatcher {
     token: Arc<Token>,
     max_message: usize,
+    /// Operations left out of Query and refused (`[testing] withhold_operations`).
+    withheld: Vec<u32>,
 }
 
 /// Name Value of a Name attribute value structure.
@@ -320,7 +322,18 @@ fn digest(hash: u32, data: &[u8]) -> Vec<u8> {
 
 impl Dispatcher {
     pub fn new(token: Arc<Token>, max_message: usize) -> Self {
-        Dispatcher { token, max_message }
+        Dispatcher {
+            token,
+            max_message,
+            withheld: Vec::new(),
+        }
+    }
+
+    /// Pretends not to have `ops`: they are left out of Query and answered Operation
+    /// Not Supported (for testing clients; see `[testing]` in the configuration).
+    pub fn withholding(mut self, ops: Vec<u32>) -> Self {
+        self.withheld = ops;
+        self
     }
 
     pub fn token(&self) -> &Token {
@@ -372,7 +385,9 @@ impl Dispatcher {
                     "protocol version {} is not supported: 1.0, 1.1 or 1.2 (use Discover Versions)",
                     h.version
                 )))
-            } else if item.operation == op::DISCOVER_VERSIONS {
+            } else if item.operation == op::DISCOVER_VERSIONS
+                && !self.withheld.contains(&op::DISCOVER_VERSIONS)
+            {
                 self.discover_versions(item.payload.as_ref())
             } else {
                 let auth = match &h.credential {
@@ -425,6 +440,12 @@ impl Dispatcher {
                 "Request Payload must be a structure",
             ));
         }
+        if self.withheld.contains(&item.operation) {
+            return Err(KmipError::unsupported(format!(
+                "{} is withheld by this relay ([testing] withhold_operations)",
+                kmip::operation::name(item.operation)
+            )));
+        }
         let out = match item.operation {
             op::QUERY => self.query(p),
             op::CREATE_KEY_PAIR => self.create_key_pair(p, placeholder),
@@ -474,6 +495,7 @@ impl Dispatcher {
         if t.has_rng {
             ops.push(op::RNG_RETRIEVE);
         }
+        ops.retain(|o| !self.withheld.contains(o));
         ops
     }
 

@@ -10,6 +10,9 @@
 //! lib_path = "/usr/lib/softhsm/libsofthsm2.so"
 //! slot = "My token 1"   # label; an integer (or "0x..." string) is a slot id
 //! user_pin = 5678       # literal, "env:NAME" or "file:PATH"
+//! login = true          # optional (default true)
+//! force = false         # optional: go on without C_DestroyObject, C_GetInfo or
+//!                       # C_GetSlotInfo (default false: such a module is unusable)
 //! ```
 //!
 //! Refused, each with the file, line and column: unknown keys (top level or per
@@ -119,6 +122,11 @@ pub struct Pkcs11Config {
     pub user_pin: Option<Secret>,
     /// Log in as user before use (default true). `false` for tokens that need no login.
     pub login: bool,
+    /// Go on with a module that lacks a required function the signer can do without
+    /// (default false), as `force` does for a KMIP server: C_GetInfo, C_GetSlotInfo
+    /// (details left out) and C_DestroyObject (then `destroy_key` is unsupported).
+    /// Logged as a warning. The functions every operation needs stay fatal.
+    pub force: bool,
 }
 
 /// How a PKCS#11 slot is chosen.
@@ -222,7 +230,9 @@ struct RawSetup {
 }
 
 const OPENSSL_KEYS: &[&str] = &["type", "name", "keys_dir"];
-const PKCS11_KEYS: &[&str] = &["type", "name", "lib_path", "slot", "user_pin", "login"];
+const PKCS11_KEYS: &[&str] = &[
+    "type", "name", "lib_path", "slot", "user_pin", "login", "force",
+];
 const KMIP_KEYS: &[&str] = &[
     "type",
     "name",
@@ -473,6 +483,7 @@ fn parse_signer(place: &Place, entry: &Spanned<Table>) -> Result<SignerConfig, C
             slot: fields.slot()?,
             user_pin: fields.opt_secret("user_pin")?,
             login: fields.opt_bool("login")?.unwrap_or(true),
+            force: fields.opt_bool("force")?.unwrap_or(false),
         }),
         _ => SignerKind::Kmip(kmip_config(&fields)?),
     };
@@ -662,6 +673,14 @@ user_pin = 5678
         assert_eq!(p.slot, SlotSelector::Label("My token 1".into()));
         assert_eq!(p.user_pin.as_ref().unwrap().resolve().unwrap(), "5678");
         assert!(p.login);
+        assert!(!p.force);
+        let forced = SignerSetup::parse(&format!("{SEED_SOFTHSM}force = true\n"), "c").unwrap();
+        let SignerKind::Pkcs11(p) = &forced.signers[0].kind else {
+            panic!("not PKCS#11")
+        };
+        assert!(p.force);
+        let e = SignerSetup::parse(&format!("{SEED_SOFTHSM}force = 1\n"), "c").unwrap_err();
+        assert!(e.message.contains("force must be true or false"), "{e}");
     }
 
     #[test]

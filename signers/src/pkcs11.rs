@@ -33,8 +33,23 @@
 //!   before the token sees it (SoftHSM answers CKR_GENERAL_ERROR for ECDSA with an RSA
 //!   key, which says nothing).
 //! - A key whose private half is not on the token: [`ErrorKind::NotFound`].
-//! - CKR_FUNCTION_NOT_SUPPORTED, CKR_RANDOM_NO_RNG, CKR_MECHANISM_INVALID and
-//!   CKR_CURVE_NOT_SUPPORTED: [`ErrorKind::Unsupported`].
+//! - A module without a function seed 001 requires ([`REQUIRED_FUNCTIONS`]; its
+//!   "C_DeleteObject" is C_DestroyObject): [`ErrorKind::Unusable`], the message naming
+//!   the function and saying it is required. Most are used while connecting (C_Initialize,
+//!   C_GetInfo, C_GetSlotList, C_GetSlotInfo, C_GetTokenInfo, C_OpenSession, C_Login) or
+//!   by the connect-time *probe*, which searches for, creates, reads and destroys one
+//!   session object (CKO_DATA, CKA_TOKEN false, labelled `hsm-harness-probe`): C_FindObjectsInit,
+//!   C_FindObjects, C_FindObjectsFinal (a search it did not end makes the next
+//!   C_FindObjectsInit answer CKR_OPERATION_ACTIVE), C_GetAttributeValue and
+//!   C_DestroyObject. C_SignInit and C_Sign are found missing when the router proves
+//!   the identity key, before the signer is bound. With `force = true` a module without
+//!   C_GetInfo or C_GetSlotInfo (details left out) or C_DestroyObject (`destroy_key`
+//!   is then [`ErrorKind::Unsupported`]) is used anyway, with a warning. A module
+//!   without C_CreateObject cannot be probed for C_DestroyObject: a warning, and
+//!   `destroy_key` finds out. C_Finalize is never called (modules stay loaded for the
+//!   life of the process, see above), so a module without it loses nothing.
+//! - CKR_FUNCTION_NOT_SUPPORTED from other functions, CKR_RANDOM_NO_RNG,
+//!   CKR_MECHANISM_INVALID and CKR_CURVE_NOT_SUPPORTED: [`ErrorKind::Unsupported`].
 //! - A lost session (CKR_SESSION_HANDLE_INVALID, CKR_SESSION_CLOSED,
 //!   CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT, CKR_USER_NOT_LOGGED_IN,
 //!   CKR_CRYPTOKI_NOT_INITIALIZED): [`ErrorKind::Unavailable`]; the connection is
@@ -107,6 +122,50 @@ fn function_name(f: Function) -> String {
     format!("C_{f:?}")
 }
 
+/// The PKCS#11 functions a module must have (seed 001's table; its "C_DeleteObject" is
+/// C_DestroyObject). C_Finalize is in the table but never called (see the module
+/// documentation).
+pub const REQUIRED_FUNCTIONS: [&str; 15] = [
+    "C_DestroyObject",
+    "C_Finalize",
+    "C_FindObjects",
+    "C_FindObjectsFinal",
+    "C_FindObjectsInit",
+    "C_GetAttributeValue",
+    "C_GetInfo",
+    "C_GetSlotInfo",
+    "C_GetSlotList",
+    "C_GetTokenInfo",
+    "C_Initialize",
+    "C_Login",
+    "C_OpenSession",
+    "C_Sign",
+    "C_SignInit",
+];
+
+/// The label of the connect-time probe's session object.
+const PROBE_LABEL: &str = "hsm-harness-probe";
+
+/// The function a required-function failure names: CKR_FUNCTION_NOT_SUPPORTED from
+/// one of [`REQUIRED_FUNCTIONS`].
+fn missing_required(e: &CkError) -> Option<String> {
+    match e {
+        CkError::Pkcs11(RvError::FunctionNotSupported, f) => {
+            let name = function_name(*f);
+            REQUIRED_FUNCTIONS.contains(&name.as_str()).then_some(name)
+        }
+        _ => None,
+    }
+}
+
+/// What to say about a module that lacks a required function.
+fn required_text(function: &str) -> String {
+    format!(
+        "the module does not support {function}, which the PKCS#11 signer requires \
+         (seed 001's list of required PKCS#11 functions)"
+    )
+}
+
 /// `CKR_PIN_INCORRECT`, from cryptoki's `RvError::PinIncorrect`.
 fn rv_name(rv: RvError) -> String {
     match rv {
@@ -126,10 +185,17 @@ fn rv_name(rv: RvError) -> String {
     }
 }
 
-/// "C_Sign answered CKR_GENERAL_ERROR", or cryptoki's own words for other errors.
+/// "C_Sign answered CKR_GENERAL_ERROR", or cryptoki's own words for other errors; a
+/// required function the module lacks is said to be required.
 fn describe(e: &CkError) -> String {
     match e {
-        CkError::Pkcs11(rv, f) => format!("{} answered {}", function_name(*f), rv_name(*rv)),
+        CkError::Pkcs11(rv, f) => {
+            let mut text = format!("{} answered {}", function_name(*f), rv_name(*rv));
+            if let Some(function) = missing_required(e) {
+                text = format!("{text}: {}", required_text(&function));
+            }
+            text
+        }
         other => other.to_string(),
     }
 }
@@ -184,6 +250,9 @@ fn classify(signer: &str, what: &str, e: &CkError) -> OpError {
             lost: true,
         };
     }
+    if missing_required(e).is_some() {
+        return SignerError::unusable(text).into();
+    }
     let kind = match rv {
         RvError::FunctionNotSupported
         | RvError::RandomNoRng
@@ -201,6 +270,8 @@ struct Connection {
     slot: Slot,
     token_label: String,
     session: Session,
+    /// The module lacks C_DestroyObject and `force` is on: keys cannot be destroyed.
+    no_destroy: bool,
 }
 
 /// The key-generation and signing mechanisms an algorithm needs.
@@ -447,11 +518,45 @@ impl Pkcs11Signer {
         }
     }
 
-    /// Loads the module, finds the slot, opens a R/W session and logs in.
+    /// A connect-time failure: fatal when the module lacks a required function (it will
+    /// not grow one on a retry), else transient.
+    fn connect_error(&self, what: &str, e: &CkError) -> SignerError {
+        if missing_required(e).is_some() {
+            self.unusable(format!("{what}: {}", describe(e)))
+        } else {
+            self.unavailable(format!("{what}: {}", describe(e)))
+        }
+    }
+
+    /// A required function the signer can do without: `Ok` with a warning under
+    /// `force`, else the connect error.
+    fn forced(&self, what: &str, e: &CkError) -> Result<(), SignerError> {
+        if missing_required(e).is_some() && self.config.force {
+            tracing::warn!(
+                signer = %self.name,
+                "{what}: {}; going on because force = true",
+                describe(e)
+            );
+            return Ok(());
+        }
+        Err(self.connect_error(what, e))
+    }
+
+    /// Loads the module, finds the slot, opens a R/W session, logs in and probes the
+    /// object functions (see the module documentation).
     fn connect(&self) -> Result<Connection, SignerError> {
         let path = &self.config.lib_path;
         // A module that does not load will not load on a retry either.
         let module = module(path).map_err(|e| self.unusable(e))?;
+        match module.get_library_info() {
+            Ok(info) => tracing::debug!(
+                signer = %self.name,
+                library = %info.library_description(),
+                version = %info.library_version(),
+                "module information (C_GetInfo)"
+            ),
+            Err(e) => self.forced("reading the library information", &e)?,
+        }
         let slots = match module.get_slots_with_token() {
             // Someone finalised the module behind our back: initialise again, once.
             Err(CkError::Pkcs11(RvError::CryptokiNotInitialized, _)) => {
@@ -460,26 +565,105 @@ impl Pkcs11Signer {
             }
             other => other,
         }
-        .map_err(|e| self.unavailable(format!("listing slots: {}", describe(&e))))?;
+        .map_err(|e| self.connect_error("listing slots", &e))?;
 
         let (slot, token) = self.find_slot(&module, &slots)?;
+        match module.get_slot_info(slot) {
+            Ok(info) => tracing::debug!(
+                signer = %self.name,
+                slot = %slot,
+                description = %info.slot_description(),
+                "slot information (C_GetSlotInfo)"
+            ),
+            Err(e) => self.forced(&format!("reading the information of slot {slot}"), &e)?,
+        }
         let session = module.open_rw_session(slot).map_err(|e| {
-            self.unavailable(format!(
-                "opening a session on token '{}': {}",
-                token.label(),
-                describe(&e)
-            ))
+            self.connect_error(
+                &format!("opening a session on token '{}'", token.label()),
+                &e,
+            )
         })?;
         if self.config.login {
             self.login(&session, &token)?;
         }
+        let no_destroy = !self.probe(&session)?;
         tracing::debug!(signer = %self.name, slot = %slot, token = token.label(), "connected");
         Ok(Connection {
             module,
             slot,
             token_label: token.label().to_string(),
             session,
+            no_destroy,
         })
+    }
+
+    /// The connect-time probe: finds, creates, reads, finds again and destroys one
+    /// session object, so that a module without C_FindObjects*, C_GetAttributeValue or
+    /// C_DestroyObject is found out before the signer is used. `Ok(false)`: the module
+    /// has no C_DestroyObject and `force` is on.
+    fn probe(&self, session: &Session) -> Result<bool, SignerError> {
+        let what = "probing the object functions with a session object";
+        let search = [
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Label(PROBE_LABEL.as_bytes().to_vec()),
+        ];
+        // A search the module did not end (C_FindObjectsFinal missing) shows in the
+        // next C_FindObjectsInit.
+        let find = |session: &Session| match session.find_objects(&search) {
+            Err(CkError::Pkcs11(RvError::OperationActive, Function::FindObjectsInit)) => Err(self
+                .unusable(format!(
+                    "{what}: C_FindObjectsInit answered CKR_OPERATION_ACTIVE after a \
+                     search: the search was not ended, C_FindObjectsFinal failed; {}",
+                    required_text("C_FindObjectsFinal")
+                ))),
+            Err(e) => Err(self.connect_error(what, &e)),
+            Ok(found) => Ok(found),
+        };
+        find(session)?;
+        let template = [
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(false),
+            Attribute::Private(false),
+            Attribute::Label(PROBE_LABEL.as_bytes().to_vec()),
+        ];
+        let object = match session.create_object(&template) {
+            Ok(h) => h,
+            Err(e) => {
+                find(session)?;
+                tracing::warn!(
+                    signer = %self.name,
+                    "{what}: {}; C_DestroyObject is not probed (destroying a key will \
+                     find out)",
+                    describe(&e)
+                );
+                return Ok(true);
+            }
+        };
+        let read = session.get_attributes(object, &[AttributeType::Label]);
+        let found = find(session);
+        let destroyed = session.destroy_object(object);
+        read.map_err(|e| self.connect_error(what, &e))?;
+        if !found?.contains(&object) {
+            tracing::warn!(signer = %self.name, "{what}: the search did not find the new object");
+        }
+        match destroyed {
+            Ok(()) => {
+                tracing::debug!(
+                    signer = %self.name,
+                    "probe: C_FindObjects*, C_CreateObject, C_GetAttributeValue and \
+                     C_DestroyObject work"
+                );
+                Ok(true)
+            }
+            Err(e) if missing_required(&e).is_some() => {
+                self.forced(what, &e)?;
+                Ok(false)
+            }
+            Err(e) => {
+                tracing::warn!(signer = %self.name, "{what}: {}", describe(&e));
+                Ok(true)
+            }
+        }
     }
 
     fn find_slot(
@@ -500,6 +684,9 @@ impl Pkcs11Signer {
                         return Ok((slot, info));
                     }
                     seen.push(format!("'{}' (slot {:#x})", info.label(), slot.id()));
+                }
+                Err(e) if missing_required(&e).is_some() => {
+                    return Err(self.connect_error("reading the token information", &e));
                 }
                 Err(e) => {
                     seen.push(format!("slot {:#x}: {}", slot.id(), describe(&e)));
@@ -555,9 +742,7 @@ impl Pkcs11Signer {
             Err(CkError::Pkcs11(RvError::UserPinNotInitialized, _)) => Err(self.unavailable(
                 format!("token '{label}' has no user PIN set (CKR_USER_PIN_NOT_INITIALIZED)"),
             )),
-            Err(e) => {
-                Err(self.unavailable(format!("logging in to token '{label}': {}", describe(&e))))
-            }
+            Err(e) => Err(self.connect_error(&format!("logging in to token '{label}'"), &e)),
         }
     }
 
@@ -779,20 +964,28 @@ impl Signer for Pkcs11Signer {
     /// Library (C_GetInfo), slot and token facts; connects if needed.
     fn info(&self) -> Result<SignerInfo, SignerError> {
         self.with_conn(|c| {
-            let lib = c
-                .module
-                .get_library_info()
-                .ck(&self.name, "reading the library information")?;
+            let lib = match c.module.get_library_info() {
+                // Only with force: without, the connect refused the module.
+                Err(e) if missing_required(&e).is_some() && self.config.force => None,
+                other => Some(other.ck(&self.name, "reading the library information")?),
+            };
             let token = c
                 .module
                 .get_token_info(c.slot)
                 .ck(&self.name, "reading the token information")?;
-            let details = vec![
-                ("lib_path", self.config.lib_path.display().to_string()),
-                ("library", lib.library_description().to_string()),
-                ("library_version", lib.library_version().to_string()),
-                ("library_manufacturer", lib.manufacturer_id().to_string()),
-                ("cryptoki_version", lib.cryptoki_version().to_string()),
+            let mut details = vec![("lib_path", self.config.lib_path.display().to_string())];
+            if let Some(lib) = lib {
+                details.extend([
+                    ("library", lib.library_description().to_string()),
+                    ("library_version", lib.library_version().to_string()),
+                    ("library_manufacturer", lib.manufacturer_id().to_string()),
+                    ("cryptoki_version", lib.cryptoki_version().to_string()),
+                ]);
+            }
+            if c.no_destroy {
+                details.push(("missing_functions_forced", "C_DestroyObject".to_string()));
+            }
+            details.extend([
                 ("slot", format!("{:#x}", c.slot.id())),
                 ("token_label", c.token_label.clone()),
                 ("token_manufacturer", token.manufacturer_id().to_string()),
@@ -800,7 +993,7 @@ impl Signer for Pkcs11Signer {
                 ("token_serial", token.serial_number().to_string()),
                 ("firmware_version", token.firmware_version().to_string()),
                 ("hardware_version", token.hardware_version().to_string()),
-            ];
+            ]);
             Ok(SignerInfo {
                 name: self.name.clone(),
                 signer_type: "PKCS#11".into(),
@@ -935,9 +1128,19 @@ impl Signer for Pkcs11Signer {
         })
     }
 
-    /// Destroys every private and public key object with the key's CKA_ID.
+    /// Destroys every private and public key object with the key's CKA_ID. Unsupported
+    /// when the module has no C_DestroyObject (only with `force`).
     fn destroy_key(&self, key: &KeyIdentifier) -> Result<(), SignerError> {
         self.with_conn(|c| {
+            if c.no_destroy {
+                return Err(SignerError::unsupported(format!(
+                    "signer '{}': cannot destroy key {key}: the module does not support \
+                     C_DestroyObject (found at connect; the signer goes on without it \
+                     because force = true)",
+                    self.name
+                ))
+                .into());
+            }
             let mut objects = self.find(&c.session, ObjectClass::PRIVATE_KEY, key)?;
             objects.extend(self.find(&c.session, ObjectClass::PUBLIC_KEY, key)?);
             if objects.is_empty() {
@@ -1038,6 +1241,39 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_required_function_is_unusable_and_named() {
+        for f in [Function::Login, Function::SignInit, Function::DestroyObject] {
+            let c = classify(
+                "s",
+                "doing",
+                &CkError::Pkcs11(RvError::FunctionNotSupported, f),
+            );
+            assert_eq!(c.error.kind, ErrorKind::Unusable, "{}", c.error);
+            let name = function_name(f);
+            assert!(
+                c.error.message.contains(&format!(
+                    "does not support {name}, which the PKCS#11 signer requires"
+                )),
+                "{}",
+                c.error
+            );
+        }
+        // Not in seed 001's table: the operation is unsupported, the signer is fine.
+        for f in [Function::GenerateRandom, Function::GetMechanismList] {
+            let c = classify(
+                "s",
+                "doing",
+                &CkError::Pkcs11(RvError::FunctionNotSupported, f),
+            );
+            assert_eq!(c.error.kind, ErrorKind::Unsupported, "{}", c.error);
+            assert!(!c.error.message.contains("requires"), "{}", c.error);
+        }
+        for name in REQUIRED_FUNCTIONS {
+            assert!(name.starts_with("C_"));
+        }
+    }
+
+    #[test]
     fn bit_lengths() {
         assert_eq!(bit_len(&[]), 0);
         assert_eq!(bit_len(&[0, 0]), 0);
@@ -1055,6 +1291,7 @@ mod tests {
             slot: SlotSelector::Label("x".into()),
             user_pin: Some(Secret::Literal("123456".into())),
             login: true,
+            force: false,
         };
         let signer = Pkcs11Signer::new("missing", &config);
         assert_eq!(signer.name(), "missing");

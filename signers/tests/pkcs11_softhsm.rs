@@ -144,6 +144,7 @@ fn config(slot: SlotSelector, pin: Secret) -> Pkcs11Config {
         slot,
         user_pin: Some(pin),
         login: true,
+        force: false,
     }
 }
 
