@@ -28,7 +28,7 @@ use crate::backend::{pykmip_server, random_hex, relay_binary, softhsm_module, Ba
 use crate::pki::{self, Pki, ServerFlaw};
 use crate::proxy::{Fault, Proxy, Stats};
 use crate::shim::{self, ShimSpec};
-use crate::suite::{CaChoice, InstanceSpec, KmipOptions, ServerCert, TlsVersion};
+use crate::suite::{CaChoice, InstanceSpec, KmipOptions, Pkcs11Options, ServerCert, TlsVersion};
 
 /// A SoftHSMv2 token made for an instance.
 struct Token {
@@ -434,6 +434,12 @@ impl Instances {
         } else {
             String::new()
         };
+        let testing = if spec.withhold.is_empty() {
+            String::new()
+        } else {
+            let names: Vec<String> = spec.withhold.iter().map(|o| format!("{o:?}")).collect();
+            format!("\n[testing]\nwithhold_operations = [{}]\n", names.join(", "))
+        };
         let bin = relay_binary().map_err(|e| anyhow!(e))?;
         let module = self.signer_module().ok_or_else(|| anyhow!("no module"))?;
         let ready = dir.join("relay.ready");
@@ -444,7 +450,7 @@ impl Instances {
             format!(
                 "listen = \"127.0.0.1:{port}\"\nready_file = \"{}\"\nlog_level = \"warn\"\n\n\
                  [tls]\ncert = \"{}\"\nkey = \"{}\"\nmin_version = \"{}\"\nmax_version = \"{}\"\n{}\n\
-                 [pkcs11]\nlib_path = \"{}\"\nslot = \"{}\"\nuser_pin = \"env:{}\"\n",
+                 [pkcs11]\nlib_path = \"{}\"\nslot = \"{}\"\nuser_pin = \"env:{}\"\n{}",
                 ready.display(),
                 pki.server_cert.display(),
                 pki.server_key.display(),
@@ -453,7 +459,8 @@ impl Instances {
                 client_ca,
                 module.display(),
                 token.label,
-                token.pin_env
+                token.pin_env,
+                testing
             ),
         )
         .with_context(|| format!("writing {}", config.display()))?;
@@ -492,6 +499,7 @@ impl Instances {
         &mut self,
         name: &str,
         options: Option<&KmipOptions>,
+        pkcs11: Option<&Pkcs11Options>,
     ) -> anyhow::Result<SignerKind> {
         let module = self.signer_module();
         let other_ca = match options.map(|o| o.server_ca) {
@@ -507,7 +515,7 @@ impl Instances {
                 slot: SlotSelector::Label(t.label.clone()),
                 user_pin: Some(Secret::Env(t.pin_env.clone())),
                 login: true,
-                force: false,
+                force: pkcs11.and_then(|o| o.force).unwrap_or(false),
             }),
             Instance::Relay { pki, server, .. } => {
                 let port = server.as_ref().map_or(0, |s| s.signer_port());
@@ -640,7 +648,7 @@ impl Instances {
         }
         self.ensure(name)?;
         let p11 = self.module.as_ref().map(|_| self.p11()).transpose()?;
-        let kind = self.signer_kind(name, None)?;
+        let kind = self.signer_kind(name, None, None)?;
         match &self.made[name] {
             Instance::Software { keys_dir } => software_inventory(keys_dir),
             Instance::Token(t) | Instance::Relay { token: t, .. } => {
@@ -798,6 +806,9 @@ fn wait_until(
 /// `dir`, TLS 1.2 with an ECDHE-ECDSA-GCM suite rustls speaks.
 /// Starts PyKMIP on `port` (0: a free one).
 fn start_pykmip(dir: &Path, pki: &Pki, spec: &InstanceSpec, port: u16) -> anyhow::Result<Server> {
+    if !spec.withhold.is_empty() {
+        bail!("PyKMIP cannot withhold operations (the relay can: capability kmip-withhold)");
+    }
     let bin = pykmip_server().map_err(|e| anyhow!(e))?;
     if let Some(v) = spec.tls.as_ref().and_then(|t| t.versions.as_ref()) {
         if v.contains(&TlsVersion::Tls13) {

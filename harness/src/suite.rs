@@ -75,6 +75,21 @@ pub struct SignerSpec {
     /// KMIP signer settings that differ from the backend's (KMIP backends only).
     #[serde(default)]
     pub kmip: Option<KmipOptions>,
+    /// PKCS#11 signer settings that differ from the backend's (backends reached through
+    /// the PKCS#11 signer only).
+    #[serde(default)]
+    pub pkcs11: Option<Pkcs11Options>,
+}
+
+/// How a case configures a PKCS#11 signer. A case with these requires the `pkcs11`
+/// capability.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11Options {
+    /// `force`: go on with a module that lacks C_DestroyObject, C_GetInfo or
+    /// C_GetSlotInfo (default false).
+    #[serde(default)]
+    pub force: Option<bool>,
 }
 
 /// How a case configures a KMIP signer, where it departs from what the backend's
@@ -126,6 +141,10 @@ pub struct InstanceSpec {
     /// through, counting); `traffic` steps check what went through.
     #[serde(default)]
     pub proxy: Option<crate::proxy::Fault>,
+    /// KMIP operations (KMIP 1.2 names) the server pretends not to have: left out of
+    /// Query and answered Operation Not Supported. Requires `kmip-withhold` (the relay).
+    #[serde(default)]
+    pub withhold: Vec<String>,
 }
 
 /// The TLS setup of an instance's server.
@@ -194,6 +213,7 @@ impl SignersSpec {
                 on: Some("a".into()),
                 software: false,
                 kmip: None,
+                pkcs11: None,
             }],
         }
     }
@@ -318,6 +338,13 @@ pub enum Capability {
     /// case's `shim:` settings and `trace` steps need it).
     #[serde(rename = "pkcs11-shim")]
     Pkcs11Shim,
+    /// Reached through the PKCS#11 signer (a case's `pkcs11:` signer options need it).
+    #[serde(rename = "pkcs11")]
+    Pkcs11,
+    /// The KMIP server can be told to withhold operations (`instances: { a: { withhold:
+    /// [...] } }`): the relay.
+    #[serde(rename = "kmip-withhold")]
+    KmipWithhold,
 }
 
 impl Capability {
@@ -346,6 +373,8 @@ impl Capability {
             Capability::Kmip => "kmip",
             Capability::Tls13 => "tls13",
             Capability::Pkcs11Shim => "pkcs11-shim",
+            Capability::Pkcs11 => "pkcs11",
+            Capability::KmipWithhold => "kmip-withhold",
         }
     }
 }
@@ -828,8 +857,19 @@ impl Suite {
                 .map(|s| s.value.clone());
             let instances_spec = case.instances.as_ref().or(raw.instances.as_ref());
             if let Some(spec) = instances_spec {
-                for name in spec.value.keys() {
+                let operations = kmip_operation_names();
+                for (name, instance) in &spec.value {
                     check_instance(name).map_err(|m| SuiteError::at(path, &spec.referenced, m))?;
+                    if let Some(op) = instance.withhold.iter().find(|o| !operations.contains(o)) {
+                        return Err(SuiteError::at(
+                            path,
+                            &spec.referenced,
+                            format!(
+                                "instance '{name}' withholds unknown KMIP operation '{op}' \
+                                 (KMIP 1.2 names, e.g. Modify Attribute)"
+                            ),
+                        ));
+                    }
                 }
             }
             let instances = instances_spec.map(|s| s.value.clone()).unwrap_or_default();
@@ -862,6 +902,16 @@ impl Suite {
             if shim.is_some() {
                 need(Capability::Pkcs11Shim);
             }
+            if instances.values().any(|i| !i.withhold.is_empty()) {
+                need(Capability::KmipWithhold);
+            }
+            if signers
+                .iter()
+                .flat_map(|s| &s.signers)
+                .any(|s| s.pkcs11.is_some())
+            {
+                need(Capability::Pkcs11);
+            }
             for step in &case.steps {
                 match &step.value {
                     // A step expected to fail does not need the algorithm.
@@ -882,6 +932,9 @@ impl Suite {
                         need(Capability::Kmip)
                     }
                     Step::KmipQuery(_) => need(Capability::Kmip),
+                    Step::Restart(r) if r.signers.iter().flatten().any(|s| s.pkcs11.is_some()) => {
+                        need(Capability::Pkcs11)
+                    }
                     _ => {}
                 }
             }
