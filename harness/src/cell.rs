@@ -236,9 +236,10 @@ impl Cell {
         let mut signers = Vec::new();
         for s in &self.spec.signers {
             let kind = match &s.on {
-                Some(instance) => self
-                    .instances
-                    .signer_kind(instance, s.kmip.as_ref(), s.pkcs11.as_ref())?,
+                Some(instance) => {
+                    self.instances
+                        .signer_kind(instance, s.kmip.as_ref(), s.pkcs11.as_ref())?
+                }
                 None => SignerKind::OpenSsl(OpenSslConfig::default()),
             };
             signers.push(SignerConfig {

@@ -438,7 +438,10 @@ impl Instances {
             String::new()
         } else {
             let names: Vec<String> = spec.withhold.iter().map(|o| format!("{o:?}")).collect();
-            format!("\n[testing]\nwithhold_operations = [{}]\n", names.join(", "))
+            format!(
+                "\n[testing]\nwithhold_operations = [{}]\n",
+                names.join(", ")
+            )
         };
         let bin = relay_binary().map_err(|e| anyhow!(e))?;
         let module = self.signer_module().ok_or_else(|| anyhow!("no module"))?;
