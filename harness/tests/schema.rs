@@ -1405,3 +1405,57 @@ fn lacks_is_kept_and_may_not_contradict_requires() {
     let e = load_suite(&doc).unwrap_err();
     assert!(e.message.contains("both requires and lacks"), "{e}");
 }
+
+// --- pkcs11: signer options and withheld KMIP operations ---------------------------------
+
+fn requires_of(suite: &hsm_harness::suite::Suite) -> BTreeSet<String> {
+    suite.cases[0]
+        .requires
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect()
+}
+
+#[test]
+fn pkcs11_signer_options_are_the_same_in_schema_and_loader_and_require_pkcs11() {
+    let mut doc = minimal_suite();
+    doc["signers"] =
+        json!({ "signers": [ { "name": "hsm", "on": "a", "pkcs11": { "force": true } } ] });
+    let suite = accepted_by_both(&doc);
+    assert!(requires_of(&suite).contains("pkcs11"));
+    assert!(!requires_of(&suite).contains("kmip"));
+    doc["signers"]["signers"][0]["pkcs11"] = json!({ "force": true, "pin": "1" });
+    refused_by_both(&doc);
+    doc["signers"]["signers"][0]["pkcs11"] = json!({ "force": 3 });
+    refused_by_both(&doc);
+    // In a restart's new list too.
+    let mut doc = minimal_suite();
+    doc["cases"][0]["steps"] = json!([
+        { "restart": { "signers": [ { "name": "hsm", "on": "a", "pkcs11": { "force": false } } ] } }
+    ]);
+    assert!(requires_of(&accepted_by_both(&doc)).contains("pkcs11"));
+}
+
+#[test]
+fn withheld_operations_are_kmip_names_in_schema_and_loader_and_require_kmip_withhold() {
+    let mut doc = minimal_suite();
+    doc["instances"] = json!({ "a": { "withhold": ["Modify Attribute", "Revoke"] } });
+    let suite = accepted_by_both(&doc);
+    let requires = requires_of(&suite);
+    assert!(
+        requires.contains("kmip-withhold") && requires.contains("kmip"),
+        "{requires:?}"
+    );
+    assert_eq!(
+        suite.cases[0].instances["a"].withhold,
+        ["Modify Attribute", "Revoke"]
+    );
+    doc["instances"] = json!({ "a": { "withhold": ["Teleport"] } });
+    let e = refused_by_both(&doc);
+    assert!(
+        e.message.contains("unknown KMIP operation 'Teleport'"),
+        "{e}"
+    );
+    doc["instances"] = json!({ "a": { "withhold": ["revoke"] } });
+    refused_by_both(&doc);
+}
