@@ -126,6 +126,7 @@ fn run(case: &Case, backend: &Backend, workdir: &Path) -> CellReport {
         .unwrap_or_else(|| SignersSpec::single(&backend.name));
     let mut cell = Cell {
         instances,
+        backend_shim: backend.shim().cloned(),
         spec,
         state: workdir.join("state"),
         router: None,
@@ -224,6 +225,8 @@ fn harness(e: anyhow::Error) -> StepError {
 /// Where a configured signer of the cell runs.
 struct Cell {
     instances: Instances,
+    /// The backend's own shim settings, which come before a case's or a restart's.
+    backend_shim: Option<crate::shim::ShimSpec>,
     spec: SignersSpec,
     state: PathBuf,
     router: Option<Router>,
@@ -289,6 +292,13 @@ impl Cell {
     fn restart(&mut self, r: &Restart) -> Result<(), StepError> {
         // The old router goes first: it closes its sessions and the key map.
         self.router = None;
+        if let Some(new) = &r.shim {
+            let spec = match &self.backend_shim {
+                Some(b) => b.merged(new),
+                None => new.clone(),
+            };
+            self.instances.update_shim(&spec).map_err(harness)?;
+        }
         if let Some(list) = &r.signers {
             self.spec.signers = list.clone();
             self.spec.default_signer = None;

@@ -195,6 +195,33 @@ impl Instances {
         Ok(())
     }
 
+    /// Replaces the running shim's settings (rules, hidden mechanisms): the file is
+    /// written anew (atomically), and the shim reads it on its next call, in this
+    /// process or the relay's.
+    pub fn update_shim(&mut self, spec: &ShimSpec) -> anyhow::Result<()> {
+        if self.shim.is_none() {
+            bail!("this cell's signers do not run through the PKCS#11 shim");
+        }
+        let module = self
+            .module
+            .clone()
+            .ok_or_else(|| anyhow!("no PKCS#11 module"))?;
+        let dir = self.workdir.join("shim");
+        let config = dir.join("p11shim.toml");
+        let trace = self.workdir.join(shim::TRACE_FILE);
+        let tmp = dir.join("p11shim.toml.tmp");
+        std::fs::write(&tmp, spec.config(&module, Some(&trace)).to_toml())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &config)
+            .with_context(|| format!("replacing {}", config.display()))?;
+        log_line(format!(
+            "  PKCS#11 shim settings now: hidden mechanisms [{}]; rules: {}",
+            spec.hide_mechanisms.join(", "),
+            spec.rules.len()
+        ));
+        Ok(())
+    }
+
     /// The shim's trace of this cell, when the signers run through the shim.
     pub fn trace_path(&self) -> Option<PathBuf> {
         self.shim

@@ -566,6 +566,10 @@ pub struct Restart {
     /// Backend instances whose user PIN is changed (the configuration follows).
     #[serde(default)]
     pub change_pin: Vec<String>,
+    /// New PKCS#11 shim settings, replacing the case's from now on (the backend's
+    /// still come first); the running shim reads them on its next call.
+    #[serde(default)]
+    pub shim: Option<ShimSpec>,
 }
 
 /// An inventory check of one backend instance (`of: a`) or of the OpenSSL signer's
@@ -843,7 +847,23 @@ impl Suite {
                     .check()
                     .map_err(|m| SuiteError::at(path, &shim.referenced, format!("shim: {m}")))?;
             }
-            let traces = case.steps.iter().any(|s| matches!(s.value, Step::Trace(_)));
+            for step in &case.steps {
+                if let Step::Restart(Restart {
+                    shim: Some(spec), ..
+                }) = &step.value
+                {
+                    spec.check().map_err(|m| {
+                        SuiteError::at(path, &step.referenced, format!("restart: shim: {m}"))
+                    })?;
+                }
+            }
+            // A trace, or shim settings changed by a restart, need the shim from the start.
+            let traces = case.steps.iter().any(|s| {
+                matches!(
+                    s.value,
+                    Step::Trace(_) | Step::Restart(Restart { shim: Some(_), .. })
+                )
+            });
             let shim = case
                 .shim
                 .as_ref()

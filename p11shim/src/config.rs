@@ -1,5 +1,6 @@
-//! The shim's configuration: a TOML file named by [`CONFIG_VAR`], read once per
-//! process, when the shim's `C_GetFunctionList` is first called.
+//! The shim's configuration: a TOML file named by [`CONFIG_VAR`], read when the shim's
+//! `C_GetFunctionList` is first called, and again whenever the file changes (rules and
+//! hidden mechanisms only; see `Shim::refresh`).
 //!
 //! [`Config`] is the file as written (names are strings, so that the harness can write
 //! one with serde); [`Plan`] is the same, checked, with names resolved to numbers.

@@ -21,11 +21,11 @@ mod trace;
 
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::ptr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use cryptoki_sys::{
     CKR_ARGUMENTS_BAD, CKR_BUFFER_TOO_SMALL, CKR_FUNCTION_NOT_SUPPORTED, CKR_GENERAL_ERROR,
@@ -47,10 +47,65 @@ struct Shim {
     real: CK_FUNCTION_LIST,
     /// The list handed out by the shim's C_GetFunctionList.
     list: CK_FUNCTION_LIST,
-    plan: Plan,
+    /// The rules in force; replaced when the configuration file changes.
+    plan: RwLock<Arc<Plan>>,
     /// Calls so far, by index in [`FUNCTIONS`].
     calls: Vec<AtomicU64>,
+    /// `calls` when the rules in force were read: rules count calls from there.
+    base: Vec<AtomicU64>,
     trace: Option<Trace>,
+    /// The configuration file, and what was last read from it (its stamp and text).
+    config: PathBuf,
+    seen: Mutex<(Option<(SystemTime, u64)>, String)>,
+}
+
+impl Shim {
+    fn plan(&self) -> Arc<Plan> {
+        self.plan
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the configuration again when the file changed, so that a test can change
+    /// the injected faults of a running process. Only the rules and hidden mechanisms
+    /// change; a new `module` or `trace` is refused (the old rules stay, the reason goes
+    /// to stderr), as is a file that does not parse. Rules count calls from the reload.
+    fn refresh(&self) {
+        let Ok(meta) = std::fs::metadata(&self.config) else {
+            return;
+        };
+        let stamp = meta.modified().ok().map(|m| (m, meta.len()));
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.0 == stamp {
+            return;
+        }
+        seen.0 = stamp;
+        let Ok(text) = std::fs::read_to_string(&self.config) else {
+            return;
+        };
+        if text == seen.1 {
+            return;
+        }
+        let current = self.plan();
+        match Config::from_toml(&text).and_then(|c| c.plan()) {
+            Ok(p) if p.module == current.module && p.trace == current.trace => {
+                for (b, c) in self.base.iter().zip(&self.calls) {
+                    b.store(c.load(Ordering::Relaxed), Ordering::Relaxed);
+                }
+                *self.plan.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(p);
+                seen.1 = text;
+            }
+            Ok(_) => eprintln!(
+                "p11shim: {}: module and trace cannot change in a running process; the old rules stay",
+                self.config.display()
+            ),
+            Err(e) => eprintln!(
+                "p11shim: {}: {e}; the old rules stay",
+                self.config.display()
+            ),
+        }
+    }
 }
 
 static SHIM: OnceLock<Result<Shim, String>> = OnceLock::new();
@@ -75,6 +130,9 @@ fn try_load() -> Result<Shim, String> {
     let path = Path::new(&path);
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let stamp = std::fs::metadata(path)
+        .ok()
+        .and_then(|m| m.modified().ok().map(|t| (t, m.len())));
     let plan = Config::from_toml(&text)
         .and_then(|c| c.plan())
         .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -104,9 +162,12 @@ fn try_load() -> Result<Shim, String> {
         _library: library,
         list: forward::list(&real),
         real,
-        plan,
+        plan: RwLock::new(Arc::new(plan)),
         calls: FUNCTIONS.iter().map(|_| AtomicU64::new(0)).collect(),
+        base: FUNCTIONS.iter().map(|_| AtomicU64::new(0)).collect(),
         trace,
+        config: path.to_path_buf(),
+        seen: Mutex::new((stamp, text)),
     })
 }
 
@@ -124,10 +185,15 @@ fn intercept(
             return CKR_GENERAL_ERROR;
         };
         let start = Instant::now();
+        shim.refresh();
+        let plan = shim.plan();
         let n = shim.calls[function].fetch_add(1, Ordering::Relaxed) + 1;
         let mut args = Args::default();
         describe(&mut args);
-        let decision = shim.plan.decide(function, n);
+        let since_reload = n
+            .saturating_sub(shim.base[function].load(Ordering::Relaxed))
+            .max(1);
+        let decision = plan.decide(function, since_reload);
         let log = |args: Args, rv: Option<CK_RV>, injected: Option<&str>| {
             if let Some(trace) = &shim.trace {
                 trace.write(Line {
@@ -156,7 +222,7 @@ fn intercept(
                 end(shim);
                 (rv, Some(action.name()))
             }
-            _ if args.mechanism.is_some_and(|m| shim.plan.is_hidden(m)) => {
+            _ if args.mechanism.is_some_and(|m| plan.is_hidden(m)) => {
                 (CKR_MECHANISM_INVALID, Some("hide_mechanisms"))
             }
             _ => (forward(shim, &mut args), None),
@@ -209,7 +275,8 @@ unsafe fn mechanism_list(
     list: *mut CK_MECHANISM_TYPE,
     count: *mut CK_ULONG,
 ) -> CK_RV {
-    if shim.plan.hidden.is_empty() {
+    let plan = shim.plan();
+    if plan.hidden.is_empty() {
         return real(slot, list, count);
     }
     if count.is_null() {
@@ -235,7 +302,7 @@ unsafe fn mechanism_list(
         }
     }
     let before = all.len();
-    all.retain(|m| !shim.plan.is_hidden(*m));
+    all.retain(|m| !plan.is_hidden(*m));
     args.num("hidden", (before - all.len()) as CK_ULONG);
     let len = all.len() as CK_ULONG;
     if list.is_null() {

@@ -252,6 +252,35 @@ fn unsupported_function_is_answered_by_the_shim() {
         .all(|l| l["injected"] == false));
 }
 
+/// A changed configuration file takes effect on the next call of the running process,
+/// counting calls from the change; a change of module is refused and the rules in
+/// force stay.
+#[test]
+fn rules_change_when_the_file_changes() {
+    let s = Setup::new();
+    let out = s.run_ok("rules_reload", &s.config());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("module and trace cannot change"),
+        "{stderr}"
+    );
+    let trace = s.trace();
+    let random: Vec<&str> = calls(&trace, "C_GenerateRandom")
+        .iter()
+        .map(|l| l["rv"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        random,
+        [
+            "CKR_OK",
+            "CKR_OK",
+            "CKR_FUNCTION_NOT_SUPPORTED",
+            "CKR_OK",
+            "CKR_OK"
+        ]
+    );
+}
+
 #[test]
 fn sign_fails_on_the_chosen_calls_and_the_session_recovers() {
     let s = Setup::new();
@@ -460,6 +489,30 @@ fn child() {
             );
         }
         "transparent" => transparent(&lib),
+        "rules_reload" => {
+            let (_p, session) = open(&lib, false);
+            session.generate_random_vec(8).unwrap();
+            session.generate_random_vec(8).unwrap();
+            let path = PathBuf::from(std::env::var_os(CONFIG_VAR).unwrap());
+            let mut config = Config::from_toml(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            // The 1st call after the change (the 3rd of the process) fails.
+            let mut once = Rule::new("C_GenerateRandom", Action::Unsupported);
+            once.on_call = Some(1);
+            config.rules = vec![once];
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, config.to_toml()).unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+            assert_rv(
+                session.generate_random_vec(8),
+                RvError::FunctionNotSupported,
+            );
+            session.generate_random_vec(8).unwrap();
+            // Another module: refused, the rules in force stay (call 2 since the change).
+            config.module = "/no/such/module.so".into();
+            std::fs::write(&tmp, config.to_toml()).unwrap();
+            std::fs::rename(&tmp, &path).unwrap();
+            session.generate_random_vec(8).unwrap();
+        }
         "random_unsupported" => {
             let (_p, session) = open(&lib, true);
             for _ in 0..3 {
