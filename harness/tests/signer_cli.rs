@@ -13,9 +13,12 @@
 //! Missing SoftHSMv2, OpenSC or OpenSSL is a failure ("run ci/install-deps"), never a
 //! silent pass.
 
+mod support;
+use support::{contains_word, Run};
+
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use base64::Engine;
 use rstest::rstest;
@@ -62,61 +65,6 @@ fn require_tools() {
     }
 }
 
-/// What one command did.
-struct Run {
-    command: String,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn from_output(command: String, out: Output) -> Self {
-        Run {
-            command,
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "`{}` exited with {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.command, self.code, self.stdout, self.stderr
-        )
-    }
-
-    /// Asserts exit code 0 and returns stdout.
-    fn success(&self) -> &str {
-        assert_eq!(self.code, Some(0), "{}", self.describe());
-        &self.stdout
-    }
-
-    /// Asserts exit code 0 and parses stdout as JSON.
-    fn json(&self) -> Value {
-        let out = self.success();
-        serde_json::from_str(out)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", self.describe()))
-    }
-
-    /// Asserts the exit code and returns stderr.
-    fn fails_with(&self, code: i32) -> &str {
-        assert_eq!(self.code, Some(code), "{}", self.describe());
-        &self.stderr
-    }
-}
-
-/// True when `needle` occurs in `text` with no ASCII letter, digit or `-` right before
-/// or after it: how a leaked PIN would show, and never true for a PIN's digits inside
-/// a 40-digit key identifier, random hex, a token serial or a UUID signer id.
-fn contains_word(text: &str, needle: &str) -> bool {
-    let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-');
-    text.match_indices(needle).any(|(i, _)| {
-        !word(text[..i].chars().next_back()) && !word(text[i + needle.len()..].chars().next())
-    })
-}
-
 /// One test's SoftHSMv2 world: token directory, softhsm2.conf, signer config, state.
 struct Hsm {
     dir: TempDir,
@@ -131,17 +79,7 @@ impl Hsm {
     fn new() -> Self {
         require_tools();
         let dir = tempfile::tempdir().expect("tempdir");
-        let tokens = dir.path().join("tokens");
-        std::fs::create_dir(&tokens).expect("token directory");
-        let softhsm_conf = dir.path().join("softhsm2.conf");
-        std::fs::write(
-            &softhsm_conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .expect("softhsm2.conf");
+        let softhsm_conf = support::softhsm_conf(dir.path());
         let config = dir.path().join("krill.conf");
         std::fs::write(&config, SEED_CONFIG).expect("signer config");
         let hsm = Hsm {

@@ -7,6 +7,8 @@
 //! environment. Missing SoftHSMv2, OpenSSL or the relay binary is a failure, never a
 //! silent pass.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -55,17 +57,7 @@ impl Relay {
             "{MODULE} is missing: {INSTALL_HINT}"
         );
         let dir = tempfile::tempdir().expect("tempdir");
-        let tokens = dir.path().join("tokens");
-        std::fs::create_dir(&tokens).expect("token directory");
-        let softhsm_conf = dir.path().join("softhsm2.conf");
-        std::fs::write(
-            &softhsm_conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .expect("softhsm2.conf");
+        let softhsm_conf = support::softhsm_conf(dir.path());
         let init = Command::new("softhsm2-util")
             .args([
                 "--init-token",

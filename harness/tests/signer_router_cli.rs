@@ -20,11 +20,14 @@
 //! signer configuration and state. Missing tools are a failure ("run ci/install-deps"),
 //! never a silent pass. No run may print the configured PIN on stdout or stderr.
 
+mod support;
+use support::{contains_word, Run};
+
 use std::collections::BTreeSet;
 use std::io::ErrorKind;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -106,61 +109,6 @@ fn seed_config_with(line: &str, replacement: &str) -> String {
     SEED_CONFIG.replace(&format!("{line}\n"), &format!("{replacement}\n"))
 }
 
-/// What one command did.
-struct Run {
-    command: String,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn from_output(command: String, out: Output) -> Self {
-        Run {
-            command,
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "`{}` exited with {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.command, self.code, self.stdout, self.stderr
-        )
-    }
-
-    /// Asserts exit code 0 and returns stdout.
-    fn success(&self) -> &str {
-        assert_eq!(self.code, Some(0), "{}", self.describe());
-        &self.stdout
-    }
-
-    /// Asserts exit code 0 and parses stdout as JSON.
-    fn json(&self) -> Value {
-        let out = self.success();
-        serde_json::from_str(out)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", self.describe()))
-    }
-
-    /// Asserts the exit code and returns stderr.
-    fn fails_with(&self, code: i32) -> &str {
-        assert_eq!(self.code, Some(code), "{}", self.describe());
-        &self.stderr
-    }
-}
-
-/// True when `needle` occurs in `text` with no ASCII letter, digit or `-` right before
-/// or after it: how a leaked PIN would show, and never true for a PIN's digits inside
-/// a 40-digit key identifier, random hex, a token serial or a UUID signer id.
-fn contains_word(text: &str, needle: &str) -> bool {
-    let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-');
-    text.match_indices(needle).any(|(i, _)| {
-        !word(text[..i].chars().next_back()) && !word(text[i + needle.len()..].chars().next())
-    })
-}
-
 /// Fails when `pin` shows on stdout or stderr of `run`.
 fn assert_no_pin(run: &Run, pin: &str) {
     for (stream, text) in [("stdout", &run.stdout), ("stderr", &run.stderr)] {
@@ -187,17 +135,7 @@ impl Hsm {
     fn new() -> Self {
         require_tools();
         let dir = tempfile::tempdir().expect("tempdir");
-        let tokens = dir.path().join("tokens");
-        std::fs::create_dir(&tokens).expect("token directory");
-        let softhsm_conf = dir.path().join("softhsm2.conf");
-        std::fs::write(
-            &softhsm_conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .expect("softhsm2.conf");
+        let softhsm_conf = support::softhsm_conf(dir.path());
         let config = dir.path().join("krill.conf");
         std::fs::write(&config, SEED_CONFIG).expect("signer config");
         let hsm = Hsm {

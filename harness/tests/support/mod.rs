@@ -1,0 +1,81 @@
+//! What the command-line tests share: running a command and reading what it did, the
+//! PIN-leak check, and a SoftHSMv2 token directory of a test's own.
+// Each test binary uses its own part of this module.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::Value;
+
+/// What one command did.
+pub struct Run {
+    pub command: String,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn from_output(command: String, out: Output) -> Self {
+        Run {
+            command,
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "`{}` exited with {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.command, self.code, self.stdout, self.stderr
+        )
+    }
+
+    /// Asserts exit code 0 and returns stdout.
+    pub fn success(&self) -> &str {
+        assert_eq!(self.code, Some(0), "{}", self.describe());
+        &self.stdout
+    }
+
+    /// Asserts exit code 0 and parses stdout as JSON.
+    pub fn json(&self) -> Value {
+        let out = self.success();
+        serde_json::from_str(out)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e})\n{}", self.describe()))
+    }
+
+    /// Asserts the exit code and returns stderr.
+    pub fn fails_with(&self, code: i32) -> &str {
+        assert_eq!(self.code, Some(code), "{}", self.describe());
+        &self.stderr
+    }
+}
+
+/// True when `needle` occurs in `text` with no ASCII letter, digit or `-` right before
+/// or after it: how a leaked PIN would show, and never true for a PIN's digits inside
+/// a 40-digit key identifier, random hex, a token serial or a UUID signer id.
+pub fn contains_word(text: &str, needle: &str) -> bool {
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '-');
+    text.match_indices(needle).any(|(i, _)| {
+        !word(text[..i].chars().next_back()) && !word(text[i + needle.len()..].chars().next())
+    })
+}
+
+/// A token directory and a `softhsm2.conf` for it in `dir`; returns the conf's path,
+/// for `SOFTHSM2_CONF` on child processes only (tests run in parallel).
+pub fn softhsm_conf(dir: &Path) -> PathBuf {
+    let tokens = dir.join("tokens");
+    std::fs::create_dir(&tokens).expect("token directory");
+    let conf = dir.join("softhsm2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            tokens.display()
+        ),
+    )
+    .expect("softhsm2.conf");
+    conf
+}
