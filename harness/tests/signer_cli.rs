@@ -14,9 +14,8 @@
 //! silent pass.
 
 mod support;
-use support::{contains_word, Run};
+use support::*;
 
-use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -25,45 +24,6 @@ use rstest::rstest;
 use serde_json::Value;
 use sha1::{Digest, Sha1};
 use tempfile::TempDir;
-
-/// Where Debian's softhsm2 package puts the module (seed 001's lib_path, Debian-style).
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
-const TOKEN_LABEL: &str = "My token 1";
-const SO_PIN: &str = "1234";
-const USER_PIN: &str = "5678";
-const SIGNER_NAME: &str = "SoftHSMv2";
-
-/// Seed 001's SoftHSMv2 example as the seed writes it (the PIN is a TOML integer).
-const SEED_CONFIG: &str = r#"[[signers]]
-type = "PKCS#11"
-name = "SoftHSMv2"
-lib_path = "/usr/lib/softhsm/libsofthsm2.so"
-slot = "My token 1"
-user_pin = 5678
-"#;
-
-const INSTALL_HINT: &str =
-    "SoftHSMv2, OpenSC and OpenSSL are needed by these tests: run ci/install-deps";
-
-/// Fails the test (never skips it) when a tool or the module is missing.
-fn require_tools() {
-    assert!(
-        Path::new(MODULE).exists(),
-        "the SoftHSMv2 module {MODULE} is missing. {INSTALL_HINT}"
-    );
-    for (tool, arg) in [
-        ("softhsm2-util", "--version"),
-        ("pkcs11-tool", "--help"),
-        ("openssl", "version"),
-    ] {
-        if let Err(e) = Command::new(tool).arg(arg).output() {
-            if e.kind() == ErrorKind::NotFound {
-                panic!("`{tool}` is not installed. {INSTALL_HINT}");
-            }
-            panic!("cannot run `{tool} {arg}`: {e}. {INSTALL_HINT}");
-        }
-    }
-}
 
 /// One test's SoftHSMv2 world: token directory, softhsm2.conf, signer config, state.
 struct Hsm {

@@ -21,10 +21,9 @@
 //! never a silent pass. No run may print the configured PIN on stdout or stderr.
 
 mod support;
-use support::{contains_word, Run};
+use support::*;
 
 use std::collections::BTreeSet;
-use std::io::ErrorKind;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -37,55 +36,17 @@ use serde_json::Value;
 use sha1::{Digest, Sha1};
 use tempfile::TempDir;
 
-/// Where Debian's softhsm2 package puts the module (seed 001's lib_path, Debian-style).
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 /// Where Debian's opensc-pkcs11 package puts OpenSC's PKCS#11 tracing module.
 const SPY_MODULES: [&str; 2] = [
     "/usr/lib/x86_64-linux-gnu/pkcs11-spy.so",
     "/usr/lib/x86_64-linux-gnu/pkcs11/pkcs11-spy.so",
 ];
-const TOKEN_LABEL: &str = "My token 1";
 const TOKEN_2_LABEL: &str = "My token 2";
-const SO_PIN: &str = "1234";
-const USER_PIN: &str = "5678";
-const SIGNER_NAME: &str = "SoftHSMv2";
 const RENAMED: &str = "SoftHSMv2 renamed";
 /// The signer the router adds for one-off keys when the default is not OpenSSL.
 const ONE_OFF_NAME: &str = "OpenSSL one-off signer";
 /// The one signer used without `--config`.
 const IMPLICIT_NAME: &str = "Default OpenSSL signer";
-
-/// Seed 001's SoftHSMv2 example as the seed writes it (the PIN is a TOML integer).
-const SEED_CONFIG: &str = r#"[[signers]]
-type = "PKCS#11"
-name = "SoftHSMv2"
-lib_path = "/usr/lib/softhsm/libsofthsm2.so"
-slot = "My token 1"
-user_pin = 5678
-"#;
-
-const INSTALL_HINT: &str =
-    "SoftHSMv2, OpenSC and OpenSSL are needed by these tests: run ci/install-deps";
-
-/// Fails the test (never skips it) when a tool or the module is missing.
-fn require_tools() {
-    assert!(
-        Path::new(MODULE).exists(),
-        "the SoftHSMv2 module {MODULE} is missing. {INSTALL_HINT}"
-    );
-    for (tool, arg) in [
-        ("softhsm2-util", "--version"),
-        ("pkcs11-tool", "--help"),
-        ("openssl", "version"),
-    ] {
-        if let Err(e) = Command::new(tool).arg(arg).output() {
-            if e.kind() == ErrorKind::NotFound {
-                panic!("`{tool}` is not installed. {INSTALL_HINT}");
-            }
-            panic!("cannot run `{tool} {arg}`: {e}. {INSTALL_HINT}");
-        }
-    }
-}
 
 /// The pkcs11-spy module, or a failure saying where it was looked for.
 fn spy_module() -> &'static str {

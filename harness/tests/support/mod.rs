@@ -3,8 +3,9 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::process::Output;
+use std::process::{Command, Output};
 
 use serde_json::Value;
 
@@ -78,4 +79,44 @@ pub fn softhsm_conf(dir: &Path) -> PathBuf {
     )
     .expect("softhsm2.conf");
     conf
+}
+
+/// Where Debian's softhsm2 package puts the module (seed 001's lib_path, Debian-style).
+pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// Seed 001's token and PINs, as the seed makes them.
+pub const TOKEN_LABEL: &str = "My token 1";
+pub const SO_PIN: &str = "1234";
+pub const USER_PIN: &str = "5678";
+pub const SIGNER_NAME: &str = "SoftHSMv2";
+
+/// Seed 001's SoftHSMv2 example as the seed writes it (the PIN is a TOML integer).
+pub const SEED_CONFIG: &str = r#"[[signers]]
+type = "PKCS#11"
+name = "SoftHSMv2"
+lib_path = "/usr/lib/softhsm/libsofthsm2.so"
+slot = "My token 1"
+user_pin = 5678
+"#;
+
+pub const INSTALL_HINT: &str =
+    "SoftHSMv2, OpenSC and OpenSSL are needed by these tests: run ci/install-deps";
+
+/// Fails the test (never skips it) when a tool or the module is missing.
+pub fn require_tools() {
+    assert!(
+        Path::new(MODULE).exists(),
+        "the SoftHSMv2 module {MODULE} is missing. {INSTALL_HINT}"
+    );
+    for (tool, arg) in [
+        ("softhsm2-util", "--version"),
+        ("pkcs11-tool", "--help"),
+        ("openssl", "version"),
+    ] {
+        if let Err(e) = Command::new(tool).arg(arg).output() {
+            if e.kind() == ErrorKind::NotFound {
+                panic!("`{tool}` is not installed. {INSTALL_HINT}");
+            }
+            panic!("cannot run `{tool} {arg}`: {e}. {INSTALL_HINT}");
+        }
+    }
 }
