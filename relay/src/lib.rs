@@ -10,6 +10,7 @@
 //! | [`kmip`] | the KMIP numbers used (tags, operations, enumerations) |
 //! | [`message`] | request and response messages, batch items, KMIP errors |
 //! | [`operations`] | the dispatcher: one operation per batch item, onto PKCS#11 |
+//! | [`formats`] | the public key formats Get offers |
 //! | [`identifiers`] | Unique Identifiers <-> PKCS#11 objects |
 //! | [`token`], [`pool`] | the module, the token, the session pool |
 //! | [`tls`] | rustls (aws-lc-rs), certificates, fingerprints |
@@ -19,6 +20,7 @@
 
 pub mod config;
 pub mod der;
+pub mod formats;
 pub mod fuzz;
 pub mod identifiers;
 pub mod kmip;

@@ -21,6 +21,11 @@
 //! - A response larger than the request's Maximum Response Size (or the configured
 //!   message limit) has every successful item replaced by Response Too Large.
 //!
+//! Get answers public keys only (private keys are Permission Denied, whatever the
+//! format), in the formats of [`crate::formats`]: with no Key Format Type named, RSA as
+//! PKCS#1 and EC as Raw holding a DER SubjectPublicKeyInfo; a named format exactly, or
+//! Key Format Type Not Supported naming the formats offered.
+//!
 //! PKCS#11 has no lifecycle states: keys are usable from creation, Activate checks that
 //! the object exists, Revoke clears CKA_SIGN on a private key (so it cannot sign again,
 //! across restarts) and checks that a public key exists.
@@ -34,13 +39,14 @@ use cryptoki::session::Session;
 use sha2::Digest;
 
 use crate::der;
+use crate::formats;
 use crate::identifiers::{Half, ObjectId};
 use crate::kmip::{self, operation as op, tag, ResultReason};
 use crate::message::{
     payload, Fields, KmipError, Request, RequestItem, Response, ResponseItem, Version,
 };
 use crate::pool::Failure;
-use crate::token::{Curve, KeyMaterial, KeySpec, SigningKey, Token};
+use crate::token::{Curve, KeySpec, SigningKey, Token};
 use crate::ttlv::{self, Item, Value};
 
 /// Largest RNG Retrieve answered.
@@ -647,65 +653,11 @@ impl Dispatcher {
             Token::material(s, h)
         })?;
         let bits = material.bits();
-        let (format, key_material, algorithm) = match &material {
-            KeyMaterial::Rsa { modulus, exponent } => {
-                if modulus.is_empty() || exponent.is_empty() {
-                    return Err(KmipError::general(
-                        "the token did not give the RSA public key",
-                    ));
-                }
-                let f = format.unwrap_or(kmip::key_format::PKCS1);
-                let km = match f {
-                    kmip::key_format::PKCS1 => {
-                        Item::bytes(tag::KEY_MATERIAL, der::rsa_public_key(modulus, exponent))
-                    }
-                    kmip::key_format::X509 => Item::bytes(tag::KEY_MATERIAL, der::rsa_spki(modulus, exponent)),
-                    kmip::key_format::TRANSPARENT_RSA_PUBLIC => Item::structure(
-                        tag::KEY_MATERIAL,
-                        vec![
-                            Item::big_unsigned(tag::MODULUS, modulus),
-                            Item::big_unsigned(tag::PUBLIC_EXPONENT, exponent),
-                        ],
-                    ),
-                    other => {
-                        return Err(KmipError::new(
-                            ResultReason::KeyFormatTypeNotSupported,
-                            format!("key format type {other:#x} is not offered for RSA public keys: PKCS#1, X.509 or Transparent RSA Public Key"),
-                        ))
-                    }
-                };
-                (f, km, kmip::algorithm::RSA)
-            }
-            KeyMaterial::Ec { curve, point } => {
-                let point = der::ec_point(point, curve.field_len()).ok_or_else(|| {
-                    KmipError::general("the token's CKA_EC_POINT is not an uncompressed point")
-                })?;
-                let f = format.unwrap_or(kmip::key_format::X509);
-                let km = match f {
-                    kmip::key_format::X509 => Item::bytes(tag::KEY_MATERIAL, der::ec_spki(curve.oid(), point)),
-                    kmip::key_format::TRANSPARENT_ECDSA_PUBLIC => Item::structure(
-                        tag::KEY_MATERIAL,
-                        vec![
-                            Item::enumeration(
-                                tag::RECOMMENDED_CURVE,
-                                match curve {
-                                    Curve::P256 => kmip::curve::P_256,
-                                    Curve::P384 => kmip::curve::P_384,
-                                },
-                            ),
-                            Item::bytes(tag::Q_STRING, point.to_vec()),
-                        ],
-                    ),
-                    other => {
-                        return Err(KmipError::new(
-                            ResultReason::KeyFormatTypeNotSupported,
-                            format!("key format type {other:#x} is not offered for EC public keys: X.509 or Transparent ECDSA Public Key"),
-                        ))
-                    }
-                };
-                (f, km, kmip::algorithm::ECDSA)
-            }
-        };
+        let formats::Encoded {
+            format,
+            material: key_material,
+            algorithm,
+        } = formats::public_key(&material, format, formats::Offer::Relay)?;
         Ok(payload(vec![
             Item::enumeration(tag::OBJECT_TYPE, kmip::object_type::PUBLIC_KEY),
             Item::text(tag::UNIQUE_IDENTIFIER, id.to_string()),
