@@ -26,6 +26,10 @@
 //! PKCS#1 and EC as Raw holding a DER SubjectPublicKeyInfo; a named format exactly, or
 //! Key Format Type Not Supported naming the formats offered.
 //!
+//! With `[testing] mimic` the dispatcher follows the mimicked server instead where
+//! [`crate::mimic`] says so (operations, whole-request refusals, Create Key Pair, Get
+//! formats, Sign, identifier spelling).
+//!
 //! PKCS#11 has no lifecycle states: keys are usable from creation, Activate checks that
 //! the object exists, Revoke clears CKA_SIGN on a private key (so it cannot sign again,
 //! across restarts) and checks that a public key exists.
