@@ -13,16 +13,24 @@
 //!   when `username` is set and a Maximum Response Size of [`wire::MAX_RESPONSE`].
 //!   Answers are read by their 8-byte TTLV header first: anything but a Response
 //!   Message structure, or longer than 1 MiB, is refused before it is read.
-//! - Keys are named on the server: the private half `<key identifier>_priv`, the public
-//!   half `<key identifier>_pub` (40 lowercase hex digits), set with Modify Attribute
-//!   once the public key is known, so that keys are found by Locate after a restart
-//!   without any local state. A cache of (identifier -> unique identifiers, key type)
-//!   only saves Locate round trips.
-//! - Create Key Pair (RSA-2048, EC P-256, EC P-384), Activate of the private key, Get of
-//!   the public key (X.509 SubjectPublicKeyInfo asked for; PKCS#1 and transparent RSA
-//!   or ECDSA keys accepted and converted). Sign with Cryptographic Parameters; ECDSA
-//!   signatures come back DER whether the server sent DER or `r || s`. Destroy is
-//!   Revoke (cessation of operation) then Destroy, for both halves.
+//! - Keys are reached by both Unique Identifiers, which [`CreatedKey::handle`] carries
+//!   into the key map and [`Signer::recall`] brings back in later processes, so no
+//!   Locate is needed (the seed-003 relay has none). Keys are also named on the server,
+//!   the private half `<key identifier>_priv`, the public half `<key identifier>_pub`
+//!   (40 lowercase hex digits), with Modify Attribute once the public key is known, so a
+//!   key without a recorded handle is found by Locate where the server's Query offers
+//!   it; elsewhere it is not found, and listing keys is [`ErrorKind::Unsupported`].
+//! - Create Key Pair (RSA-2048, EC P-256, EC P-384; EC with Cryptographic Domain
+//!   Parameters, else with algorithm and length only), Get of the public key, whose type
+//!   must be the one asked for, Activate of the private key. Public keys are asked for
+//!   as X.509 and read in every format servers send (X.509, PKCS#1, Raw as DER SPKI or
+//!   EC point, Transparent RSA / ECDSA / EC Public Key); a refused X.509 request is
+//!   asked again without a format. Sign carries Cryptographic Algorithm, padding (RSA)
+//!   and hash; ECDSA signatures come back DER whether the server sent DER or `r || s`.
+//!   Destroy is Revoke (cessation of operation) then Destroy, for both halves.
+//! - A refused Create Key Pair (any Result Reason but failed credentials, or a key of
+//!   another type than asked) makes that key type, and only it, unavailable on this
+//!   signer with the server's words ([`Signer::unavailable`]).
 //!
 //! TLS: only TLS 1.3 is offered unless `weaken_security_allow_tls12 = true`, which
 //! also offers TLS 1.2 and logs a warning on every connect. `insecure = true` accepts
@@ -47,17 +55,19 @@
 //!   Authentication Not Successful or Permission Denied while connecting: fatal.
 //! - Connection refused, timeouts, resets, DNS failures: [`ErrorKind::Unavailable`]
 //!   (the router retries with backoff).
-//! - Result Reasons: Item Not Found is [`ErrorKind::NotFound`]; Permission Denied and
+//! - Result Reasons: Item Not Found (and KMIP 2.x's Object Not Found, which Cosmian KMS
+//!   answers to 1.2 requests) is [`ErrorKind::NotFound`]; Permission Denied and
 //!   Authentication Not Successful [`ErrorKind::Unusable`]; Operation Not Supported
 //!   [`ErrorKind::Unsupported`]; RNG Retrieve answered Operation Not Supported or
 //!   Invalid Message (PyKMIP) is [`ErrorKind::Unsupported`] so that callers fall back;
-//!   an EC key pair the server will not create is [`ErrorKind::Unsupported`]; anything
+//!   a key pair the server will not create is [`ErrorKind::Unsupported`]; anything
 //!   else [`ErrorKind::Backend`] with the reason and the server's message.
 //! - Ed25519: [`ErrorKind::Unsupported`] (KMIP 1.2 has no EdDSA). Signing with an
 //!   algorithm whose key type is not the key's: [`ErrorKind::InvalidInput`], before the
 //!   server sees it.
 //! - Malformed answers (bad TTLV, wrong batch count, missing fields, keys we cannot
-//!   read): [`ErrorKind::Backend`]; the connection is dropped. No server bytes panic.
+//!   read): [`ErrorKind::Protocol`] (the server was reached: not `unavailable`, and not
+//!   retried); the connection is dropped. No server bytes panic.
 //!
 //! KMIP 1.2 has no PSS salt length parameter: servers choose it (PyKMIP uses the
 //! maximum), so `rsa2048-pss` signatures verify under a salt of 32 only where the
@@ -610,7 +620,7 @@ impl KmipSigner {
     /// The generic mapping of a failed answer.
     fn kmip_error(&self, what: &str, answer: &Answer) -> SignerError {
         let kind = match answer.reason {
-            Some(reason::ITEM_NOT_FOUND) => ErrorKind::NotFound,
+            Some(reason::ITEM_NOT_FOUND | reason::OBJECT_NOT_FOUND) => ErrorKind::NotFound,
             Some(reason::AUTHENTICATION_NOT_SUCCESSFUL | reason::PERMISSION_DENIED) => {
                 ErrorKind::Unusable
             }
@@ -867,6 +877,7 @@ impl KmipSigner {
                     answer.reason,
                     Some(
                         reason::ITEM_NOT_FOUND
+                            | reason::OBJECT_NOT_FOUND
                             | reason::AUTHENTICATION_NOT_SUCCESSFUL
                             | reason::PERMISSION_DENIED
                     )

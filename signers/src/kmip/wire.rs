@@ -56,6 +56,9 @@ pub mod tag {
 /// Result Reason values (KMIP 1.2 section 9.1.3.2.29) we act on.
 pub mod reason {
     pub const ITEM_NOT_FOUND: u32 = 0x01;
+    /// KMIP 2.x's Object Not Found, which Cosmian KMS answers even to KMIP 1.2
+    /// requests: read as Item Not Found.
+    pub const OBJECT_NOT_FOUND: u32 = 0x37;
     pub const AUTHENTICATION_NOT_SUCCESSFUL: u32 = 0x03;
     pub const INVALID_MESSAGE: u32 = 0x04;
     pub const OPERATION_NOT_SUPPORTED: u32 = 0x05;
@@ -86,6 +89,7 @@ pub fn reason_name(code: u32) -> String {
         0x13 => "Key Value Not Present",
         0x14 => "Attestation Required",
         0x15 => "Attestation Failed",
+        0x37 => "Object Not Found",
         0x100 => "General Failure",
         other => return format!("Result Reason {other:#x}"),
     };
