@@ -179,13 +179,11 @@ fn execute(router: &Router, command: SignerCommand) -> Result<String, SignerErro
             let signers: Vec<_> = router
                 .status()
                 .into_iter()
-                .map(|(name, signer_type, roles, state)| {
-                    let mut v = json!({ "name": name, "type": signer_type, "roles": roles });
-                    if let (Some(obj), Ok(serde_json::Value::Object(s))) =
-                        (v.as_object_mut(), serde_json::to_value(&state))
-                    {
-                        obj.extend(s);
-                    }
+                .map(|status| {
+                    let name = status.name.clone();
+                    let mut v = serde_json::to_value(&status).unwrap_or_else(
+                        |e| json!({ "name": name, "error": format!("cannot show status: {e}") }),
+                    );
                     // What a bound signer says about its backend (module, TLS version,
                     // server); a signer that cannot answer has its state say why.
                     // Only a bound signer is asked: asking an unusable one would

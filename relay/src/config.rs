@@ -31,6 +31,7 @@
 //!
 //! [testing]                        # for conformance tests of KMIP clients only
 //! withhold_operations = ["Revoke"] # left out of Query, answered Operation Not Supported
+//! mimic = "seed-003"               # behave like a released server (needs credentials = "token")
 //! ```
 //!
 //! `[testing] withhold_operations` makes the relay stand in for a server that lacks
@@ -39,10 +40,21 @@
 //! are KMIP 1.2's (`Create Key Pair`, `Modify Attribute`, ...); a name the relay does
 //! not know is refused. The relay logs a warning at start when any is withheld.
 //!
+//! `[testing] mimic = "seed-003"` makes the relay behave like seed 003's relay as
+//! released (cascade-hsm-bridge 0.1.0-alpha), so KMIP clients can be tested against a
+//! minimal real-world server: its operations only (Modify Attribute runs but is not in
+//! Query), its request parser (an attribute it does not know fails the whole request
+//! with General Failure), its fixed Get formats, its SHA-256-only Sign and its
+//! `<HEX>_priv` / `<HEX>_pub` identifiers; [`crate::mimic`] has the whole contract.
+//! "seed-003" is the only value; any other is refused naming the allowed ones. It needs
+//! `[auth] credentials = "token"` (the released relay logs in with the token label and
+//! user PIN), so any other credential mode is refused with it. The relay logs a warning
+//! at start when it mimics.
+//!
 //! Refused, with the offending key or value named: unknown keys anywhere, a missing
 //! `listen` or `[pkcs11]`, only one of `cert`/`key`, `min_version`/`max_version` other than
 //! "1.2" or "1.3", a `max_version` below `min_version`, `credentials = "token"` together with a `user_pin` (the PIN comes from the
-//! client then), zero sizes or timeouts, a `max_message_size` below 1 KiB or above
+//! client then), an unknown `mimic`, `mimic` without `credentials = "token"`, zero sizes or timeouts, a `max_message_size` below 1 KiB or above
 //! 16 MiB, an empty `env:`/`file:` PIN source. Secrets are never shown: `Debug` of
 //! [`Secret`] prints its source only.
 
@@ -50,6 +62,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use crate::mimic::Mimic;
 
 /// Where a secret (a PIN) comes from; its value is read only when used.
 #[derive(Clone, PartialEq, Eq)]
@@ -297,6 +311,8 @@ pub struct Testing {
     /// KMIP 1.2 operation names the relay pretends not to have.
     #[serde(default)]
     pub withhold_operations: Vec<String>,
+    /// A released server to behave like (see [`crate::mimic`]); only "seed-003".
+    pub mimic: Option<String>,
 }
 
 impl Testing {
@@ -317,6 +333,24 @@ impl Testing {
                 })
             })
             .collect()
+    }
+
+    /// The server to mimic, if any; values other than [`crate::mimic::NAMES`] are
+    /// refused.
+    pub fn mimic(&self) -> Result<Option<Mimic>, String> {
+        let Some(name) = &self.mimic else {
+            return Ok(None);
+        };
+        Mimic::from_name(name).map(Some).ok_or_else(|| {
+            let allowed: Vec<String> = crate::mimic::NAMES
+                .iter()
+                .map(|n| format!("{n:?}"))
+                .collect();
+            format!(
+                "[testing] mimic: unknown value {name:?} (allowed: {})",
+                allowed.join(", ")
+            )
+        })
     }
 }
 
@@ -388,6 +422,16 @@ impl Config {
             return Err("[limits] timeouts and 'max_connections' must be above zero".into());
         }
         self.testing.withheld()?;
+        if let Some(m) = self.testing.mimic()? {
+            if self.auth.credentials != CredentialMode::Token {
+                return Err(format!(
+                    "[testing] mimic = {:?} needs [auth] credentials = \"token\" (the {} \
+                     logs in with Username = token label, Password = user PIN)",
+                    m.name(),
+                    m.describe()
+                ));
+            }
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return Err(format!("'log_level' {:?} is not a level", self.log_level));
         }
@@ -431,6 +475,8 @@ user_pin = "1234"
     #[case::unknown_withheld("[testing]\nwithhold_operations = [\"Frobnicate\"]\n")]
     #[case::lowercase_withheld("[testing]\nwithhold_operations = [\"revoke\"]\n")]
     #[case::unknown_testing("[testing]\nchaos = true\n")]
+    #[case::unknown_mimic("[testing]\nmimic = \"pykmip\"\n")]
+    #[case::mimic_without_token_credentials("[testing]\nmimic = \"seed-003\"\n")]
     fn refuses(#[case] extra: &str) {
         let text = format!("{MINIMAL}{extra}");
         assert!(Config::parse(&text, Path::new("/")).is_err(), "{text}");
@@ -476,6 +522,23 @@ user_pin = "1234"
                 crate::kmip::operation::REVOKE
             ]
         );
+    }
+
+    #[test]
+    fn mimic_seed003_with_token_credentials() {
+        let base = "listen = \"127.0.0.1:0\"\n[pkcs11]\nlib_path = \"/l\"\nslot = \"t\"\n\
+                    [auth]\ncredentials = \"token\"\n";
+        let c = Config::parse(base, Path::new("/")).unwrap();
+        assert_eq!(c.testing.mimic(), Ok(None));
+        let text = format!("{base}[testing]\nmimic = \"seed-003\"\n");
+        let c = Config::parse(&text, Path::new("/")).unwrap();
+        assert_eq!(c.testing.mimic(), Ok(Some(Mimic::Seed003)));
+        let text = format!("{base}[testing]\nmimic = \"seed-004\"\n");
+        let e = Config::parse(&text, Path::new("/")).unwrap_err();
+        assert!(e.contains("allowed: \"seed-003\""), "{e}");
+        let text = format!("{MINIMAL}[testing]\nmimic = \"seed-003\"\n");
+        let e = Config::parse(&text, Path::new("/")).unwrap_err();
+        assert!(e.contains("credentials = \"token\""), "{e}");
     }
 
     #[test]

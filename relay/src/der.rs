@@ -1,6 +1,7 @@
 //! The few DER encodings the relay hands out: RSA public keys (PKCS#1 and
 //! SubjectPublicKeyInfo), EC public keys (SubjectPublicKeyInfo) and ECDSA signatures
-//! (ECDSA-Sig-Value from the token's raw `r || s`).
+//! (ECDSA-Sig-Value from the token's raw `r || s`), and the SHA-256 DigestInfo that
+//! PKCS#1 v1.5 signs.
 //!
 //! Kept here rather than borrowed from hsm-signers so that the relay, a separate
 //! deployable, depends on nothing of the signers under test.
@@ -114,6 +115,17 @@ pub fn ec_spki(curve_oid: &[u8], point: &[u8]) -> Vec<u8> {
     sequence(&[&alg, &bit_string(point)])
 }
 
+/// DigestInfo `SEQUENCE { AlgorithmIdentifier { id-sha256, NULL }, OCTET STRING }` of a
+/// SHA-256 digest: what PKCS#1 v1.5 signs (RFC 8017 section 9.2).
+pub fn sha256_digest_info(digest: &[u8; 32]) -> Vec<u8> {
+    /// id-sha256, 2.16.840.1.101.3.4.2.1.
+    const OID_SHA256: &[u8] = &[
+        0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01,
+    ];
+    let alg = sequence(&[OID_SHA256, &[0x05, 0x00]]);
+    sequence(&[&alg, &tlv(TAG_OCTET_STRING, digest)])
+}
+
 /// ECDSA-Sig-Value from `r || s` (equal halves).
 pub fn ecdsa_signature(raw: &[u8]) -> Option<Vec<u8>> {
     if raw.is_empty() || raw.len() % 2 != 0 {
@@ -137,6 +149,17 @@ mod tests {
         assert_eq!(ec_point(&wrapped, 48), None);
         assert_eq!(ec_point(&[4, 1, 2], 32), None);
         assert_eq!(ec_point(&[], 32), None);
+    }
+
+    #[test]
+    fn sha256_digest_info_has_the_rfc_8017_prefix() {
+        let info = sha256_digest_info(&[0xaa; 32]);
+        let prefix = [
+            0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x01, 0x05, 0x00, 0x04, 0x20,
+        ];
+        assert_eq!(&info[..19], &prefix);
+        assert_eq!(&info[19..], &[0xaa; 32]);
     }
 
     #[test]

@@ -181,10 +181,32 @@ pub mod curve {
 
 /// Key Format Type (9.1.3.2.3).
 pub mod key_format {
+    pub const RAW: u32 = 0x01;
+    pub const OPAQUE: u32 = 0x02;
     pub const PKCS1: u32 = 0x03;
+    pub const PKCS8: u32 = 0x04;
     pub const X509: u32 = 0x05;
     pub const TRANSPARENT_RSA_PUBLIC: u32 = 0x0B;
     pub const TRANSPARENT_ECDSA_PUBLIC: u32 = 0x0F;
+    /// KMIP 1.3 and 2.x; same fields as Transparent ECDSA Public Key.
+    pub const TRANSPARENT_EC_PUBLIC: u32 = 0x15;
+
+    /// The format's name and code, for messages ("PKCS#8 (0x04)").
+    pub fn name(format: u32) -> String {
+        let known = match format {
+            RAW => "Raw",
+            OPAQUE => "Opaque",
+            PKCS1 => "PKCS#1",
+            PKCS8 => "PKCS#8",
+            X509 => "X.509",
+            0x06 => "EC Private Key",
+            TRANSPARENT_RSA_PUBLIC => "Transparent RSA Public Key",
+            TRANSPARENT_ECDSA_PUBLIC => "Transparent ECDSA Public Key",
+            TRANSPARENT_EC_PUBLIC => "Transparent EC Public Key",
+            _ => return format!("key format type 0x{format:02X}"),
+        };
+        format!("{known} (0x{format:02X})")
+    }
 }
 
 /// Hashing Algorithm (9.1.3.2.16).

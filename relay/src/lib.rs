@@ -10,6 +10,8 @@
 //! | [`kmip`] | the KMIP numbers used (tags, operations, enumerations) |
 //! | [`message`] | request and response messages, batch items, KMIP errors |
 //! | [`operations`] | the dispatcher: one operation per batch item, onto PKCS#11 |
+//! | [`formats`] | the public key formats Get offers |
+//! | [`mimic`] | `[testing] mimic`: standing in for a released server |
 //! | [`identifiers`] | Unique Identifiers <-> PKCS#11 objects |
 //! | [`token`], [`pool`] | the module, the token, the session pool |
 //! | [`tls`] | rustls (aws-lc-rs), certificates, fingerprints |
@@ -19,10 +21,12 @@
 
 pub mod config;
 pub mod der;
+pub mod formats;
 pub mod fuzz;
 pub mod identifiers;
 pub mod kmip;
 pub mod message;
+pub mod mimic;
 pub mod operations;
 pub mod pool;
 pub mod server;
@@ -65,9 +69,18 @@ pub fn run(config: Config) -> Result<(), String> {
             names.join(", ")
         );
     }
+    let mimic = config.testing.mimic()?;
+    if let Some(m) = mimic {
+        tracing::warn!(
+            "[testing] mimicking the {}: only its operations, request parsing, key formats, \
+             signing and identifiers (see the relay's mimic module); not for production",
+            m.describe()
+        );
+    }
     let dispatcher = Arc::new(
         operations::Dispatcher::new(Arc::new(token), config.limits.max_message_size)
-            .withholding(withheld),
+            .withholding(withheld)
+            .mimicking(mimic),
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

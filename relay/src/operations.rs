@@ -21,6 +21,15 @@
 //! - A response larger than the request's Maximum Response Size (or the configured
 //!   message limit) has every successful item replaced by Response Too Large.
 //!
+//! Get answers public keys only (private keys are Permission Denied, whatever the
+//! format), in the formats of [`crate::formats`]: with no Key Format Type named, RSA as
+//! PKCS#1 and EC as Raw holding a DER SubjectPublicKeyInfo; a named format exactly, or
+//! Key Format Type Not Supported naming the formats offered.
+//!
+//! With `[testing] mimic` the dispatcher follows the mimicked server instead where
+//! [`crate::mimic`] says so (operations, whole-request refusals, Create Key Pair, Get
+//! formats, Sign, identifier spelling).
+//!
 //! PKCS#11 has no lifecycle states: keys are usable from creation, Activate checks that
 //! the object exists, Revoke clears CKA_SIGN on a private key (so it cannot sign again,
 //! across restarts) and checks that a public key exists.
@@ -34,13 +43,15 @@ use cryptoki::session::Session;
 use sha2::Digest;
 
 use crate::der;
-use crate::identifiers::{Half, ObjectId};
+use crate::formats;
+use crate::identifiers::{Half, ObjectId, Style};
 use crate::kmip::{self, operation as op, tag, ResultReason};
 use crate::message::{
     payload, Fields, KmipError, Request, RequestItem, Response, ResponseItem, Version,
 };
+use crate::mimic::{self, Mimic};
 use crate::pool::Failure;
-use crate::token::{Curve, KeyMaterial, KeySpec, SigningKey, Token};
+use crate::token::{Curve, KeySpec, SigningKey, Token};
 use crate::ttlv::{self, Item, Value};
 
 /// Largest RNG Retrieve answered.
@@ -52,10 +63,12 @@ pub struct Dispatcher {
     max_message: usize,
     /// Operations left out of Query and refused (`[testing] withhold_operations`).
     withheld: Vec<u32>,
+    /// The released server the relay stands in for (`[testing] mimic`), if any.
+    mimic: Option<Mimic>,
 }
 
 /// Name Value of a Name attribute value structure.
-fn name_value(value: &Item) -> Result<String, KmipError> {
+pub(crate) fn name_value(value: &Item) -> Result<String, KmipError> {
     match &value.value {
         Value::Structure(_) => Ok(value
             .opt_text(tag::NAME_VALUE, "Name Value")?
@@ -78,7 +91,7 @@ fn name_item(text: &str) -> Item {
 }
 
 /// (Attribute Name, Attribute Index, Attribute Value) of an Attribute structure.
-fn attribute(a: &Item) -> Result<(&str, Option<i32>, &Item), KmipError> {
+pub(crate) fn attribute(a: &Item) -> Result<(&str, Option<i32>, &Item), KmipError> {
     let name = a
         .opt_text(tag::ATTRIBUTE_NAME, "Attribute Name")?
         .ok_or_else(|| KmipError::missing("Attribute Name is required"))?;
@@ -87,7 +100,7 @@ fn attribute(a: &Item) -> Result<(&str, Option<i32>, &Item), KmipError> {
     Ok((name, index, value))
 }
 
-fn enum_value(v: &Item, what: &str) -> Result<u32, KmipError> {
+pub(crate) fn enum_value(v: &Item, what: &str) -> Result<u32, KmipError> {
     match v.value {
         Value::Enumeration(e) => Ok(e),
         _ => Err(KmipError::invalid_field(format!(
@@ -96,7 +109,7 @@ fn enum_value(v: &Item, what: &str) -> Result<u32, KmipError> {
     }
 }
 
-fn int_value(v: &Item, what: &str) -> Result<i32, KmipError> {
+pub(crate) fn int_value(v: &Item, what: &str) -> Result<i32, KmipError> {
     match v.value {
         Value::Integer(i) => Ok(i),
         _ => Err(KmipError::invalid_field(format!(
@@ -326,7 +339,19 @@ impl Dispatcher {
             token,
             max_message,
             withheld: Vec::new(),
+            mimic: None,
         }
+    }
+
+    /// Behaves like a released server (for testing clients; see [`crate::mimic`]).
+    pub fn mimicking(mut self, mimic: Option<Mimic>) -> Self {
+        self.mimic = mimic;
+        self
+    }
+
+    /// How this relay spells Unique Identifiers.
+    fn style(&self) -> Style {
+        self.mimic.map_or(Style::Relay, Mimic::style)
     }
 
     /// Pretends not to have `ops`: they are left out of Query and answered Operation
@@ -372,6 +397,23 @@ impl Dispatcher {
     pub fn run(&self, request: &Request) -> Response {
         let h = &request.header;
         let version_ok = h.version.supported();
+        if let Some(m) = self.mimic {
+            // The mimicked server's parser refuses the whole message.
+            if let Some(name) = m.unknown_attribute(request) {
+                let version = if version_ok {
+                    h.version
+                } else {
+                    Version::HIGHEST
+                };
+                return Response::failure(
+                    version,
+                    KmipError::general(format!(
+                        "unknown attribute {name:?}: the request cannot be read ({} mimicked)",
+                        m.describe()
+                    )),
+                );
+            }
+        }
         let mut placeholder: Option<String> = None;
         let mut stopped = false;
         let mut items = Vec::with_capacity(request.items.len());
@@ -446,8 +488,18 @@ impl Dispatcher {
                 kmip::operation::name(item.operation)
             )));
         }
+        if let Some(m) = self.mimic.filter(|m| !m.runs(item.operation)) {
+            return Err(KmipError::unsupported(format!(
+                "{} is not supported by this relay ({} mimicked)",
+                kmip::operation::name(item.operation),
+                m.describe()
+            )));
+        }
         let out = match item.operation {
             op::QUERY => self.query(p),
+            op::CREATE_KEY_PAIR if self.mimic.is_some() => {
+                self.create_key_pair_as_seed003(p, placeholder)
+            }
             op::CREATE_KEY_PAIR => self.create_key_pair(p, placeholder),
             op::GET => self.get(p, placeholder),
             op::ACTIVATE => self.activate(p, placeholder),
@@ -456,6 +508,7 @@ impl Dispatcher {
             op::ADD_ATTRIBUTE => self.edit_name(p, placeholder, true),
             op::MODIFY_ATTRIBUTE => self.edit_name(p, placeholder, false),
             op::LOCATE => self.locate(p, placeholder),
+            op::SIGN if self.mimic.is_some() => self.sign_as_seed003(p, placeholder),
             op::SIGN => self.sign(p, placeholder),
             op::RNG_RETRIEVE => self.rng_retrieve(p),
             other => Err(KmipError::unsupported(format!(
@@ -468,6 +521,11 @@ impl Dispatcher {
 
     /// The operations this relay can run against this module, for Query.
     pub fn supported_operations(&self) -> Vec<u32> {
+        if let Some(m) = self.mimic {
+            let mut ops = m.advertised().to_vec();
+            ops.retain(|o| !self.withheld.contains(o));
+            return ops;
+        }
         let t = &self.token;
         let mut ops = vec![op::DISCOVER_VERSIONS, op::QUERY];
         if t.has(MechanismType::RSA_PKCS_KEY_PAIR_GEN) || t.has(MechanismType::ECC_KEY_PAIR_GEN) {
@@ -541,13 +599,14 @@ impl Dispatcher {
         }
         if functions.contains(&kmip::query::SERVER_INFORMATION) {
             let f = &self.token.facts;
-            fields.push(Item::text(
-                tag::VENDOR_IDENTIFICATION,
-                format!(
-                    "kmip2pkcs11 {} (hsm-harness relay)",
-                    env!("CARGO_PKG_VERSION")
-                ),
-            ));
+            let mut vendor = format!(
+                "kmip2pkcs11 {} (hsm-harness relay)",
+                env!("CARGO_PKG_VERSION")
+            );
+            if let Some(m) = self.mimic {
+                vendor.push_str(&format!(", mimicking the {}", m.describe()));
+            }
+            fields.push(Item::text(tag::VENDOR_IDENTIFICATION, vendor));
             fields.push(Item::structure(
                 tag::SERVER_INFORMATION,
                 vec![
@@ -576,7 +635,7 @@ impl Dispatcher {
             })?,
             Err(e) => return Err(e),
         };
-        ObjectId::parse(&text).ok_or_else(|| {
+        ObjectId::parse_as(&text, self.style()).ok_or_else(|| {
             let shown: String = text.chars().take(80).collect();
             KmipError::not_found(format!("{shown:?} is not an identifier of this relay"))
         })
@@ -598,6 +657,42 @@ impl Dispatcher {
             }
         }
         let spec = req.spec()?;
+        let may_sign = req.private_usage.is_none_or(|m| m & kmip::USAGE_SIGN != 0);
+        self.generate(
+            spec,
+            req.private_name.as_deref(),
+            req.public_name.as_deref(),
+            may_sign,
+            placeholder,
+        )
+    }
+
+    /// Create Key Pair as the released seed-003 relay reads it (see [`crate::mimic`]).
+    fn create_key_pair_as_seed003(
+        &self,
+        p: &Item,
+        placeholder: &mut Option<String>,
+    ) -> Result<Item, KmipError> {
+        let req = mimic::KeyRequest::read(p)?;
+        let spec = req.spec()?;
+        self.generate(
+            spec,
+            req.private_name.as_deref(),
+            req.public_name.as_deref(),
+            true,
+            placeholder,
+        )
+    }
+
+    /// Creates the key pair; answers its identifiers and sets the ID Placeholder.
+    fn generate(
+        &self,
+        spec: KeySpec,
+        private_name: Option<&str>,
+        public_name: Option<&str>,
+        may_sign: bool,
+        placeholder: &mut Option<String>,
+    ) -> Result<Item, KmipError> {
         let needed = match spec {
             KeySpec::Rsa(_) => MechanismType::RSA_PKCS_KEY_PAIR_GEN,
             KeySpec::Ec(_) => MechanismType::ECC_KEY_PAIR_GEN,
@@ -608,18 +703,15 @@ impl Dispatcher {
                 format!("the token has no {needed}"),
             ));
         }
-        let may_sign = req.private_usage.is_none_or(|m| m & kmip::USAGE_SIGN != 0);
-        let id = self.token.run(|s| {
-            Token::generate(
-                s,
-                spec,
-                req.private_name.as_deref(),
-                req.public_name.as_deref(),
-                may_sign,
-            )
-        })?;
-        let private = ObjectId::new(Half::Private, &id).to_string();
-        let public = ObjectId::new(Half::Public, &id).to_string();
+        let id = self
+            .token
+            .run(|s| Token::generate(s, spec, private_name, public_name, may_sign))?;
+        let private = ObjectId::new(Half::Private, &id)
+            .styled(self.style())
+            .to_string();
+        let public = ObjectId::new(Half::Public, &id)
+            .styled(self.style())
+            .to_string();
         *placeholder = Some(private.clone());
         Ok(payload(vec![
             Item::text(tag::PRIVATE_KEY_UNIQUE_IDENTIFIER, private),
@@ -647,65 +739,15 @@ impl Dispatcher {
             Token::material(s, h)
         })?;
         let bits = material.bits();
-        let (format, key_material, algorithm) = match &material {
-            KeyMaterial::Rsa { modulus, exponent } => {
-                if modulus.is_empty() || exponent.is_empty() {
-                    return Err(KmipError::general(
-                        "the token did not give the RSA public key",
-                    ));
-                }
-                let f = format.unwrap_or(kmip::key_format::PKCS1);
-                let km = match f {
-                    kmip::key_format::PKCS1 => {
-                        Item::bytes(tag::KEY_MATERIAL, der::rsa_public_key(modulus, exponent))
-                    }
-                    kmip::key_format::X509 => Item::bytes(tag::KEY_MATERIAL, der::rsa_spki(modulus, exponent)),
-                    kmip::key_format::TRANSPARENT_RSA_PUBLIC => Item::structure(
-                        tag::KEY_MATERIAL,
-                        vec![
-                            Item::big_unsigned(tag::MODULUS, modulus),
-                            Item::big_unsigned(tag::PUBLIC_EXPONENT, exponent),
-                        ],
-                    ),
-                    other => {
-                        return Err(KmipError::new(
-                            ResultReason::KeyFormatTypeNotSupported,
-                            format!("key format type {other:#x} is not offered for RSA public keys: PKCS#1, X.509 or Transparent RSA Public Key"),
-                        ))
-                    }
-                };
-                (f, km, kmip::algorithm::RSA)
-            }
-            KeyMaterial::Ec { curve, point } => {
-                let point = der::ec_point(point, curve.field_len()).ok_or_else(|| {
-                    KmipError::general("the token's CKA_EC_POINT is not an uncompressed point")
-                })?;
-                let f = format.unwrap_or(kmip::key_format::X509);
-                let km = match f {
-                    kmip::key_format::X509 => Item::bytes(tag::KEY_MATERIAL, der::ec_spki(curve.oid(), point)),
-                    kmip::key_format::TRANSPARENT_ECDSA_PUBLIC => Item::structure(
-                        tag::KEY_MATERIAL,
-                        vec![
-                            Item::enumeration(
-                                tag::RECOMMENDED_CURVE,
-                                match curve {
-                                    Curve::P256 => kmip::curve::P_256,
-                                    Curve::P384 => kmip::curve::P_384,
-                                },
-                            ),
-                            Item::bytes(tag::Q_STRING, point.to_vec()),
-                        ],
-                    ),
-                    other => {
-                        return Err(KmipError::new(
-                            ResultReason::KeyFormatTypeNotSupported,
-                            format!("key format type {other:#x} is not offered for EC public keys: X.509 or Transparent ECDSA Public Key"),
-                        ))
-                    }
-                };
-                (f, km, kmip::algorithm::ECDSA)
-            }
-        };
+        let formats::Encoded {
+            format,
+            material: key_material,
+            algorithm,
+        } = formats::public_key(
+            &material,
+            format,
+            self.mimic.map_or(formats::Offer::Relay, Mimic::offer),
+        )?;
         Ok(payload(vec![
             Item::enumeration(tag::OBJECT_TYPE, kmip::object_type::PUBLIC_KEY),
             Item::text(tag::UNIQUE_IDENTIFIER, id.to_string()),
@@ -897,6 +939,64 @@ impl Dispatcher {
                 _ => s
                     .sign(&mech, h, data)
                     .map_err(|e| crate::token::classify("signing", &e)),
+            }
+        })?;
+        Ok(payload(vec![
+            Item::text(tag::UNIQUE_IDENTIFIER, id.to_string()),
+            Item::bytes(tag::SIGNATURE_DATA, signature),
+        ]))
+    }
+
+    /// Sign as the released seed-003 relay does (see [`crate::mimic`]): SHA-256 hashed
+    /// here, the digest signed with CKM_RSA_PKCS (over its DigestInfo) or CKM_ECDSA.
+    fn sign_as_seed003(
+        &self,
+        p: &Item,
+        placeholder: &mut Option<String>,
+    ) -> Result<Item, KmipError> {
+        let id = self.object_id(p, placeholder)?;
+        if id.half != Half::Private {
+            return Err(KmipError::invalid_field(format!(
+                "{id} is a public key: Sign needs a private key"
+            )));
+        }
+        let params = p.child(tag::CRYPTOGRAPHIC_PARAMETERS);
+        let data = p
+            .opt_bytes(tag::DATA, "Data")?
+            .ok_or_else(|| KmipError::missing("Data is required"))?;
+        let signature = self.token.run(|s| {
+            let h = Token::find(s, &id)?;
+            let key = Token::signing_key(s, h)?;
+            let how = mimic::signature(params, key)?;
+            let (mech, mtype) = match how {
+                mimic::Signature::RsaPkcs1Sha256 => (Mechanism::RsaPkcs, MechanismType::RSA_PKCS),
+                mimic::Signature::EcdsaSha256 => (Mechanism::Ecdsa, MechanismType::ECDSA),
+            };
+            if !self.token.has(mtype) {
+                return Err(KmipError::new(
+                    ResultReason::FeatureNotSupported,
+                    format!("the token has no {mtype}"),
+                )
+                .into());
+            }
+            if Token::flag(s, h, AttributeType::Sign)? == Some(false) {
+                return Err(KmipError::denied("the key may not sign").into());
+            }
+            let hash: [u8; 32] = sha2::Sha256::digest(data).into();
+            match how {
+                mimic::Signature::RsaPkcs1Sha256 => s
+                    .sign(&mech, h, &der::sha256_digest_info(&hash))
+                    .map_err(|e| crate::token::classify("signing", &e)),
+                mimic::Signature::EcdsaSha256 => {
+                    let raw = s
+                        .sign(&mech, h, &hash)
+                        .map_err(|e| crate::token::classify("signing", &e))?;
+                    der::ecdsa_signature(&raw).ok_or_else(|| {
+                        Failure::from(KmipError::general(
+                            "the token's ECDSA signature is malformed",
+                        ))
+                    })
+                }
             }
         })?;
         Ok(payload(vec![

@@ -474,8 +474,36 @@ fn sign_schemes_verify_independently(
     }
 }
 
+/// The Key Format Type and Key Material of a Get answer.
+fn key_block(a: &Answer) -> (u32, Item) {
+    let block = a
+        .ok()
+        .child(tag::PUBLIC_KEY)
+        .and_then(|k| k.child(tag::KEY_BLOCK))
+        .expect("Key Block");
+    let format = match block.child(tag::KEY_FORMAT_TYPE).map(|i| &i.value) {
+        Some(kmip_relay::ttlv::Value::Enumeration(f)) => *f,
+        other => panic!("Key Format Type: {other:?}"),
+    };
+    let material = block
+        .child(tag::KEY_VALUE)
+        .and_then(|v| v.child(tag::KEY_MATERIAL))
+        .expect("Key Material")
+        .clone();
+    (format, material)
+}
+
+fn key_bytes(material: &Item) -> Vec<u8> {
+    match &material.value {
+        kmip_relay::ttlv::Value::ByteString(b) => b.clone(),
+        other => panic!("key material is not bytes: {other:?}"),
+    }
+}
+
 #[test]
 fn ec_public_key_formats() {
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    use p256::pkcs8::DecodePublicKey;
     let (_hsm, relay) = started();
     let mut c = relay.connect();
     let created = one(
@@ -491,41 +519,88 @@ fn ec_public_key_formats() {
         }
         one(c, op::GET, p)
     };
-    // Default: X.509 SubjectPublicKeyInfo.
-    let a = get(&mut c, None);
-    let block = a
-        .ok()
-        .child(tag::PUBLIC_KEY)
-        .unwrap()
-        .child(tag::KEY_BLOCK)
-        .unwrap();
-    let spki = bytes_of(block.child(tag::KEY_VALUE).unwrap(), tag::KEY_MATERIAL);
-    use p256::pkcs8::DecodePublicKey;
+    // No format named (Cascade's client): Raw holding a DER SubjectPublicKeyInfo.
+    let (format, material) = key_block(&get(&mut c, None));
+    assert_eq!(format, kmip::key_format::RAW);
+    let spki = key_bytes(&material);
     let key = p256::PublicKey::from_public_key_der(&spki).expect("P-256 SPKI");
-    // Transparent ECDSA Public Key: the curve and the same point.
-    let a = get(&mut c, Some(kmip::key_format::TRANSPARENT_ECDSA_PUBLIC));
-    let km = a
-        .ok()
-        .child(tag::PUBLIC_KEY)
-        .unwrap()
-        .child(tag::KEY_BLOCK)
-        .unwrap()
-        .child(tag::KEY_VALUE)
-        .unwrap()
-        .child(tag::KEY_MATERIAL)
-        .unwrap()
-        .clone();
+    // Raw named: the same.
+    let (format, material) = key_block(&get(&mut c, Some(kmip::key_format::RAW)));
     assert_eq!(
-        km.child(tag::RECOMMENDED_CURVE).map(|i| i.value.clone()),
-        Some(kmip_relay::ttlv::Value::Enumeration(kmip::curve::P_256))
+        (format, key_bytes(&material)),
+        (kmip::key_format::RAW, spki.clone())
     );
-    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    // X.509 named: X.509, the same SPKI.
+    let (format, material) = key_block(&get(&mut c, Some(kmip::key_format::X509)));
     assert_eq!(
-        bytes_of(&km, tag::Q_STRING),
-        key.to_encoded_point(false).as_bytes()
+        (format, key_bytes(&material)),
+        (kmip::key_format::X509, spki.clone())
     );
-    // PKCS#1 is RSA only.
-    get(&mut c, Some(kmip::key_format::PKCS1)).failed(ResultReason::KeyFormatTypeNotSupported);
+    // Transparent ECDSA (KMIP 1.x) and Transparent EC (KMIP 2.x): the curve and point.
+    for transparent in [
+        kmip::key_format::TRANSPARENT_ECDSA_PUBLIC,
+        kmip::key_format::TRANSPARENT_EC_PUBLIC,
+    ] {
+        let (format, km) = key_block(&get(&mut c, Some(transparent)));
+        assert_eq!(format, transparent);
+        assert_eq!(
+            km.child(tag::RECOMMENDED_CURVE).map(|i| i.value.clone()),
+            Some(kmip_relay::ttlv::Value::Enumeration(kmip::curve::P_256))
+        );
+        assert_eq!(
+            bytes_of(&km, tag::Q_STRING),
+            key.to_encoded_point(false).as_bytes()
+        );
+    }
+    // Anything else is refused, naming what is offered.
+    for not_offered in [
+        kmip::key_format::PKCS8,
+        kmip::key_format::OPAQUE,
+        kmip::key_format::PKCS1,
+    ] {
+        let message = get(&mut c, Some(not_offered))
+            .failed(ResultReason::KeyFormatTypeNotSupported)
+            .to_string();
+        assert!(
+            message.contains("offered: Raw (0x01), X.509 (0x05)"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn rsa_public_key_formats() {
+    let (_hsm, relay) = started();
+    let mut c = relay.connect();
+    let (_, public) = create_rsa(&mut c, 2048, "rsa-formats");
+    let get = |c: &mut Client, f: Option<u32>| {
+        let mut p = vec![Item::text(tag::UNIQUE_IDENTIFIER, &public)];
+        if let Some(f) = f {
+            p.push(Item::enumeration(tag::KEY_FORMAT_TYPE, f));
+        }
+        one(c, op::GET, p)
+    };
+    // No format named: PKCS#1, as before.
+    let (format, material) = key_block(&get(&mut c, None));
+    assert_eq!(format, kmip::key_format::PKCS1);
+    use rsa::pkcs1::DecodeRsaPublicKey;
+    rsa::RsaPublicKey::from_pkcs1_der(&key_bytes(&material)).expect("PKCS#1");
+    // Raw has no defined content for RSA: refused rather than guessed.
+    for not_offered in [
+        kmip::key_format::RAW,
+        kmip::key_format::PKCS8,
+        kmip::key_format::TRANSPARENT_EC_PUBLIC,
+    ] {
+        let message = get(&mut c, Some(not_offered))
+            .failed(ResultReason::KeyFormatTypeNotSupported)
+            .to_string();
+        assert!(
+            message.contains(
+                "offered: PKCS#1 (0x03), X.509 (0x05), Transparent RSA Public Key (0x0B)"
+            ),
+            "{message}"
+        );
+    }
 }
 
 #[test]

@@ -30,6 +30,10 @@ pub enum ErrorKind {
     SignerNotBound,
     /// The backend answered with an error we do not classify further.
     Backend,
+    /// The backend's answer could not be read: malformed, missing a field the protocol
+    /// requires, or in a format this signer does not handle. The backend was reached
+    /// and answered, so this is not `unavailable`; retrying will not help.
+    Protocol,
     /// The signer configuration is wrong.
     Config,
     /// Local storage failed (key files, state directory).
@@ -37,7 +41,7 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::NotFound,
         ErrorKind::Unsupported,
         ErrorKind::InvalidInput,
@@ -46,6 +50,7 @@ impl ErrorKind {
         ErrorKind::Unusable,
         ErrorKind::SignerNotBound,
         ErrorKind::Backend,
+        ErrorKind::Protocol,
         ErrorKind::Config,
         ErrorKind::Io,
     ];
@@ -60,6 +65,7 @@ impl ErrorKind {
             ErrorKind::Unusable => "unusable",
             ErrorKind::SignerNotBound => "signer-not-bound",
             ErrorKind::Backend => "backend",
+            ErrorKind::Protocol => "protocol",
             ErrorKind::Config => "config",
             ErrorKind::Io => "io",
         }
@@ -104,6 +110,10 @@ impl SignerError {
 
     pub fn backend(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Backend, message)
+    }
+
+    pub fn protocol(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Protocol, message)
     }
 
     pub fn unavailable(message: impl Into<String>) -> Self {

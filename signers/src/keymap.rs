@@ -29,7 +29,8 @@ type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 pub struct KeyRecord {
     /// The signer id (UUID) of the owning signer.
     pub signer_id: String,
-    /// The backend's handle for the key (PKCS#11: CKA_ID; software: the file name).
+    /// The backend's handle for the key, as its signer made it ([`crate::CreatedKey::handle`]:
+    /// PKCS#11 the CKA_ID, software the file name, KMIP both Unique Identifiers).
     pub handle: String,
     pub alg: Algorithm,
 }
@@ -47,6 +48,10 @@ pub struct SignerRecord {
     pub identity_alg: Algorithm,
     #[serde(with = "hex_bytes")]
     pub identity_public_key: Vec<u8>,
+    /// The identity key's backend handle ([`crate::CreatedKey::handle`]); absent in key
+    /// maps written before handles were recorded (the signer then searches for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_handle: Option<String>,
     /// Facts about the backend from the last bind (library, token, server).
     pub info: Vec<(String, String)>,
 }
@@ -292,6 +297,7 @@ mod tests {
             identity_key: kid(9),
             identity_alg: Algorithm::EcdsaP256Sha256,
             identity_public_key: vec![1, 2, 3],
+            identity_handle: None,
             info: vec![("token".into(), "t".into())],
         };
         m.put_signer(&rec).unwrap();

@@ -908,6 +908,8 @@ impl Pkcs11Signer {
         Ok(CreatedKey {
             id,
             public_key: spki,
+            // CKA_ID is the key identifier: found by it, so the handle is the same.
+            handle: id.to_string(),
         })
     }
 

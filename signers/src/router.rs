@@ -35,7 +35,7 @@ use crate::keymap::{KeyMap, KeyRecord, SignerRecord};
 use crate::kmip::KmipSigner;
 use crate::pkcs11::Pkcs11Signer;
 use crate::software::SoftwareSigner;
-use crate::{Algorithm, CreatedKey, ErrorKind, KeyIdentifier, Signer, SignerError};
+use crate::{Algorithm, CreatedKey, ErrorKind, KeyIdentifier, KeyType, Signer, SignerError};
 
 /// Name of the OpenSSL signer the router adds for one-off keys when none is configured.
 pub const ONE_OFF_FALLBACK_NAME: &str = "OpenSSL one-off signer";
@@ -98,6 +98,27 @@ struct Slot {
     life: Mutex<Lifecycle>,
     /// Learned that the backend has no random generator.
     no_rng: AtomicBool,
+}
+
+/// One configured signer as [`Router::status`] shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct SignerStatus {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub signer_type: &'static str,
+    pub roles: Vec<&'static str>,
+    #[serde(flatten)]
+    pub state: SignerState,
+    /// Key types the signer's backend refused to create, with the backend's words.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<UnavailableKeyType>,
+}
+
+/// A key type a signer cannot create, and why.
+#[derive(Clone, Debug, Serialize)]
+pub struct UnavailableKeyType {
+    pub key_type: KeyType,
+    pub reason: String,
 }
 
 /// Where [`Router::random_with_source`] got its bytes.
@@ -250,8 +271,13 @@ impl Router {
             } => {
                 let now = Instant::now();
                 if now < *until {
+                    let what = if error.kind == ErrorKind::Unavailable {
+                        "is unreachable"
+                    } else {
+                        "could not be bound"
+                    };
                     return Err(SignerError::unavailable(format!(
-                        "signer '{name}' is unreachable ({}); next attempt in {:.1}s",
+                        "signer '{name}' {what} ({}); next attempt in {:.1}s",
                         error.message,
                         (*until - now).as_secs_f64()
                     )));
@@ -271,10 +297,17 @@ impl Router {
             }
             Err(error) if error.is_transient() => {
                 let delay = previous_delay.map_or(self.retry.first(), |d| self.retry.next(d));
+                // Say what happened: only a transport failure is "unreachable"; a
+                // server that answered with an error was reached.
+                let what = if error.kind == ErrorKind::Unavailable {
+                    "unreachable"
+                } else {
+                    "binding failed"
+                };
                 tracing::warn!(
                     signer = name,
                     retry_in = delay.as_secs_f64(),
-                    "cannot connect: {error}"
+                    "{what}, retrying: {error}"
                 );
                 *life = Lifecycle::Waiting {
                     until: Instant::now() + delay,
@@ -306,6 +339,9 @@ impl Router {
         for candidate in candidates {
             if lock(&self.bound).contains_key(&candidate.signer_id) {
                 continue;
+            }
+            if let Some(handle) = &candidate.identity_handle {
+                signer.recall(&candidate.identity_key, handle);
             }
             match signer.public_key(&candidate.identity_key) {
                 Ok(_) => {}
@@ -344,6 +380,17 @@ impl Router {
         let s = &self.slots[slot];
         let signer = s.signer.as_ref();
         let alg = identity::identity_algorithm(signer)?;
+        if alg != Algorithm::EcdsaP256Sha256 {
+            let why = signer
+                .unavailable()
+                .into_iter()
+                .find(|(kt, _)| *kt == Algorithm::EcdsaP256Sha256.key_type())
+                .map_or_else(|| "not offered".to_string(), |(_, why)| why);
+            tracing::warn!(
+                signer = signer.name(),
+                "ecdsa-p256 is unavailable ({why}); the identity key is {alg}"
+            );
+        }
         let created = signer.create_key(alg)?;
         if !identity::prove(signer, &created.id, alg, &created.public_key)? {
             let _ = signer.destroy_key(&created.id);
@@ -359,6 +406,7 @@ impl Router {
             identity_key: created.id,
             identity_alg: alg,
             identity_public_key: created.public_key,
+            identity_handle: Some(created.handle),
             info,
         };
         self.keymap.put_signer(&record)?;
@@ -402,7 +450,7 @@ impl Router {
             .inspect_err(|e| self.note_failure(slot, e))?;
         let record = KeyRecord {
             signer_id,
-            handle: created.id.to_string(),
+            handle: created.handle.clone(),
             alg,
         };
         if let Err(e) = self.keymap.insert_key(&created.id, &record) {
@@ -426,7 +474,9 @@ impl Router {
                 format!("key {key} is not in the key map"),
             )
         })?;
-        if let Some(&slot) = lock(&self.bound).get(&record.signer_id) {
+        let bound = lock(&self.bound).get(&record.signer_id).copied();
+        if let Some(slot) = bound {
+            self.slots[slot].signer.recall(key, &record.handle);
             return Ok((slot, record));
         }
         // Try the signer last bound under the owner's name first, then the others.
@@ -440,7 +490,10 @@ impl Router {
         let mut unreachable = Vec::new();
         for slot in order {
             match self.ensure_bound(slot) {
-                Ok(id) if id == record.signer_id => return Ok((slot, record)),
+                Ok(id) if id == record.signer_id => {
+                    self.slots[slot].signer.recall(key, &record.handle);
+                    return Ok((slot, record));
+                }
                 Ok(_) => {}
                 Err(e) => unreachable.push(e.message),
             }
@@ -628,7 +681,7 @@ impl Router {
     }
 
     /// Each signer with its roles and lifecycle state, without connecting.
-    pub fn status(&self) -> Vec<(String, &'static str, Vec<&'static str>, SignerState)> {
+    pub fn status(&self) -> Vec<SignerStatus> {
         self.slots
             .iter()
             .enumerate()
@@ -661,7 +714,18 @@ impl Router {
                         error: error.message.clone(),
                     },
                 };
-                (s.signer.name().to_string(), s.signer_type, roles, state)
+                SignerStatus {
+                    name: s.signer.name().to_string(),
+                    signer_type: s.signer_type,
+                    roles,
+                    state,
+                    unavailable: s
+                        .signer
+                        .unavailable()
+                        .into_iter()
+                        .map(|(key_type, reason)| UnavailableKeyType { key_type, reason })
+                        .collect(),
+                }
             })
             .collect()
     }
@@ -755,13 +819,13 @@ mod tests {
         // Second attempt fails too; the delay grows by the factor, up to the cap.
         assert!(r.create_key(Algorithm::EcdsaP256Sha256).is_err());
         assert!(matches!(
-            r.status()[0].3,
+            r.status()[0].state,
             SignerState::Waiting { retry_in_secs, .. } if retry_in_secs > 0.5
         ));
         std::thread::sleep(Duration::from_millis(2100));
         r.create_key(Algorithm::EcdsaP256Sha256).unwrap();
         assert_eq!(flaky.connects.load(Ordering::SeqCst), 3);
-        assert!(matches!(r.status()[0].3, SignerState::Bound { .. }));
+        assert!(matches!(r.status()[0].state, SignerState::Bound { .. }));
     }
 
     #[test]
@@ -787,7 +851,7 @@ mod tests {
             1,
             "retried a fatal error"
         );
-        assert!(matches!(r.status()[0].3, SignerState::Unusable { .. }));
+        assert!(matches!(r.status()[0].state, SignerState::Unusable { .. }));
         // The other signer's keys still sign.
         r.sign(&k.id, Algorithm::EcdsaP256Sha256, b"x").unwrap();
         assert_eq!(r.owner_name(&k.id).unwrap(), "steady");

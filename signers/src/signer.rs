@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::{Algorithm, KeyIdentifier, SignerError};
+use crate::{Algorithm, KeyIdentifier, KeyType, SignerError};
 
 /// A key pair a signer just created.
 #[derive(Clone, Debug)]
@@ -10,6 +10,10 @@ pub struct CreatedKey {
     pub id: KeyIdentifier,
     /// The public key as a DER SubjectPublicKeyInfo.
     pub public_key: Vec<u8>,
+    /// How the backend names the key, as the key map records it and hands it back
+    /// through [`Signer::recall`]: opaque to everyone but the signer that made it
+    /// (PKCS#11 and OpenSSL: the identifier in hex; KMIP: both Unique Identifiers).
+    pub handle: String,
 }
 
 /// What a signer can say about itself and its backend, for logs and report properties.
@@ -66,4 +70,16 @@ pub trait Signer: Send + Sync {
 
     /// The identifiers of the key pairs this signer's backend holds.
     fn list_keys(&self) -> Result<Vec<KeyIdentifier>, SignerError>;
+
+    /// Tells the signer the handle recorded for `key` when it was created (its
+    /// [`CreatedKey::handle`]), so that later calls on `key` need not search the backend
+    /// for it (a KMIP server may have no Locate). A handle the signer does not
+    /// recognise (written by an older version, or another signer type) is ignored.
+    fn recall(&self, _key: &KeyIdentifier, _handle: &str) {}
+
+    /// Key types this signer found it cannot create, each with the backend's reason.
+    /// Learned by trying (a refused Create Key Pair); empty when nothing was refused.
+    fn unavailable(&self) -> Vec<(KeyType, String)> {
+        Vec::new()
+    }
 }

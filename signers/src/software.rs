@@ -187,7 +187,12 @@ impl Signer for SoftwareSigner {
         };
         let id = KeyIdentifier::from_spki_der(&public_key).map_err(SignerError::backend)?;
         self.store(&id, &pkcs8)?;
-        Ok(CreatedKey { id, public_key })
+        Ok(CreatedKey {
+            id,
+            public_key,
+            // Key files are named after the identifier.
+            handle: id.to_string(),
+        })
     }
 
     fn public_key(&self, key: &KeyIdentifier) -> Result<Vec<u8>, SignerError> {

@@ -68,6 +68,8 @@ pub struct RelayOptions {
     pub pkcs11: String,
     pub auth: String,
     pub limits: String,
+    /// Lines for [testing].
+    pub testing: String,
     /// Whether the config names the user PIN (mode `none`).
     pub with_pin: bool,
 }
@@ -80,6 +82,7 @@ impl Default for RelayOptions {
             pkcs11: String::new(),
             auth: String::new(),
             limits: String::new(),
+            testing: String::new(),
             with_pin: true,
         }
     }
@@ -117,13 +120,14 @@ impl Relay {
         let text = format!(
             "listen = \"127.0.0.1:0\"\nready_file = \"{}\"\nlog_level = \"info\"\n{}\n\
              [tls]\n{}\n[pkcs11]\nlib_path = \"{LIB}\"\nslot = \"{LABEL}\"\n{pin_line}{}\n\
-             [auth]\n{}\n[limits]\n{}\n",
+             [auth]\n{}\n[limits]\n{}\n[testing]\n{}\n",
             ready.display(),
             opts.top,
             opts.tls,
             opts.pkcs11,
             opts.auth,
-            opts.limits
+            opts.limits,
+            opts.testing
         );
         let config = dir.join(format!("relay-{tag}.toml"));
         std::fs::write(&config, text).map_err(|e| e.to_string())?;

@@ -71,18 +71,20 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use kmip_protocol::types::common::{
-    AttributeName, AttributeValue, CryptographicAlgorithm, CryptographicParameters,
-    CryptographicUsageMask, Data, DataLength, DigitalSignatureAlgorithm, HashingAlgorithm,
-    KeyFormatType, ObjectType, Operation, PaddingMethod, RevocationReasonCode, UniqueIdentifier,
+    AttributeName, AttributeValue, CryptographicAlgorithm, CryptographicUsageMask, Data,
+    DataLength, DigitalSignatureAlgorithm, HashingAlgorithm, KeyFormatType, ObjectType, Operation,
+    PaddingMethod, RevocationReasonCode, UniqueIdentifier,
 };
 use kmip_protocol::types::request::{
     Attribute, CommonTemplateAttribute, PrivateKeyTemplateAttribute, PublicKeyTemplateAttribute,
     QueryFunction, RequestPayload, RevocationReason,
 };
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use serde::{Deserialize, Serialize};
 
 use crate::config::KmipConfig;
 use crate::encoding::{ec_spki_der, ecdsa_raw_to_der, rsa_spki_der};
@@ -118,6 +120,14 @@ struct ServerFacts {
     missing: Vec<&'static str>,
 }
 
+impl ServerFacts {
+    /// Whether the server offers `operation`. A server whose Query could not be read
+    /// (accepted under `force`) is assumed to.
+    fn offers(&self, operation: u32) -> bool {
+        self.operations.is_empty() || self.operations.contains(&operation)
+    }
+}
+
 /// One open TLS connection.
 struct Conn {
     stream: StreamOwned<ClientConnection, TcpStream>,
@@ -151,12 +161,65 @@ enum Exchange {
     Failed(SignerError),
 }
 
-/// Cached handles of a key.
-#[derive(Clone, Debug)]
+/// The handles of a key: both Unique Identifiers and the key type. Its text form is the
+/// key map's handle ([`CreatedKey::handle`]), so a later process reaches the key without
+/// Locate, as Krill records both identifiers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Handles {
     private: String,
     public: String,
     key_type: KeyType,
+}
+
+impl Handles {
+    fn to_text(&self) -> String {
+        // Serialising three strings cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    fn from_text(text: &str) -> Option<Self> {
+        serde_json::from_str(text).ok()
+    }
+}
+
+/// A key pair just made, not yet activated or named.
+#[derive(Clone, Debug)]
+struct Pair {
+    private: String,
+    public: String,
+    /// The public key, read back and checked to be of the type asked for.
+    spki: Vec<u8>,
+}
+
+/// How a Create Key Pair for an EC key names its curve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum EcTemplate {
+    /// Cryptographic Algorithm, Length and Cryptographic Domain Parameters (Recommended
+    /// Curve): what KMIP 1.2 says.
+    DomainParameters,
+    /// Cryptographic Algorithm and Length only: for servers whose parser fails on the
+    /// domain parameters (the seed-003 relay answers General Failure).
+    AlgorithmAndLength,
+}
+
+impl EcTemplate {
+    /// A prefix for refusal messages; RSA has one template, so nothing to say.
+    fn describe(self, kt: KeyType) -> &'static str {
+        match (kt, self) {
+            (KeyType::Rsa2048, _) => "",
+            (_, EcTemplate::DomainParameters) => "with Cryptographic Domain Parameters: ",
+            (_, EcTemplate::AlgorithmAndLength) => "with Cryptographic Algorithm and Length only: ",
+        }
+    }
+}
+
+/// Bits and KMIP Recommended Curve of an EC key type.
+fn ec_size(kt: KeyType) -> (i32, u32) {
+    if kt == KeyType::EcP384 {
+        (384, wire::CURVE_P384)
+    } else {
+        (256, wire::CURVE_P256)
+    }
 }
 
 #[derive(Default)]
@@ -177,8 +240,14 @@ pub struct KmipSigner {
     state: Mutex<State>,
     pool: Mutex<Vec<Conn>>,
     keys: Mutex<HashMap<KeyIdentifier, Handles>>,
-    /// What we learned about EC support: key type -> can create.
-    ec: Mutex<HashMap<KeyType, bool>>,
+    /// What we learned by creating keys: key type -> created, or the server's refusal.
+    algorithms: Mutex<HashMap<KeyType, Result<(), String>>>,
+    /// The EC template this server accepted.
+    ec_template: Mutex<Option<EcTemplate>>,
+    /// Probe pairs the server would not destroy, used for the next key of their type.
+    spare: Mutex<HashMap<KeyType, Pair>>,
+    /// The server refused a Get for X.509: ask without a format.
+    x509_refused: AtomicBool,
 }
 
 impl fmt::Debug for KmipSigner {
@@ -219,7 +288,10 @@ impl KmipSigner {
             state: Mutex::new(State::default()),
             pool: Mutex::new(Vec::new()),
             keys: Mutex::new(HashMap::new()),
-            ec: Mutex::new(HashMap::new()),
+            algorithms: Mutex::new(HashMap::new()),
+            ec_template: Mutex::new(None),
+            spare: Mutex::new(HashMap::new()),
+            x509_refused: AtomicBool::new(false),
         }
     }
 
@@ -437,7 +509,7 @@ impl KmipSigner {
         let (t, ty, len) = ttlv::header(&head);
         let bad = |m: String| {
             Exchange::Failed(self.err(
-                ErrorKind::Backend,
+                ErrorKind::Protocol,
                 format!("{}: malformed answer: {m}", self.server()),
             ))
         };
@@ -718,10 +790,29 @@ impl KmipSigner {
         })
     }
 
-    /// The handles of `key`: from the cache, else by Locate (and Get for its type).
+    /// The server's facts, connecting first if that has not happened yet.
+    fn facts(&self) -> Result<ServerFacts, SignerError> {
+        let (conn, _) = self.checkout()?;
+        self.checkin(conn);
+        Ok(lock(&self.state).facts.clone().unwrap_or_default())
+    }
+
+    /// The handles of `key`: recorded ([`Signer::recall`]) or cached, else by Locate
+    /// where the server offers it (and Get for its type).
     fn handles(&self, key: &KeyIdentifier) -> Result<Handles, SignerError> {
         if let Some(h) = lock(&self.keys).get(key) {
             return Ok(h.clone());
+        }
+        if !self.facts()?.offers(wire::op::LOCATE) {
+            return Err(SignerError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "signer '{}' has no key {key}: no handle is recorded for it and {} does \
+                     not offer Locate to search for it",
+                    self.name,
+                    self.server()
+                ),
+            ));
         }
         let not_found = || SignerError::key_not_found(&self.name, key);
         let private = self
@@ -750,39 +841,51 @@ impl KmipSigner {
         Ok(h)
     }
 
-    /// The public key `uid` as a DER SubjectPublicKeyInfo. `curve` helps read raw EC
+    /// The public key `uid` as a DER SubjectPublicKeyInfo. `curve` helps read bare EC
     /// points.
+    ///
+    /// X.509 (a SubjectPublicKeyInfo) is asked for first; a server that refuses that
+    /// request, for whatever reason but a missing object or credentials, is asked again
+    /// without a format and answers in its own (PyKMIP keeps PKCS#1, Cosmian refuses
+    /// X.509 with Operation Not Supported), and is not asked for X.509 again.
     fn get_public(&self, uid: &str, curve: Option<KeyType>) -> Result<Vec<u8>, SignerError> {
         let what = format!("Get of public key {uid}");
-        let answer = self.request(RequestPayload::Get(
-            Some(UniqueIdentifier(uid.to_string())),
-            Some(KeyFormatType::X509),
-            None,
-            None,
-        ))?;
-        let answer = if answer.status != 0
-            && matches!(
-                answer.reason,
-                Some(
-                    reason::KEY_FORMAT_TYPE_NOT_SUPPORTED
-                        | reason::INVALID_FIELD
-                        | reason::FEATURE_NOT_SUPPORTED
-                )
-            ) {
-            // The server keeps the key in another format and does not convert (PyKMIP
-            // keeps PKCS#1): take it as it is.
+        let get = |format: Option<KeyFormatType>| {
             self.request(RequestPayload::Get(
                 Some(UniqueIdentifier(uid.to_string())),
+                format,
                 None,
                 None,
-                None,
-            ))?
+            ))
+        };
+        let answer = if self.x509_refused.load(Ordering::Relaxed) {
+            get(None)?
         } else {
-            answer
+            let answer = get(Some(KeyFormatType::X509))?;
+            let keep = answer.status == 0
+                || matches!(
+                    answer.reason,
+                    Some(
+                        reason::ITEM_NOT_FOUND
+                            | reason::AUTHENTICATION_NOT_SUCCESSFUL
+                            | reason::PERMISSION_DENIED
+                    )
+                );
+            if keep {
+                answer
+            } else {
+                tracing::debug!(
+                    signer = %self.name,
+                    "{what} as X.509: {}; asking without a format from now on",
+                    answer.describe()
+                );
+                self.x509_refused.store(true, Ordering::Relaxed);
+                get(None)?
+            }
         };
         let payload = self.ok(&what, answer)?;
         read_public_key(&payload, curve)
-            .map_err(|m| self.err(ErrorKind::Backend, format!("{what}: {m}")))
+            .map_err(|m| self.err(ErrorKind::Protocol, format!("{what}: {m}")))
     }
 
     /// Revoke (best effort) then Destroy of one object. `Ok(false)`: not found.
@@ -794,8 +897,8 @@ impl KmipSigner {
                 None,
             ))?;
             if answer.status != 0 {
-                // Not active (never activated, or revoked by an earlier attempt): Destroy
-                // decides.
+                // Not active (never activated, or revoked by an earlier attempt), or no
+                // Revoke at all: Destroy decides.
                 tracing::debug!(signer = %self.name, "Revoke of {uid}: {}", answer.describe());
             }
         }
@@ -809,16 +912,25 @@ impl KmipSigner {
         }
     }
 
-    /// Removes a half-made key pair; failures are logged only.
-    fn cleanup(&self, private: &str, public: &str) {
+    /// Removes a half-made key pair (failures are logged only); `false` when the
+    /// private half is still there (a server without Destroy).
+    fn cleanup(&self, private: &str, public: &str) -> bool {
+        let mut private_removed = true;
         for (uid, revoke) in [(private, true), (public, false)] {
             if let Err(e) = self.revoke_and_destroy(uid, revoke) {
                 tracing::warn!(signer = %self.name, "cannot remove half-made key object {uid}: {e}");
+                private_removed &= uid != private;
             }
         }
+        private_removed
     }
 
-    fn create_request(&self, kt: KeyType, tmp: &str) -> Result<Vec<u8>, SignerError> {
+    fn create_request(
+        &self,
+        kt: KeyType,
+        tmp: &str,
+        template: EcTemplate,
+    ) -> Result<Vec<u8>, SignerError> {
         let private = PrivateKeyTemplateAttribute::unnamed(vec![
             Attribute::Name(format!("{tmp}_priv")),
             Attribute::CryptographicUsageMask(CryptographicUsageMask::Sign),
@@ -828,8 +940,18 @@ impl KmipSigner {
             Attribute::CryptographicUsageMask(CryptographicUsageMask::Verify),
         ]);
         let credential = self.credential()?;
-        let encoded = match kt {
-            KeyType::Rsa2048 => wire::encode_std(
+        let ec_common = |bits: i32| {
+            vec![
+                Attribute(
+                    AttributeName("Cryptographic Algorithm".into()),
+                    None,
+                    AttributeValue::Enumeration(wire::ALG_ECDSA),
+                ),
+                Attribute::CryptographicLength(bits),
+            ]
+        };
+        let encoded = match (kt, template) {
+            (KeyType::Rsa2048, _) => wire::encode_std(
                 RequestPayload::CreateKeyPair(
                     Some(CommonTemplateAttribute::unnamed(vec![
                         Attribute::CryptographicAlgorithm(CryptographicAlgorithm::RSA),
@@ -840,24 +962,13 @@ impl KmipSigner {
                 ),
                 credential.as_ref(),
             ),
-            KeyType::EcP256 | KeyType::EcP384 => {
-                let (bits, curve) = if kt == KeyType::EcP256 {
-                    (256, wire::CURVE_P256)
-                } else {
-                    (384, wire::CURVE_P384)
-                };
+            (KeyType::EcP256 | KeyType::EcP384, EcTemplate::DomainParameters) => {
+                let (bits, curve) = ec_size(kt);
                 wire::encode(
                     Operation::CreateKeyPair,
                     wire::EcCreateKeyPair(
                         wire::EcCommonTemplate(
-                            vec![
-                                Attribute(
-                                    AttributeName("Cryptographic Algorithm".into()),
-                                    None,
-                                    AttributeValue::Enumeration(wire::ALG_ECDSA),
-                                ),
-                                Attribute::CryptographicLength(bits),
-                            ],
+                            ec_common(bits),
                             wire::DomainParametersAttribute::curve(curve),
                         ),
                         private,
@@ -866,7 +977,18 @@ impl KmipSigner {
                     credential.as_ref(),
                 )
             }
-            KeyType::Ed25519 => {
+            (KeyType::EcP256 | KeyType::EcP384, EcTemplate::AlgorithmAndLength) => {
+                let (bits, _) = ec_size(kt);
+                wire::encode_std(
+                    RequestPayload::CreateKeyPair(
+                        Some(CommonTemplateAttribute::unnamed(ec_common(bits))),
+                        Some(private),
+                        Some(public),
+                    ),
+                    credential.as_ref(),
+                )
+            }
+            (KeyType::Ed25519, _) => {
                 return Err(self.err(
                     ErrorKind::Unsupported,
                     "KMIP 1.2 has no Ed25519 (EdDSA) keys",
@@ -876,71 +998,116 @@ impl KmipSigner {
         encoded.map_err(|e| self.err(ErrorKind::Backend, e))
     }
 
-    /// Create Key Pair with temporary names; returns (private uid, public uid).
-    fn create_pair(&self, kt: KeyType, tmp: &str) -> Result<(String, String), SignerError> {
-        let bytes = self.create_request(kt, tmp)?;
-        let answer = self.call(&bytes)?;
-        let what = format!("Create Key Pair ({kt})");
-        if answer.status != 0 && kt != KeyType::Rsa2048 {
-            let refused = matches!(
-                answer.reason,
-                Some(
-                    reason::INVALID_FIELD
-                        | reason::FEATURE_NOT_SUPPORTED
-                        | reason::OPERATION_NOT_SUPPORTED
-                        | reason::INVALID_MESSAGE
-                        | reason::MISSING_DATA
-                        | reason::CRYPTOGRAPHIC_FAILURE
-                )
-            );
-            if refused {
-                lock(&self.ec).insert(kt, false);
-                return Err(self.err(
-                    ErrorKind::Unsupported,
-                    format!(
-                        "{} will not create {kt} key pairs: it answered {}",
-                        self.server(),
-                        answer.describe()
-                    ),
-                ));
-            }
-        }
-        let p = self.ok(&what, answer)?;
-        let uid = |t: u32, which: &str| {
-            p.text_of(t).map(str::to_string).ok_or_else(|| {
-                self.err(
-                    ErrorKind::Backend,
-                    format!("{what}: the answer has no {which} Unique Identifier"),
-                )
-            })
+    /// Records that the server will not create `kt` key pairs, and why; the error to
+    /// answer with.
+    fn refuse(&self, kt: KeyType, why: String) -> SignerError {
+        tracing::warn!(signer = %self.name, "{kt} is unavailable: {why}");
+        lock(&self.algorithms).insert(kt, Err(why.clone()));
+        self.err(ErrorKind::Unsupported, why)
+    }
+
+    /// Create Key Pair with temporary names, then Get of the public half, whose type
+    /// must be `kt`. Returns the new pair.
+    ///
+    /// EC templates differ between servers: with `Cryptographic Domain Parameters`
+    /// (what KMIP 1.2 says names a curve) first, then with only algorithm and length
+    /// (servers whose parser fails on the domain parameters); the one that worked is
+    /// used from then on. Whatever a server answers to the request (any Result Reason
+    /// but failed credentials), or a key of another type than asked, makes `kt`
+    /// unavailable on this signer with the server's words, and only `kt`: other key
+    /// types are not affected.
+    fn create_pair(&self, kt: KeyType, tmp: &str) -> Result<Pair, SignerError> {
+        let templates: Vec<EcTemplate> = match (kt, *lock(&self.ec_template)) {
+            (KeyType::Rsa2048, _) => vec![EcTemplate::DomainParameters],
+            (_, Some(known)) => vec![known],
+            (_, None) => vec![EcTemplate::DomainParameters, EcTemplate::AlgorithmAndLength],
         };
-        Ok((
-            uid(tag::PRIVATE_KEY_UNIQUE_IDENTIFIER, "private key")?,
-            uid(tag::PUBLIC_KEY_UNIQUE_IDENTIFIER, "public key")?,
+        let mut refusals = Vec::new();
+        for template in templates {
+            let bytes = self.create_request(kt, tmp, template)?;
+            let answer = self.call(&bytes)?;
+            if answer.status != 0 {
+                if matches!(
+                    answer.reason,
+                    Some(reason::AUTHENTICATION_NOT_SUCCESSFUL | reason::PERMISSION_DENIED)
+                ) {
+                    return Err(self.kmip_error(&format!("Create Key Pair ({kt})"), &answer));
+                }
+                refusals.push(format!("{}{}", template.describe(kt), answer.describe()));
+                continue;
+            }
+            let payload = answer.payload.unwrap_or(Item {
+                tag: tag::RESPONSE_PAYLOAD,
+                value: ttlv::Value::Structure(vec![]),
+            });
+            let uid = |t: u32, which: &str| {
+                payload.text_of(t).map(str::to_string).ok_or_else(|| {
+                    self.err(
+                        ErrorKind::Protocol,
+                        format!(
+                            "Create Key Pair ({kt}): the answer has no {which} Unique Identifier"
+                        ),
+                    )
+                })
+            };
+            let private = uid(tag::PRIVATE_KEY_UNIQUE_IDENTIFIER, "private key")?;
+            let public = uid(tag::PUBLIC_KEY_UNIQUE_IDENTIFIER, "public key")?;
+            let spki =
+                match self.get_public(&public, Some(kt)).and_then(|spki| {
+                    match spki_key_type(&spki) {
+                        Ok(got) => Ok((spki, got)),
+                        Err(m) => {
+                            Err(self.err(ErrorKind::Protocol, format!("public key {public}: {m}")))
+                        }
+                    }
+                }) {
+                    Ok((spki, got)) if got == kt => spki,
+                    Ok((_, got)) => {
+                        self.cleanup(&private, &public);
+                        refusals.push(format!(
+                            "{}the server made a {got} key pair",
+                            template.describe(kt)
+                        ));
+                        continue;
+                    }
+                    Err(e) => {
+                        self.cleanup(&private, &public);
+                        return Err(e);
+                    }
+                };
+            if kt != KeyType::Rsa2048 {
+                *lock(&self.ec_template) = Some(template);
+            }
+            lock(&self.algorithms).insert(kt, Ok(()));
+            return Ok(Pair {
+                private,
+                public,
+                spki,
+            });
+        }
+        Err(self.refuse(
+            kt,
+            format!(
+                "{} will not create {kt} key pairs: {}",
+                self.server(),
+                refusals.join("; ")
+            ),
         ))
     }
 
-    /// Activate, read the public key, name both halves after the key identifier.
-    fn finish_pair(
-        &self,
-        kt: KeyType,
-        private: &str,
-        public: &str,
-    ) -> Result<CreatedKey, SignerError> {
+    /// Activate, then name both halves after the key identifier.
+    fn finish_pair(&self, kt: KeyType, pair: &Pair) -> Result<CreatedKey, SignerError> {
+        let Pair {
+            private,
+            public,
+            spki,
+        } = pair;
         let answer = self.request(RequestPayload::Activate(Some(UniqueIdentifier(
             private.to_string(),
         ))))?;
         self.ok(&format!("Activate of private key {private}"), answer)?;
-        let spki = self.get_public(public, Some(kt))?;
-        let got = spki_key_type(&spki).map_err(|m| self.err(ErrorKind::Backend, m))?;
-        if got != kt {
-            return Err(self.err(
-                ErrorKind::Backend,
-                format!("asked for a {kt} key pair, the server made a {got} one"),
-            ));
-        }
-        let id = KeyIdentifier::from_spki_der(&spki)
-            .map_err(|m| self.err(ErrorKind::Backend, format!("public key {public}: {m}")))?;
+        let id = KeyIdentifier::from_spki_der(spki)
+            .map_err(|m| self.err(ErrorKind::Protocol, format!("public key {public}: {m}")))?;
         for (uid, name) in [
             (private, private_key_name(&id)),
             (public, public_key_name(&id)),
@@ -954,37 +1121,38 @@ impl KmipSigner {
                 answer,
             )?;
         }
-        lock(&self.keys).insert(
-            id,
-            Handles {
-                private: private.to_string(),
-                public: public.to_string(),
-                key_type: kt,
-            },
-        );
+        let handles = Handles {
+            private: private.to_string(),
+            public: public.to_string(),
+            key_type: kt,
+        };
+        let handle = handles.to_text();
+        lock(&self.keys).insert(id, handles);
         Ok(CreatedKey {
             id,
-            public_key: spki,
+            public_key: spki.clone(),
+            handle,
         })
     }
 
-    /// Whether the server creates EC key pairs of type `kt`: learned by making (and
-    /// destroying) one the first time it is asked.
+    /// Whether the server creates key pairs of type `kt`: learned by making (and
+    /// destroying) one the first time it is asked. A probe pair the server will not
+    /// destroy is kept and becomes the next key of that type.
     fn ec_supported(&self, kt: KeyType) -> Result<bool, SignerError> {
-        if let Some(known) = lock(&self.ec).get(&kt) {
-            return Ok(*known);
+        if let Some(known) = lock(&self.algorithms).get(&kt) {
+            return Ok(known.is_ok());
         }
         let tmp = format!("hsm-harness-probe-{}", uuid::Uuid::new_v4().simple());
-        let supported = match self.create_pair(kt, &tmp) {
-            Ok((private, public)) => {
-                self.cleanup(&private, &public);
-                true
+        match self.create_pair(kt, &tmp) {
+            Ok(pair) => {
+                if !self.cleanup(&pair.private, &pair.public) {
+                    lock(&self.spare).insert(kt, pair);
+                }
+                Ok(true)
             }
-            Err(e) if e.kind == ErrorKind::Unsupported => false,
-            Err(e) => return Err(e),
-        };
-        lock(&self.ec).insert(kt, supported);
-        Ok(supported)
+            Err(e) if e.kind == ErrorKind::Unsupported => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -1039,9 +1207,11 @@ impl Signer for KmipSigner {
     fn supports(&self, alg: Algorithm) -> Result<bool, SignerError> {
         match alg.key_type() {
             KeyType::Rsa2048 => {
-                let (conn, _) = self.checkout()?;
-                self.checkin(conn);
-                Ok(true)
+                self.facts()?;
+                Ok(!matches!(
+                    lock(&self.algorithms).get(&KeyType::Rsa2048),
+                    Some(Err(_))
+                ))
             }
             KeyType::Ed25519 => Ok(false),
             kt => self.ec_supported(kt),
@@ -1056,15 +1226,18 @@ impl Signer for KmipSigner {
                 format!("{alg}: KMIP 1.2 has no Ed25519 (EdDSA) keys"),
             ));
         }
-        let tmp = format!("hsm-harness-pending-{}", uuid::Uuid::new_v4().simple());
-        let (private, public) = self.create_pair(kt, &tmp)?;
-        if kt != KeyType::Rsa2048 {
-            lock(&self.ec).insert(kt, true);
-        }
-        match self.finish_pair(kt, &private, &public) {
+        let spare = lock(&self.spare).remove(&kt);
+        let pair = match spare {
+            Some(pair) => pair,
+            None => {
+                let tmp = format!("hsm-harness-pending-{}", uuid::Uuid::new_v4().simple());
+                self.create_pair(kt, &tmp)?
+            }
+        };
+        match self.finish_pair(kt, &pair) {
             Ok(created) => Ok(created),
             Err(e) => {
-                self.cleanup(&private, &public);
+                self.cleanup(&pair.private, &pair.public);
                 Err(e)
             }
         }
@@ -1096,42 +1269,50 @@ impl Signer for KmipSigner {
                 alg.key_type()
             )));
         }
-        let base = CryptographicParameters::default();
+        // Every Sign names the algorithm, the padding (RSA) and the hash: some servers
+        // need the Cryptographic Algorithm, others the Digital Signature Algorithm.
         let params = match alg {
-            Algorithm::Rsa2048Pkcs1Sha256 => CryptographicParameters {
+            Algorithm::Rsa2048Pkcs1Sha256 => wire::SignParameters {
                 padding_method: Some(PaddingMethod::PKCS1_v1_5),
-                hashing_algorithm: Some(HashingAlgorithm::SHA256),
+                hashing_algorithm: HashingAlgorithm::SHA256,
                 digital_signature_algorithm: Some(
                     DigitalSignatureAlgorithm::SHA256WithRSAEncryption_PKCS1_v1_5,
                 ),
-                cryptographic_algorithm: Some(CryptographicAlgorithm::RSA),
-                ..base
+                cryptographic_algorithm: wire::AlgorithmCode(wire::ALG_RSA),
             },
-            Algorithm::Rsa2048PssSha256 => CryptographicParameters {
+            Algorithm::Rsa2048PssSha256 => wire::SignParameters {
                 padding_method: Some(PaddingMethod::PSS),
-                hashing_algorithm: Some(HashingAlgorithm::SHA256),
-                cryptographic_algorithm: Some(CryptographicAlgorithm::RSA),
-                ..base
+                hashing_algorithm: HashingAlgorithm::SHA256,
+                digital_signature_algorithm: None,
+                cryptographic_algorithm: wire::AlgorithmCode(wire::ALG_RSA),
             },
-            Algorithm::EcdsaP256Sha256 => CryptographicParameters {
-                hashing_algorithm: Some(HashingAlgorithm::SHA256),
+            Algorithm::EcdsaP256Sha256 => wire::SignParameters {
+                padding_method: None,
+                hashing_algorithm: HashingAlgorithm::SHA256,
                 digital_signature_algorithm: Some(DigitalSignatureAlgorithm::ECDSAWithSHA256),
-                ..base
+                cryptographic_algorithm: wire::AlgorithmCode(wire::ALG_ECDSA),
             },
-            Algorithm::EcdsaP384Sha384 => CryptographicParameters {
-                hashing_algorithm: Some(HashingAlgorithm::SHA384),
+            Algorithm::EcdsaP384Sha384 => wire::SignParameters {
+                padding_method: None,
+                hashing_algorithm: HashingAlgorithm::SHA384,
                 digital_signature_algorithm: Some(DigitalSignatureAlgorithm::ECDSAWithSHA384),
-                ..base
+                cryptographic_algorithm: wire::AlgorithmCode(wire::ALG_ECDSA),
             },
             Algorithm::Ed25519 => {
                 return Err(self.err(ErrorKind::Unsupported, "KMIP 1.2 has no Ed25519"))
             }
         };
-        let answer = self.request(RequestPayload::Sign(
-            Some(UniqueIdentifier(h.private.clone())),
-            Some(params),
-            Data(data.to_vec()),
-        ))?;
+        let bytes = wire::encode(
+            Operation::Sign,
+            wire::SignPayload(
+                UniqueIdentifier(h.private.clone()),
+                params,
+                Data(data.to_vec()),
+            ),
+            self.credential()?.as_ref(),
+        )
+        .map_err(|e| self.err(ErrorKind::Backend, e))?;
+        let answer = self.call(&bytes)?;
         let payload = match self.ok(&format!("Sign ({alg}) with key {key}"), answer) {
             Ok(p) => p,
             Err(e) if e.kind == ErrorKind::NotFound => {
@@ -1141,38 +1322,32 @@ impl Signer for KmipSigner {
             Err(e) => return Err(e),
         };
         let sig = payload.bytes_of(tag::SIGNATURE_DATA).ok_or_else(|| {
-            self.err(ErrorKind::Backend, "Sign: the answer has no Signature Data")
+            self.err(
+                ErrorKind::Protocol,
+                "Sign: the answer has no Signature Data",
+            )
         })?;
         match alg {
             Algorithm::EcdsaP256Sha256 | Algorithm::EcdsaP384Sha384 => ecdsa_raw_to_der(sig)
-                .map_err(|e| self.err(ErrorKind::Backend, format!("Sign: {}", e.message))),
-            _ if sig.is_empty() => Err(self.err(ErrorKind::Backend, "Sign: empty signature")),
+                .map_err(|e| self.err(ErrorKind::Protocol, format!("Sign: {}", e.message))),
+            _ if sig.is_empty() => Err(self.err(ErrorKind::Protocol, "Sign: empty signature")),
             _ => Ok(sig.to_vec()),
         }
     }
 
     fn destroy_key(&self, key: &KeyIdentifier) -> Result<(), SignerError> {
+        let h = self.handles(key)?;
         lock(&self.keys).remove(key);
-        let private = self.locate(&private_key_name(key), ObjectType::PrivateKey)?;
-        let public = self.locate(&public_key_name(key), ObjectType::PublicKey)?;
-        if private.is_empty() && public.is_empty() {
-            return Err(SignerError::key_not_found(&self.name, key));
-        }
-        let mut destroyed = false;
-        for uid in &private {
-            destroyed |= self.revoke_and_destroy(uid, true)?;
-        }
-        for uid in &public {
-            // Public halves are never activated; a server that wants them revoked
-            // first gets a Revoke on the second try.
-            match self.revoke_and_destroy(uid, false) {
-                Ok(d) => destroyed |= d,
-                Err(e) if e.kind != ErrorKind::Unavailable => {
-                    destroyed |= self.revoke_and_destroy(uid, true)?;
-                }
-                Err(e) => return Err(e),
+        let mut destroyed = self.revoke_and_destroy(&h.private, true)?;
+        // Public halves are never activated; a server that wants them revoked first gets
+        // a Revoke on the second try.
+        destroyed |= match self.revoke_and_destroy(&h.public, false) {
+            Ok(d) => d,
+            Err(e) if e.kind != ErrorKind::Unavailable => {
+                self.revoke_and_destroy(&h.public, true)?
             }
-        }
+            Err(e) => return Err(e),
+        };
         if destroyed {
             Ok(())
         } else {
@@ -1218,8 +1393,17 @@ impl Signer for KmipSigner {
     }
 
     fn list_keys(&self) -> Result<Vec<KeyIdentifier>, SignerError> {
+        if !self.facts()?.offers(wire::op::LOCATE) {
+            return Err(self.err(
+                ErrorKind::Unsupported,
+                format!(
+                    "listing the keys is unavailable: {} does not offer Locate",
+                    self.server()
+                ),
+            ));
+        }
         // Every private key whose Name is "<40 hex>_priv" is one of ours. KMIP 1.2 Locate
-        // matches names exactly, so list the private keys and read their public halves.
+        // matches names exactly, so list the public keys and look for their private halves.
         let answer = self.request(RequestPayload::Locate(vec![Attribute::ObjectType(
             ObjectType::PublicKey,
         )]))?;
@@ -1255,11 +1439,33 @@ impl Signer for KmipSigner {
         keys.sort();
         Ok(keys)
     }
+
+    fn recall(&self, key: &KeyIdentifier, handle: &str) {
+        // Key maps written before handles were recorded hold the identifier: Locate.
+        if let Some(h) = Handles::from_text(handle) {
+            lock(&self.keys).insert(*key, h);
+        }
+    }
+
+    fn unavailable(&self) -> Vec<(KeyType, String)> {
+        let mut out: Vec<(KeyType, String)> = lock(&self.algorithms)
+            .iter()
+            .filter_map(|(kt, r)| r.as_ref().err().map(|why| (*kt, why.clone())))
+            .collect();
+        out.sort_by_key(|(kt, _)| kt.to_string());
+        out
+    }
 }
 
 // ---- Public keys ----------------------------------------------------------------------
 
 /// Reads a public key from a Get payload into a DER SubjectPublicKeyInfo.
+///
+/// Accepted, as servers send them: X.509 (an SPKI); PKCS#1 (RSAPublicKey); Raw holding
+/// either a DER SPKI (the seed-003 relay, our relay by default) or a bare EC point;
+/// Transparent RSA Public Key; Transparent ECDSA Public Key (0x0F, KMIP 1.x) and
+/// Transparent EC Public Key (0x15, Cosmian), which carry the same fields. A bare
+/// point's curve comes from a Recommended Curve, else `curve`, else its length.
 fn read_public_key(payload: &Item, curve: Option<KeyType>) -> Result<Vec<u8>, String> {
     let object = payload
         .child(tag::PUBLIC_KEY)
@@ -1283,7 +1489,13 @@ fn read_public_key(payload: &Item, curve: Option<KeyType>) -> Result<Vec<u8>, St
     const X509: u32 = 0x05;
     const TRANSPARENT_RSA_PUBLIC: u32 = 0x0B;
     const TRANSPARENT_ECDSA_PUBLIC: u32 = 0x0F;
+    const TRANSPARENT_EC_PUBLIC: u32 = 0x15;
+    let raw_spki = (format == RAW)
+        .then(|| material.as_bytes())
+        .flatten()
+        .filter(|b| spki::SubjectPublicKeyInfoRef::try_from(*b).is_ok());
     let spki = match format {
+        RAW if raw_spki.is_some() => raw_spki.unwrap_or_default().to_vec(),
         X509 => material
             .as_bytes()
             .ok_or("X.509 key material is not a byte string")?
@@ -1305,7 +1517,7 @@ fn read_public_key(payload: &Item, curve: Option<KeyType>) -> Result<Vec<u8>, St
                 .ok_or("transparent RSA key without Public Exponent")?;
             rsa_spki_der(n, e)
         }
-        TRANSPARENT_ECDSA_PUBLIC | RAW => {
+        TRANSPARENT_ECDSA_PUBLIC | TRANSPARENT_EC_PUBLIC | RAW => {
             let point = if format == RAW {
                 material
                     .as_bytes()
@@ -1313,7 +1525,7 @@ fn read_public_key(payload: &Item, curve: Option<KeyType>) -> Result<Vec<u8>, St
             } else {
                 material
                     .bytes_of(tag::Q_STRING)
-                    .ok_or("transparent ECDSA key without Q String")?
+                    .ok_or("transparent EC key without Q String")?
             };
             let named = match material.enum_of(tag::RECOMMENDED_CURVE) {
                 Some(wire::CURVE_P256) => Some(KeyType::EcP256),
@@ -1505,6 +1717,59 @@ mod tests {
         assert_eq!(spki_key_type(&spki).unwrap(), KeyType::EcP256);
         let raw = get_payload(0x01, leaf(tag::KEY_MATERIAL, Value::Bytes(point)));
         assert_eq!(read_public_key(&raw, Some(KeyType::EcP256)).unwrap(), spki);
+    }
+
+    #[rstest::rstest]
+    #[case::raw_spki(0x01, true)]
+    #[case::raw_point(0x01, false)]
+    #[case::transparent_ecdsa(0x0F, false)]
+    #[case::transparent_ec(0x15, false)]
+    #[case::x509(0x05, true)]
+    fn ec_public_keys_are_read_as_every_server_sends_them(
+        #[case] format: u32,
+        #[case] as_spki: bool,
+    ) {
+        use aws_lc_rs::signature::KeyPair;
+        let p = aws_lc_rs::signature::EcdsaKeyPair::generate(
+            &aws_lc_rs::signature::ECDSA_P384_SHA384_ASN1_SIGNING,
+        )
+        .unwrap();
+        let point = p.public_key().as_ref().to_vec();
+        let spki = ec_spki_der(KeyType::EcP384, &point).unwrap();
+        let material = if as_spki {
+            leaf(tag::KEY_MATERIAL, Value::Bytes(spki.clone()))
+        } else if format == 0x01 {
+            leaf(tag::KEY_MATERIAL, Value::Bytes(point))
+        } else {
+            leaf(
+                tag::KEY_MATERIAL,
+                Value::Structure(vec![
+                    leaf(tag::RECOMMENDED_CURVE, Value::Enumeration(wire::CURVE_P384)),
+                    leaf(tag::Q_STRING, Value::Bytes(point)),
+                ]),
+            )
+        };
+        // No curve hint: a bare point is read by its length, the rest carry theirs.
+        let got = read_public_key(&get_payload(format, material), None).unwrap();
+        assert_eq!(got, spki);
+        assert_eq!(spki_key_type(&got).unwrap(), KeyType::EcP384);
+    }
+
+    #[test]
+    fn handles_survive_the_key_map_and_old_handles_are_ignored() {
+        let h = Handles {
+            private: "9f1c-priv \"odd\" id".into(),
+            public: "AB12_pub".into(),
+            key_type: KeyType::EcP256,
+        };
+        assert_eq!(Handles::from_text(&h.to_text()), Some(h));
+        let id: KeyIdentifier = "00112233445566778899aabbccddeeff00112233".parse().unwrap();
+        let s = KmipSigner::new("k", &KmipConfig::new("127.0.0.1", 1));
+        s.recall(&id, &id.to_string());
+        assert!(
+            lock(&s.keys).is_empty(),
+            "a hex identifier is not a KMIP handle"
+        );
     }
 
     #[test]

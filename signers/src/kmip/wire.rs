@@ -2,7 +2,10 @@
 //! EC algorithms, curves, Maximum Items), responses read with our TTLV reader.
 
 use kmip_protocol::auth::{CredentialType, UsernameAndPasswordCredential};
-use kmip_protocol::types::common::{Operation, UniqueBatchItemID};
+use kmip_protocol::types::common::{
+    Data, DigitalSignatureAlgorithm, HashingAlgorithm, Operation, PaddingMethod, UniqueBatchItemID,
+    UniqueIdentifier,
+};
 use kmip_protocol::types::request::{
     self as req, Authentication, BatchCount, MaximumResponseSize, ProtocolVersion,
     ProtocolVersionMajor, ProtocolVersionMinor, RequestHeader,
@@ -56,12 +59,7 @@ pub mod reason {
     pub const AUTHENTICATION_NOT_SUCCESSFUL: u32 = 0x03;
     pub const INVALID_MESSAGE: u32 = 0x04;
     pub const OPERATION_NOT_SUPPORTED: u32 = 0x05;
-    pub const MISSING_DATA: u32 = 0x06;
-    pub const INVALID_FIELD: u32 = 0x07;
-    pub const FEATURE_NOT_SUPPORTED: u32 = 0x08;
-    pub const CRYPTOGRAPHIC_FAILURE: u32 = 0x0A;
     pub const PERMISSION_DENIED: u32 = 0x0C;
-    pub const KEY_FORMAT_TYPE_NOT_SUPPORTED: u32 = 0x10;
 }
 
 /// The name of a Result Reason, as the specification writes it.
@@ -207,8 +205,38 @@ pub fn encode_std(
 
 // ---- What kmip-protocol lacks -------------------------------------------------------
 
-/// KMIP Cryptographic Algorithm ECDSA (0x06).
+/// KMIP Cryptographic Algorithm RSA (0x04) and ECDSA (0x06).
+pub const ALG_RSA: u32 = 0x04;
 pub const ALG_ECDSA: u32 = 0x06;
+
+/// Operation codes the signer asks about.
+pub mod op {
+    pub const LOCATE: u32 = 0x08;
+}
+
+/// A Cryptographic Algorithm value (kmip-protocol's enum has no ECDSA).
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename = "Transparent:0x420028")]
+pub struct AlgorithmCode(pub u32);
+
+/// The Cryptographic Parameters of a Sign: padding (RSA), hash, signature algorithm
+/// and, always, the Cryptographic Algorithm, which some servers need to pick the
+/// mechanism (the seed-003 relay). Fields in KMIP 1.2's order.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename = "0x42002B")]
+pub struct SignParameters {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub padding_method: Option<PaddingMethod>,
+    pub hashing_algorithm: HashingAlgorithm,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digital_signature_algorithm: Option<DigitalSignatureAlgorithm>,
+    pub cryptographic_algorithm: AlgorithmCode,
+}
+
+/// Sign: the private key, its parameters and the data.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename = "0x420079")]
+pub struct SignPayload(pub UniqueIdentifier, pub SignParameters, pub Data);
 /// KMIP Recommended Curve P-256 and P-384.
 pub const CURVE_P256: u32 = 0x07;
 pub const CURVE_P384: u32 = 0x0A;
