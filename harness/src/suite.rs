@@ -350,6 +350,15 @@ pub enum Capability {
     /// [...] } }`): the relay.
     #[serde(rename = "kmip-withhold")]
     KmipWithhold,
+    /// The KMIP server's Query lists Modify Attribute (the relay, Cosmian KMS; not
+    /// PyKMIP). Cases about servers that omit it say `lacks: [kmip-modify-attribute]`.
+    #[serde(rename = "kmip-modify-attribute")]
+    KmipModifyAttribute,
+    /// A server that requires a client certificate refuses a client without one in the
+    /// TLS handshake (the relay, PyKMIP). Cosmian KMS completes the handshake and closes
+    /// the connection, unanswered, at the first request.
+    #[serde(rename = "client-cert-in-handshake")]
+    ClientCertInHandshake,
 }
 
 impl Capability {
@@ -381,6 +390,8 @@ impl Capability {
             Capability::Pkcs11Shim => "pkcs11-shim",
             Capability::Pkcs11 => "pkcs11",
             Capability::KmipWithhold => "kmip-withhold",
+            Capability::KmipModifyAttribute => "kmip-modify-attribute",
+            Capability::ClientCertInHandshake => "client-cert-in-handshake",
         }
     }
 }
