@@ -65,6 +65,10 @@ pub enum Provider {
         /// As for `softhsm`: the relay loads the shim in front of the module.
         #[serde(default)]
         shim: Option<ShimSpec>,
+        /// Make the relay behave like another KMIP server (its `[testing] mimic`); its
+        /// signer then logs in as that server wants and sets `force`.
+        #[serde(default)]
+        mimic: Option<Mimic>,
     },
     /// A PyKMIP server (`pykmip-server`) with generated certificates, a fresh database
     /// and an ephemeral port. It speaks TLS 1.2 only, so its signer opts in to TLS 1.2.
@@ -73,6 +77,26 @@ pub enum Provider {
     /// certificates, a fresh SQLite database and ephemeral loopback ports per instance,
     /// reached over its KMIP socket server with the signer's default (TLS 1.3) settings.
     Cosmian,
+}
+
+/// A KMIP server the relay can stand in for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum Mimic {
+    /// The seed-003 relay as released (cascade-hsm-bridge 0.1.0-alpha): Discover
+    /// Versions, Query, Create Key Pair, Activate, Get, Sign and Modify Attribute only;
+    /// General Failure on attributes it does not parse; fixed key formats; username =
+    /// token label, password = user PIN.
+    #[serde(rename = "seed-003")]
+    Seed003,
+}
+
+impl Mimic {
+    /// The value of the relay's `[testing] mimic`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mimic::Seed003 => "seed-003",
+        }
+    }
 }
 
 /// The relay binary: next to this program (cargo puts all of a workspace's binaries
@@ -151,7 +175,7 @@ impl Backend {
             Provider::Softhsm { module, shim } => softhsm_module(module.as_deref())
                 .and_then(|_| shim.as_ref().map_or(Ok(()), |_| shim::library().map(drop)))
                 .err(),
-            Provider::Relay { module, shim } => softhsm_module(module.as_deref())
+            Provider::Relay { module, shim, .. } => softhsm_module(module.as_deref())
                 .and_then(|_| relay_binary())
                 .and_then(|_| shim.as_ref().map_or(Ok(()), |_| shim::library().map(drop)))
                 .err(),

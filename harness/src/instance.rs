@@ -25,7 +25,9 @@ use hsm_signers::config::{KmipConfig, OpenSslConfig, Pkcs11Config, SignerKind, S
 use hsm_signers::software::SoftwareSigner;
 use hsm_signers::{Algorithm, KeyIdentifier, KeyType, Secret, Signer};
 
-use crate::backend::{pykmip_server, random_hex, relay_binary, softhsm_module, Backend, Provider};
+use crate::backend::{
+    pykmip_server, random_hex, relay_binary, softhsm_module, Backend, Mimic, Provider,
+};
 use crate::cosmian;
 use crate::pki::{self, Pki, ServerFlaw};
 use crate::proxy::{Fault, Proxy, Stats};
@@ -494,14 +496,23 @@ impl Instances {
         } else {
             String::new()
         };
-        let testing = if spec.withhold.is_empty() {
-            String::new()
-        } else {
+        let mimic = self.mimic();
+        let mut testing = String::new();
+        if !spec.withhold.is_empty() {
             let names: Vec<String> = spec.withhold.iter().map(|o| format!("{o:?}")).collect();
-            format!(
-                "\n[testing]\nwithhold_operations = [{}]\n",
-                names.join(", ")
-            )
+            testing.push_str(&format!("withhold_operations = [{}]\n", names.join(", ")));
+        }
+        if let Some(m) = mimic {
+            testing.push_str(&format!("mimic = \"{}\"\n", m.name()));
+        }
+        if !testing.is_empty() {
+            testing = format!("\n[testing]\n{testing}");
+        }
+        // A mimicked server logs clients in with the token label and PIN, so the relay
+        // itself holds no PIN.
+        let (pin, auth) = match mimic {
+            Some(_) => (String::new(), "\n[auth]\ncredentials = \"token\"\n"),
+            None => (format!("user_pin = \"env:{}\"\n", token.pin_env), ""),
         };
         let bin = relay_binary().map_err(|e| anyhow!(e))?;
         let module = self.signer_module().ok_or_else(|| anyhow!("no module"))?;
@@ -513,7 +524,7 @@ impl Instances {
             format!(
                 "listen = \"127.0.0.1:{port}\"\nready_file = \"{}\"\nlog_level = \"warn\"\n\n\
                  [tls]\ncert = \"{}\"\nkey = \"{}\"\nmin_version = \"{}\"\nmax_version = \"{}\"\n{}\n\
-                 [pkcs11]\nlib_path = \"{}\"\nslot = \"{}\"\nuser_pin = \"env:{}\"\n{}",
+                 [pkcs11]\nlib_path = \"{}\"\nslot = \"{}\"\n{}{}{}",
                 ready.display(),
                 pki.server_cert.display(),
                 pki.server_key.display(),
@@ -522,7 +533,8 @@ impl Instances {
                 client_ca,
                 module.display(),
                 token.label,
-                token.pin_env,
+                pin,
+                auth,
                 testing
             ),
         )
@@ -565,6 +577,7 @@ impl Instances {
         pkcs11: Option<&Pkcs11Options>,
     ) -> anyhow::Result<SignerKind> {
         let module = self.signer_module();
+        let mimic = self.mimic();
         let other_ca = match options.map(|o| o.server_ca) {
             Some(CaChoice::Other) => Some(self.other_ca()?),
             _ => None,
@@ -580,9 +593,18 @@ impl Instances {
                 login: true,
                 force: pkcs11.and_then(|o| o.force).unwrap_or(false),
             }),
-            Instance::Relay { pki, server, .. } => {
+            Instance::Relay {
+                pki, server, token, ..
+            } => {
                 let port = server.as_ref().map_or(0, |s| s.signer_port());
-                let c = kmip_config(port, pki);
+                let mut c = kmip_config(port, pki);
+                if mimic.is_some() {
+                    // The seed-003 relay: the token label and PIN log in, and its Query
+                    // lacks Destroy, Revoke and Locate.
+                    c.username = Some(token.label.clone());
+                    c.password = Some(Secret::Env(token.pin_env.clone()));
+                    c.force = true;
+                }
                 SignerKind::Kmip(with_options(c, options, other_ca))
             }
             Instance::Pykmip { pki, server, .. } => {
@@ -600,6 +622,14 @@ impl Instances {
                 SignerKind::Kmip(with_options(c, options, other_ca))
             }
         })
+    }
+
+    /// The server the relay stands in for, if any.
+    fn mimic(&self) -> Option<Mimic> {
+        match &self.backend.provider {
+            Provider::Relay { mimic, .. } => *mimic,
+            _ => None,
+        }
     }
 
     /// The certificate of a CA that issued nothing any instance presents.

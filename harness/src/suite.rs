@@ -359,6 +359,9 @@ pub enum Capability {
     /// the connection, unanswered, at the first request.
     #[serde(rename = "client-cert-in-handshake")]
     ClientCertInHandshake,
+    /// The backend destroys keys (PKCS#11 C_DestroyObject, KMIP Destroy): `destroy_key`
+    /// and one-off keys on an HSM need it. The seed-003 relay has no Destroy.
+    Destroy,
 }
 
 impl Capability {
@@ -392,6 +395,7 @@ impl Capability {
             Capability::KmipWithhold => "kmip-withhold",
             Capability::KmipModifyAttribute => "kmip-modify-attribute",
             Capability::ClientCertInHandshake => "client-cert-in-handshake",
+            Capability::Destroy => "destroy",
         }
     }
 }
@@ -959,19 +963,38 @@ impl Suite {
             {
                 need(Capability::Pkcs11);
             }
+            // One-off keys are made and destroyed on the backend when one of its
+            // signers is the one-off signer (else the router's OpenSSL signer does it).
+            let hsm_one_off = |spec: &SignersSpec| {
+                spec.one_off_signer
+                    .as_ref()
+                    .is_some_and(|n| spec.signers.iter().any(|s| &s.name == n && !s.software))
+            };
+            let one_off_on_backend = signers.as_ref().is_some_and(hsm_one_off)
+                || case
+                    .steps
+                    .iter()
+                    .any(|s| matches!(&s.value, Step::Restart(r) if r.one_off_signer.is_some()));
             for step in &case.steps {
                 match &step.value {
                     // A step expected to fail does not need the algorithm.
-                    Step::CreateKey { alg, expect, .. } | Step::SignOneOff { alg, expect, .. }
-                        if expect.error.is_none() =>
-                    {
+                    Step::CreateKey { alg, expect, .. } if expect.error.is_none() => {
                         need(Capability::of(*alg))
+                    }
+                    Step::SignOneOff { alg, expect, .. } if expect.error.is_none() => {
+                        need(Capability::of(*alg));
+                        if one_off_on_backend {
+                            need(Capability::Destroy);
+                        }
                     }
                     Step::Sign {
                         alg: Some(alg),
                         expect,
                         ..
                     } if expect.error.is_none() => need(Capability::of(*alg)),
+                    Step::DestroyKey { expect, .. } if expect.error.is_none() => {
+                        need(Capability::Destroy)
+                    }
                     Step::Restart(r) if !r.change_pin.is_empty() => need(Capability::Credentials),
                     Step::ReplaceIdentityKey { .. } => need(Capability::ReplaceKeys),
                     Step::Server(_) | Step::Proxy(_) | Step::Traffic(_) => need(Capability::Kmip),
