@@ -1337,7 +1337,10 @@ cases:
         let s = parse(GOOD).unwrap();
         assert_eq!(s.name, "t");
         assert_eq!(s.cases[0].steps.len(), 6);
-        assert_eq!(s.cases[0].requires, vec![Capability::EcdsaP256]);
+        assert_eq!(
+            s.cases[0].requires,
+            vec![Capability::EcdsaP256, Capability::Destroy]
+        );
     }
 
     #[rstest]
