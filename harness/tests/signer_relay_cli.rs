@@ -1,6 +1,9 @@
 //! `hsm-harness signer` end to end through the KMIP signer against our relay
 //! (`kmip2pkcs11`) on a fresh SoftHSMv2 token: create-key, sign (verified with
 //! `openssl`), public-key, random and destroy, with the default TLS settings (TLS 1.3).
+//! Also against the relay standing in for the seed-003 relay (`[testing] mimic`): no
+//! Locate, so keys are reached in later processes through the handles the key map
+//! recorded; and a server that refuses EC key pairs still gives a working RSA signer.
 //!
 //! The relay runs as a real TLS server with generated CA, server and client
 //! certificates, on an ephemeral loopback port; its token PIN reaches it through the
@@ -31,6 +34,16 @@ fn relay_binary() -> PathBuf {
     bin
 }
 
+/// How the relay behaves.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Our relay as it is.
+    Standard,
+    /// Standing in for the seed-003 relay; clients log in with the token label and PIN.
+    /// `ec: false` switches EC key generation off in the token.
+    Seed003 { ec: bool },
+}
+
 /// A relay on a fresh token, stopped (SIGTERM) when dropped.
 struct Relay {
     dir: TempDir,
@@ -38,6 +51,7 @@ struct Relay {
     child: Child,
     port: u16,
     pki: pki::Pki,
+    mode: Mode,
 }
 
 impl Drop for Relay {
@@ -51,13 +65,18 @@ impl Drop for Relay {
 }
 
 impl Relay {
-    fn start() -> Relay {
+    fn start(mode: Mode) -> Relay {
         assert!(
             Path::new(MODULE).exists(),
             "{MODULE} is missing: {INSTALL_HINT}"
         );
         let dir = tempfile::tempdir().expect("tempdir");
         let softhsm_conf = support::softhsm_conf(dir.path());
+        if mode == (Mode::Seed003 { ec: false }) {
+            let mut conf = std::fs::read_to_string(&softhsm_conf).expect("softhsm2.conf");
+            conf.push_str("slots.mechanisms = -CKM_EC_KEY_PAIR_GEN\n");
+            std::fs::write(&softhsm_conf, conf).expect("softhsm2.conf");
+        }
         let init = Command::new("softhsm2-util")
             .args([
                 "--init-token",
@@ -81,12 +100,19 @@ impl Relay {
         let pki = pki::generate(&dir.path().join("pki"), ServerFlaw::None).expect("test PKI");
         let ready = dir.path().join("relay.ready");
         let config = dir.path().join("relay.toml");
+        // The seed-003 relay takes the PIN from each client's credential.
+        let rest = match mode {
+            Mode::Standard => "user_pin = \"env:RELAY_TEST_PIN\"\n",
+            Mode::Seed003 { .. } => {
+                "\n[auth]\ncredentials = \"token\"\n\n[testing]\nmimic = \"seed-003\"\n"
+            }
+        };
         std::fs::write(
             &config,
             format!(
                 "listen = \"127.0.0.1:0\"\nready_file = \"{}\"\nlog_level = \"warn\"\n\n\
                  [tls]\ncert = \"{}\"\nkey = \"{}\"\n\n\
-                 [pkcs11]\nlib_path = \"{MODULE}\"\nslot = \"{LABEL}\"\nuser_pin = \"env:RELAY_TEST_PIN\"\n",
+                 [pkcs11]\nlib_path = \"{MODULE}\"\nslot = \"{LABEL}\"\n{rest}",
                 ready.display(),
                 pki.server_cert.display(),
                 pki.server_key.display(),
@@ -109,6 +135,7 @@ impl Relay {
             child,
             port: 0,
             pki,
+            mode,
         };
         let deadline = Instant::now() + Duration::from_secs(15);
         relay.port = loop {
@@ -135,15 +162,22 @@ impl Relay {
         self.dir.path().join(name)
     }
 
-    /// A signer configuration with one KMIP signer at the relay, default TLS settings.
+    /// A signer configuration with one KMIP signer at the relay, default TLS settings;
+    /// for the seed-003 relay, its login and `force` (its Query lacks Destroy, Revoke).
     fn signer_config(&self) -> PathBuf {
         let path = self.path("signers.conf");
+        let login = match self.mode {
+            Mode::Standard => String::new(),
+            Mode::Seed003 { .. } => {
+                format!("username = \"{LABEL}\"\npassword = \"env:RELAY_TEST_PIN\"\nforce = true\n")
+            }
+        };
         std::fs::write(
             &path,
             format!(
                 "[[signers]]\ntype = \"KMIP\"\nname = \"relay\"\nhost = \"127.0.0.1\"\nport = {}\n\
                  server_ca_cert_path = \"{}\"\nclient_cert_path = \"{}\"\n\
-                 client_cert_private_key_path = \"{}\"\n",
+                 client_cert_private_key_path = \"{}\"\n{login}",
                 self.port,
                 self.pki.ca_cert.display(),
                 self.pki.client_cert.display(),
@@ -163,6 +197,7 @@ impl Relay {
             .arg("--state")
             .arg(self.path("state"))
             .args(args)
+            .env("RELAY_TEST_PIN", USER_PIN)
             .env_remove("RUST_LOG")
             .output()
             .expect("run hsm-harness");
@@ -195,9 +230,106 @@ fn describe(what: &str, out: &Output) -> String {
     )
 }
 
+/// `create-key` in one process; the public key and a signature, verified with OpenSSL,
+/// in later ones. Returns the key identifier.
+fn create_then_sign_in_later_processes(relay: &Relay, alg: &str) -> String {
+    let created = relay.json(&["create-key", "--alg", alg]);
+    let key = created["key"].as_str().expect("key identifier").to_string();
+    let data = relay.path(&format!("{alg}.txt"));
+    std::fs::write(&data, format!("signed with {alg} in a later process")).unwrap();
+    let sig = relay.path(&format!("{alg}.sig"));
+    relay.json(&[
+        "sign",
+        "--key",
+        &key,
+        "--alg",
+        alg,
+        "--in",
+        data.to_str().unwrap(),
+        "--out",
+        sig.to_str().unwrap(),
+    ]);
+    let pem_out = relay.signer(&["public-key", "--key", &key]);
+    assert!(
+        pem_out.status.success(),
+        "{}",
+        describe("public-key", &pem_out)
+    );
+    let pem = relay.path(&format!("{alg}.pem"));
+    std::fs::write(&pem, &pem_out.stdout).unwrap();
+    // Independent verification: OpenSSL, not the relay or our verifier.
+    let verify = Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(&pem)
+        .arg("-signature")
+        .arg(&sig)
+        .arg(&data)
+        .output()
+        .unwrap_or_else(|e| panic!("openssl: {e}: {INSTALL_HINT}"));
+    assert!(
+        verify.status.success(),
+        "{alg}: {}",
+        describe("openssl dgst", &verify)
+    );
+    key
+}
+
+#[test]
+fn seed003_relay_keys_are_signed_with_in_later_processes_without_locate() {
+    let relay = Relay::start(Mode::Seed003 { ec: true });
+    let rsa = create_then_sign_in_later_processes(&relay, "rsa2048");
+    let ec = create_then_sign_in_later_processes(&relay, "ecdsa-p256");
+    // Each process above bound the signer again through its identity key, by handle.
+    let listed = relay.json(&["list"]).to_string();
+    assert!(listed.contains(&rsa) && listed.contains(&ec), "{listed}");
+    // The server has no Locate: listing orphans says so instead of guessing.
+    let orphans = relay.json(&["list", "--orphans"]).to_string();
+    assert!(orphans.contains("does not offer Locate"), "{orphans}");
+    // No Destroy either: destroy is refused, and the key keeps working.
+    let destroy = relay.signer(&["destroy", "--key", &rsa]);
+    assert!(
+        !destroy.status.success(),
+        "destroy without Destroy succeeded"
+    );
+    assert!(
+        String::from_utf8_lossy(&destroy.stderr).contains("Operation Not Supported"),
+        "{}",
+        describe("destroy", &destroy)
+    );
+}
+
+#[test]
+fn a_server_refusing_ec_key_pairs_still_gives_a_working_rsa_signer() {
+    let relay = Relay::start(Mode::Seed003 { ec: false });
+    // The identity key falls back to RSA; RSA keys work in later processes.
+    create_then_sign_in_later_processes(&relay, "rsa2048");
+    let refused = relay.signer(&["create-key", "--alg", "ecdsa-p256"]);
+    assert!(!refused.status.success(), "an EC key was made without EC");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("unsupported") && stderr.contains("General Failure"),
+        "{}",
+        describe("create-key ecdsa-p256", &refused)
+    );
+    // A later process's status still names EC as unavailable, with the server's words.
+    let status = relay.json(&["status"]);
+    let signer = &status["signers"][0];
+    assert_eq!(signer["state"], "bound", "{status}");
+    let unavailable = signer["unavailable"].as_array().expect("unavailable list");
+    let ec = unavailable
+        .iter()
+        .find(|u| u["key_type"] == "ec-p256")
+        .unwrap_or_else(|| panic!("ec-p256 is not named unavailable: {status}"));
+    let reason = ec["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("General Failure") && reason.contains("Cryptographic Domain Parameters"),
+        "{status}"
+    );
+}
+
 #[test]
 fn create_sign_verify_random_destroy_through_the_relay() {
-    let relay = Relay::start();
+    let relay = Relay::start(Mode::Standard);
     let created = relay.json(&["create-key", "--alg", "rsa2048"]);
     assert_eq!(created["signer"], "relay", "{created}");
     let key = created["key"].as_str().expect("key identifier").to_string();

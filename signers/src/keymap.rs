@@ -54,6 +54,11 @@ pub struct SignerRecord {
     pub identity_handle: Option<String>,
     /// Facts about the backend from the last bind (library, token, server).
     pub info: Vec<(String, String)>,
+    /// Key types the backend refused to create, with its words, as last learned
+    /// ([`crate::Signer::unavailable`]); kept so that `status` in a later process can
+    /// still say why a key type is missing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<(crate::KeyType, String)>,
 }
 
 /// The key map of one state directory.
@@ -298,6 +303,7 @@ mod tests {
             identity_alg: Algorithm::EcdsaP256Sha256,
             identity_public_key: vec![1, 2, 3],
             identity_handle: None,
+            unavailable: vec![],
             info: vec![("token".into(), "t".into())],
         };
         m.put_signer(&rec).unwrap();

@@ -408,6 +408,7 @@ impl Router {
             identity_public_key: created.public_key,
             identity_handle: Some(created.handle),
             info,
+            unavailable: signer.unavailable(),
         };
         self.keymap.put_signer(&record)?;
         self.keymap.set_name(signer.name(), &record.signer_id)?;
@@ -440,14 +441,47 @@ impl Router {
         }
     }
 
+    /// Records in the key map what key types the signer bound to `signer_id` found
+    /// unavailable, so `status` can say so in later processes. Best effort: the key map
+    /// is not the signer's business, a failure to write it is only logged.
+    /// `created`: a key type the signer just created, so available again.
+    fn note_unavailable(&self, slot: usize, signer_id: &str, created: Option<KeyType>) {
+        let live = self.slots[slot].signer.unavailable();
+        let result = self.keymap.signer(signer_id).and_then(|record| {
+            let Some(mut record) = record else {
+                return Ok(());
+            };
+            let mut now: Vec<(KeyType, String)> = record
+                .unavailable
+                .iter()
+                .filter(|(kt, _)| Some(*kt) != created && !live.iter().any(|(k, _)| k == kt))
+                .cloned()
+                .collect();
+            now.extend(live);
+            now.sort_by_key(|(kt, _)| kt.to_string());
+            if now == record.unavailable {
+                return Ok(());
+            }
+            record.unavailable = now;
+            self.keymap.put_signer(&record)
+        });
+        if let Err(e) = result {
+            tracing::warn!("cannot record unavailable key types: {e}");
+        }
+    }
+
     /// Creates a key with the default signer and records it before returning.
     pub fn create_key(&self, alg: Algorithm) -> Result<CreatedKey, SignerError> {
         let slot = self.default_signer;
         let signer_id = self.ensure_bound(slot)?;
         let signer = &self.slots[slot].signer;
-        let created = signer
-            .create_key(alg)
-            .inspect_err(|e| self.note_failure(slot, e))?;
+        let created = signer.create_key(alg).inspect_err(|e| {
+            self.note_failure(slot, e);
+            if e.kind == ErrorKind::Unsupported {
+                self.note_unavailable(slot, &signer_id, None);
+            }
+        })?;
+        self.note_unavailable(slot, &signer_id, Some(alg.key_type()));
         let record = KeyRecord {
             signer_id,
             handle: created.handle.clone(),
@@ -693,17 +727,22 @@ impl Router {
                 if i == self.one_off_signer {
                     roles.push("one-off");
                 }
+                let mut unavailable = s.signer.unavailable();
                 let state = match &*lock(&s.life) {
                     Lifecycle::NotConnected => SignerState::NotConnected,
-                    Lifecycle::Bound { signer_id } => SignerState::Bound {
-                        signer_id: signer_id.clone(),
-                        identity_key: self
-                            .keymap
-                            .signer(signer_id)
-                            .ok()
-                            .flatten()
-                            .map(|r| r.identity_key),
-                    },
+                    Lifecycle::Bound { signer_id } => {
+                        let record = self.keymap.signer(signer_id).ok().flatten();
+                        // What an earlier process learned, unless this one knows better.
+                        for (kt, why) in record.iter().flat_map(|r| r.unavailable.clone()) {
+                            if !unavailable.iter().any(|(k, _)| *k == kt) {
+                                unavailable.push((kt, why));
+                            }
+                        }
+                        SignerState::Bound {
+                            signer_id: signer_id.clone(),
+                            identity_key: record.map(|r| r.identity_key),
+                        }
+                    }
                     Lifecycle::Waiting { until, error, .. } => SignerState::Waiting {
                         retry_in_secs: until
                             .saturating_duration_since(Instant::now())
@@ -719,9 +758,7 @@ impl Router {
                     signer_type: s.signer_type,
                     roles,
                     state,
-                    unavailable: s
-                        .signer
-                        .unavailable()
+                    unavailable: unavailable
                         .into_iter()
                         .map(|(key_type, reason)| UnavailableKeyType { key_type, reason })
                         .collect(),

@@ -913,10 +913,12 @@ impl KmipSigner {
     }
 
     /// Removes a half-made key pair (failures are logged only); `false` when the
-    /// private half is still there (a server without Destroy).
-    fn cleanup(&self, private: &str, public: &str) -> bool {
+    /// private half is still there (a server without Destroy). A private key that was
+    /// never activated is destroyed without a Revoke, so that one a server will not
+    /// destroy is left as it was made, still able to sign once activated.
+    fn cleanup(&self, private: &str, public: &str, activated: bool) -> bool {
         let mut private_removed = true;
-        for (uid, revoke) in [(private, true), (public, false)] {
+        for (uid, revoke) in [(private, activated), (public, false)] {
             if let Err(e) = self.revoke_and_destroy(uid, revoke) {
                 tracing::warn!(signer = %self.name, "cannot remove half-made key object {uid}: {e}");
                 private_removed &= uid != private;
@@ -1063,7 +1065,7 @@ impl KmipSigner {
                 }) {
                     Ok((spki, got)) if got == kt => spki,
                     Ok((_, got)) => {
-                        self.cleanup(&private, &public);
+                        self.cleanup(&private, &public, false);
                         refusals.push(format!(
                             "{}the server made a {got} key pair",
                             template.describe(kt)
@@ -1071,7 +1073,7 @@ impl KmipSigner {
                         continue;
                     }
                     Err(e) => {
-                        self.cleanup(&private, &public);
+                        self.cleanup(&private, &public, false);
                         return Err(e);
                     }
                 };
@@ -1145,7 +1147,7 @@ impl KmipSigner {
         let tmp = format!("hsm-harness-probe-{}", uuid::Uuid::new_v4().simple());
         match self.create_pair(kt, &tmp) {
             Ok(pair) => {
-                if !self.cleanup(&pair.private, &pair.public) {
+                if !self.cleanup(&pair.private, &pair.public, false) {
                     lock(&self.spare).insert(kt, pair);
                 }
                 Ok(true)
@@ -1237,7 +1239,7 @@ impl Signer for KmipSigner {
         match self.finish_pair(kt, &pair) {
             Ok(created) => Ok(created),
             Err(e) => {
-                self.cleanup(&pair.private, &pair.public);
+                self.cleanup(&pair.private, &pair.public, true);
                 Err(e)
             }
         }
