@@ -74,7 +74,12 @@ impl Relay {
         let softhsm_conf = support::softhsm_conf(dir.path());
         if mode == (Mode::Seed003 { ec: false }) {
             let mut conf = std::fs::read_to_string(&softhsm_conf).expect("softhsm2.conf");
-            conf.push_str("slots.mechanisms = -CKM_EC_KEY_PAIR_GEN\n");
+            // A list of what stays: SoftHSMv2 2.6.1 ignores a "-CKM_..." entry for EC
+            // key generation.
+            conf.push_str(
+                "slots.mechanisms = CKM_RSA_PKCS_KEY_PAIR_GEN,CKM_RSA_PKCS,\
+                 CKM_SHA256_RSA_PKCS,CKM_RSA_PKCS_PSS,CKM_SHA256_RSA_PKCS_PSS,CKM_SHA256\n",
+            );
             std::fs::write(&softhsm_conf, conf).expect("softhsm2.conf");
         }
         let init = Command::new("softhsm2-util")
