@@ -73,6 +73,10 @@ pub enum Provider {
     /// A PyKMIP server (`pykmip-server`) with generated certificates, a fresh database
     /// and an ephemeral port. It speaks TLS 1.2 only, so its signer opts in to TLS 1.2.
     Pykmip,
+    /// A Cosmian KMS server (`cosmian_kms`, see [`crate::cosmian`]) with generated
+    /// certificates, a fresh SQLite database and ephemeral loopback ports per instance,
+    /// reached over its KMIP socket server with the signer's default (TLS 1.3) settings.
+    Cosmian,
 }
 
 /// A KMIP server the relay can stand in for.
@@ -160,6 +164,7 @@ impl Backend {
             Provider::Softhsm { .. } => "softhsm",
             Provider::Relay { .. } => "relay",
             Provider::Pykmip => "pykmip",
+            Provider::Cosmian => "cosmian",
         }
     }
 
@@ -175,6 +180,7 @@ impl Backend {
                 .and_then(|_| shim.as_ref().map_or(Ok(()), |_| shim::library().map(drop)))
                 .err(),
             Provider::Pykmip => pykmip_server().err(),
+            Provider::Cosmian => crate::cosmian::binary().err(),
         }
     }
 
@@ -182,7 +188,7 @@ impl Backend {
     pub fn shim(&self) -> Option<&ShimSpec> {
         match &self.provider {
             Provider::Softhsm { shim, .. } | Provider::Relay { shim, .. } => shim.as_ref(),
-            Provider::Software | Provider::Pykmip => None,
+            Provider::Software | Provider::Pykmip | Provider::Cosmian => None,
         }
     }
 

@@ -4,7 +4,8 @@
 //!
 //! The harness reaches instances through sessions of its own, never the signer's:
 //! inventories, wipes, PIN changes and impostor keys are done here, beside the signer
-//! under test, as an operator with pkcs11-tool would.
+//! under test, as an operator with pkcs11-tool would. For the KMIP servers that own
+//! their storage (PyKMIP, Cosmian KMS) that is a KMIP connection of the harness's own.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -27,6 +28,7 @@ use hsm_signers::{Algorithm, KeyIdentifier, KeyType, Secret, Signer};
 use crate::backend::{
     pykmip_server, random_hex, relay_binary, softhsm_module, Backend, Mimic, Provider,
 };
+use crate::cosmian;
 use crate::pki::{self, Pki, ServerFlaw};
 use crate::proxy::{Fault, Proxy, Stats};
 use crate::shim::{self, ShimSpec};
@@ -41,8 +43,8 @@ struct Token {
     pin_env: String,
 }
 
-/// A server process (relay or PyKMIP) serving an instance, perhaps behind the
-/// harness's TCP proxy.
+/// A server process (relay, PyKMIP or Cosmian KMS) serving an instance, perhaps
+/// behind the harness's TCP proxy.
 struct Server {
     child: Child,
     port: u16,
@@ -94,6 +96,11 @@ enum Instance {
         pki: Pki,
         server: Option<Server>,
     },
+    Cosmian {
+        dir: PathBuf,
+        pki: Pki,
+        server: Option<Server>,
+    },
 }
 
 /// The instances of one cell.
@@ -121,7 +128,7 @@ impl Instances {
         specs: &BTreeMap<String, InstanceSpec>,
     ) -> anyhow::Result<Self> {
         let module = match &backend.provider {
-            Provider::Software | Provider::Pykmip => None,
+            Provider::Software | Provider::Pykmip | Provider::Cosmian => None,
             Provider::Softhsm { module, .. } | Provider::Relay { module, .. } => {
                 let module = softhsm_module(module.as_deref()).map_err(|e| anyhow!(e))?;
                 let dir = workdir.join("softhsm");
@@ -253,6 +260,11 @@ impl Instances {
         if let Some(s) = &self.shim {
             props.push(("pkcs11_shim".to_string(), s.display().to_string()));
         }
+        if matches!(self.backend.provider, Provider::Cosmian) {
+            if let Ok(bin) = cosmian::binary() {
+                props.push(("cosmian_kms".to_string(), bin.display().to_string()));
+            }
+        }
         for (name, inst) in &self.made {
             match inst {
                 Instance::Token(t) | Instance::Relay { token: t, .. } => {
@@ -294,6 +306,20 @@ impl Instances {
                         server: Some(server),
                     }
                 }
+                Provider::Cosmian => {
+                    let spec = self.specs.get(name).cloned().unwrap_or_default();
+                    let pki = pki::generate_for_client(
+                        &dir.join("pki"),
+                        self.flaw(name),
+                        &cosmian_user(name),
+                    )?;
+                    let server = with_proxy(start_cosmian(&dir, &pki, &spec, 0)?, &spec)?;
+                    Instance::Cosmian {
+                        dir,
+                        pki,
+                        server: Some(server),
+                    }
+                }
             };
             self.made.insert(name.to_string(), inst);
         }
@@ -325,6 +351,9 @@ impl Instances {
             })
             | Some(Instance::Pykmip {
                 server: Some(s), ..
+            })
+            | Some(Instance::Cosmian {
+                server: Some(s), ..
             }) => {
                 let _ = s.child.kill();
                 let _ = s.child.wait();
@@ -344,9 +373,9 @@ impl Instances {
         self.ensure(name)?;
         let spec = self.specs.get(name).cloned().unwrap_or_default();
         let old = match self.made.get_mut(name) {
-            Some(Instance::Relay { server, .. }) | Some(Instance::Pykmip { server, .. }) => {
-                server.take()
-            }
+            Some(Instance::Relay { server, .. })
+            | Some(Instance::Pykmip { server, .. })
+            | Some(Instance::Cosmian { server, .. }) => server.take(),
             _ => None,
         };
         let Some(mut old) = old else {
@@ -364,6 +393,7 @@ impl Instances {
                 token, dir, pki, ..
             }) => self.start_relay(name, dir, token, pki, port),
             Some(Instance::Pykmip { dir, pki, .. }) => start_pykmip(dir, pki, &spec, port),
+            Some(Instance::Cosmian { dir, pki, .. }) => start_cosmian(dir, pki, &spec, port),
             _ => bail!("instance '{name}' has no server process"),
         };
         let mut server = started?;
@@ -376,8 +406,9 @@ impl Instances {
     }
 
     fn put_server(&mut self, name: &str, new: Server) {
-        if let Some(Instance::Relay { server, .. }) | Some(Instance::Pykmip { server, .. }) =
-            self.made.get_mut(name)
+        if let Some(Instance::Relay { server, .. })
+        | Some(Instance::Pykmip { server, .. })
+        | Some(Instance::Cosmian { server, .. }) = self.made.get_mut(name)
         {
             *server = Some(new);
         }
@@ -387,7 +418,9 @@ impl Instances {
     pub fn set_proxy_fault(&mut self, name: &str, fault: &Fault) -> anyhow::Result<()> {
         self.ensure(name)?;
         let proxy = match self.made.get(name) {
-            Some(Instance::Relay { server, .. }) | Some(Instance::Pykmip { server, .. }) => {
+            Some(Instance::Relay { server, .. })
+            | Some(Instance::Pykmip { server, .. })
+            | Some(Instance::Cosmian { server, .. }) => {
                 server.as_ref().and_then(|s| s.proxy.as_ref())
             }
             _ => None,
@@ -401,9 +434,9 @@ impl Instances {
     /// What went through the proxy in front of instance `name` so far.
     pub fn traffic(&self, name: &str) -> anyhow::Result<Stats> {
         let server = match self.made.get(name) {
-            Some(Instance::Relay { server, .. }) | Some(Instance::Pykmip { server, .. }) => {
-                server.as_ref()
-            }
+            Some(Instance::Relay { server, .. })
+            | Some(Instance::Pykmip { server, .. })
+            | Some(Instance::Cosmian { server, .. }) => server.as_ref(),
             Some(_) => bail!("instance '{name}' has no server to proxy"),
             None => bail!("instance '{name}' was never used"),
         };
@@ -582,6 +615,12 @@ impl Instances {
                 c.force = true;
                 SignerKind::Kmip(with_options(c, options, other_ca))
             }
+            // The signer's defaults (TLS 1.3 only) are what an operator would use.
+            Instance::Cosmian { pki, server, .. } => {
+                let port = server.as_ref().map_or(0, |s| s.signer_port());
+                let c = kmip_config(port, pki);
+                SignerKind::Kmip(with_options(c, options, other_ca))
+            }
         })
     }
 
@@ -636,6 +675,18 @@ impl Instances {
                 let _ = std::fs::remove_file(dir.join("pykmip.db"));
                 let spec = self.specs.get(name).cloned().unwrap_or_default();
                 *server = Some(with_proxy(start_pykmip(dir, pki, &spec, 0)?, &spec)?);
+                None
+            }
+            Some(Instance::Cosmian { dir, pki, server }) => {
+                // Stopped first: the server holds the database open.
+                *server = None;
+                let db = cosmian::database_dir(dir);
+                if db.exists() {
+                    std::fs::remove_dir_all(&db)
+                        .with_context(|| format!("wiping {}", db.display()))?;
+                }
+                let spec = self.specs.get(name).cloned().unwrap_or_default();
+                *server = Some(with_proxy(start_cosmian(dir, pki, &spec, 0)?, &spec)?);
                 None
             }
             None => bail!("no instance '{name}'"),
@@ -701,7 +752,9 @@ impl Instances {
 
     /// The key identifiers (CKA_ID / file names) of the private keys instance `name`
     /// holds, read through a session of the harness's own: PKCS#11 directly on the
-    /// token (also behind the relay), a KMIP connection of its own for PyKMIP.
+    /// token (also behind the relay), a KMIP connection of its own for PyKMIP and
+    /// Cosmian KMS (with the signer's client certificate: Cosmian shows a user only
+    /// the objects that user owns).
     pub fn inventory(&mut self, name: &str) -> anyhow::Result<Vec<KeyIdentifier>> {
         if name == "software" {
             return software_inventory(&self.workdir.join("state").join("keys"));
@@ -715,7 +768,7 @@ impl Instances {
                 let p11 = p11.ok_or_else(|| anyhow!("no module"))?;
                 token_inventory(&p11, t)
             }
-            Instance::Pykmip { .. } => {
+            Instance::Pykmip { .. } | Instance::Cosmian { .. } => {
                 let SignerKind::Kmip(config) = kind else {
                     bail!("not a KMIP instance");
                 };
@@ -773,6 +826,9 @@ impl Instances {
             }
             Instance::Pykmip { .. } => {
                 bail!("replacing a key under its handle is not supported on PyKMIP (server-assigned identifiers)")
+            }
+            Instance::Cosmian { .. } => {
+                bail!("replacing a key under its handle is not supported on Cosmian KMS (server-assigned identifiers)")
             }
         }
     }
@@ -919,6 +975,79 @@ fn start_pykmip(dir: &Path, pki: &Pki, spec: &InstanceSpec, port: u16) -> anyhow
             .map(|_| port)
     })?;
     log_line(format!("  PyKMIP listening on 127.0.0.1:{port}"));
+    Ok(server)
+}
+
+/// The Cosmian user an instance's client certificate names (Cosmian takes the user
+/// from the certificate's common name; objects belong to their user).
+fn cosmian_user(instance: &str) -> String {
+    format!("hsm-harness-{instance}")
+}
+
+/// Two distinct free loopback ports, found by binding port 0 (both listeners are held
+/// until both are known, so the two differ).
+fn two_free_ports() -> anyhow::Result<(u16, u16)> {
+    let a = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    let b = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+    Ok((a.local_addr()?.port(), b.local_addr()?.port()))
+}
+
+/// Starts Cosmian KMS for an instance: its KMIP socket server on `port` (0: a free
+/// one), its HTTP server on another free loopback port, the SQLite database in `dir`
+/// (kept across restarts), and waits until the KMIP port accepts connections. A TCP
+/// connect is the probe because the socket server wants a client certificate before
+/// it says anything.
+fn start_cosmian(dir: &Path, pki: &Pki, spec: &InstanceSpec, port: u16) -> anyhow::Result<Server> {
+    if !spec.withhold.is_empty() {
+        bail!("Cosmian KMS cannot withhold operations (the relay can: capability kmip-withhold)");
+    }
+    let bin = cosmian::binary().map_err(|e| anyhow!(e))?;
+    let versions = spec.tls.as_ref().and_then(|t| t.versions.as_deref());
+    let (free, http_port) = two_free_ports()?;
+    let port = if port == 0 { free } else { port };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let config = dir.join("kms.toml");
+    let text = cosmian::config(&cosmian::Settings {
+        dir,
+        pki,
+        kmip_port: port,
+        http_port,
+        versions,
+    })
+    .map_err(|e| anyhow!(e))?;
+    std::fs::write(&config, text).with_context(|| format!("writing {}", config.display()))?;
+    // Its log goes to stdout and its fatal errors to stderr: one file holds both, for
+    // the tail in a start-up error.
+    let log_path = dir.join("cosmian.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let child = Command::new(&bin)
+        .arg("-c")
+        .arg(&config)
+        // It reads a `.env` file from its working directory: make that the instance's.
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut server = Server {
+        child,
+        port,
+        stop_signal: libc::SIGTERM,
+        proxy: None,
+    };
+    wait_until(&mut server.child, &log_path, || {
+        TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .ok()
+            .map(|_| port)
+    })?;
+    log_line(format!(
+        "  Cosmian KMS listening on 127.0.0.1:{port} (KMIP; HTTP on {http_port})"
+    ));
     Ok(server)
 }
 

@@ -8,6 +8,7 @@ pub mod backend;
 pub mod cell;
 pub mod cli;
 pub mod console;
+pub mod cosmian;
 pub mod instance;
 pub mod junit;
 pub mod outcome;

@@ -49,8 +49,17 @@ fn write(path: &Path, text: &str, secret: bool) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// The client certificate's common name when the caller does not choose one.
+pub const DEFAULT_CLIENT_NAME: &str = "hsm-harness test client";
+
 /// Generates a CA, a server and a client certificate into `dir`.
 pub fn generate(dir: &Path, flaw: ServerFlaw) -> anyhow::Result<Pki> {
+    generate_for_client(dir, flaw, DEFAULT_CLIENT_NAME)
+}
+
+/// As [`generate`], with `client_name` as the client certificate's common name: servers
+/// that take the user name from the client certificate (Cosmian KMS) see that user.
+pub fn generate_for_client(dir: &Path, flaw: ServerFlaw, client_name: &str) -> anyhow::Result<Pki> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -88,7 +97,7 @@ pub fn generate(dir: &Path, flaw: ServerFlaw) -> anyhow::Result<Pki> {
     let mut client_params = CertificateParams::new(Vec::<String>::new())?;
     client_params
         .distinguished_name
-        .push(DnType::CommonName, "hsm-harness test client");
+        .push(DnType::CommonName, client_name);
     client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let client_key = KeyPair::generate()?;
     let client = client_params.signed_by(&client_key, &ca)?;
@@ -126,5 +135,23 @@ mod tests {
             let mode = std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }
+    }
+
+    #[test]
+    fn the_client_certificate_carries_the_chosen_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = generate_for_client(dir.path(), ServerFlaw::None, "user-x").unwrap();
+        let pem = std::fs::read_to_string(&pki.client_cert).unwrap();
+        let der = pem_der(&pem);
+        // The CN is stored as a UTF8String or PrintableString; its bytes are there.
+        assert!(der.windows(6).any(|w| w == b"user-x"));
+    }
+
+    fn pem_der(pem: &str) -> Vec<u8> {
+        use base64::Engine;
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap()
     }
 }

@@ -152,7 +152,8 @@ pub struct InstanceSpec {
 #[serde(deny_unknown_fields)]
 pub struct ServerTls {
     /// The versions the server speaks; default: the server's own (relay: 1.3; PyKMIP:
-    /// 1.2). Naming 1.3 requires the `tls13` capability.
+    /// 1.2; Cosmian KMS: 1.2 and 1.3). Naming 1.3 requires the `tls13` capability, 1.2
+    /// without 1.3 the `tls12-only` capability.
     #[serde(default)]
     pub versions: Option<Vec<TlsVersion>>,
     #[serde(default)]
@@ -334,6 +335,10 @@ pub enum Capability {
     /// The backend's server speaks TLS 1.3.
     #[serde(rename = "tls13")]
     Tls13,
+    /// The backend's server can be made to speak TLS 1.2 and not 1.3 (an instance with
+    /// `tls: { versions: ["1.2"] }` needs it). Cosmian KMS always offers 1.3 as well.
+    #[serde(rename = "tls12-only")]
+    Tls12Only,
     /// The signers' PKCS#11 module can be put behind the harness's PKCS#11 shim (a
     /// case's `shim:` settings and `trace` steps need it).
     #[serde(rename = "pkcs11-shim")]
@@ -345,6 +350,15 @@ pub enum Capability {
     /// [...] } }`): the relay.
     #[serde(rename = "kmip-withhold")]
     KmipWithhold,
+    /// The KMIP server's Query lists Modify Attribute (the relay, Cosmian KMS; not
+    /// PyKMIP). Cases about servers that omit it say `lacks: [kmip-modify-attribute]`.
+    #[serde(rename = "kmip-modify-attribute")]
+    KmipModifyAttribute,
+    /// A server that requires a client certificate refuses a client without one in the
+    /// TLS handshake (the relay, PyKMIP). Cosmian KMS completes the handshake and closes
+    /// the connection, unanswered, at the first request.
+    #[serde(rename = "client-cert-in-handshake")]
+    ClientCertInHandshake,
     /// The backend destroys keys (PKCS#11 C_DestroyObject, KMIP Destroy): `destroy_key`
     /// and one-off keys on an HSM need it. The seed-003 relay has no Destroy.
     Destroy,
@@ -375,9 +389,12 @@ impl Capability {
             Capability::ReplaceKeys => "replace-keys",
             Capability::Kmip => "kmip",
             Capability::Tls13 => "tls13",
+            Capability::Tls12Only => "tls12-only",
             Capability::Pkcs11Shim => "pkcs11-shim",
             Capability::Pkcs11 => "pkcs11",
             Capability::KmipWithhold => "kmip-withhold",
+            Capability::KmipModifyAttribute => "kmip-modify-attribute",
+            Capability::ClientCertInHandshake => "client-cert-in-handshake",
             Capability::Destroy => "destroy",
         }
     }
@@ -923,6 +940,16 @@ impl Suite {
             }) {
                 need(Capability::Tls13);
             }
+            if instances.values().any(|i| {
+                i.tls
+                    .as_ref()
+                    .and_then(|t| t.versions.as_ref())
+                    .is_some_and(|v| {
+                        v.contains(&TlsVersion::Tls12) && !v.contains(&TlsVersion::Tls13)
+                    })
+            }) {
+                need(Capability::Tls12Only);
+            }
             if shim.is_some() {
                 need(Capability::Pkcs11Shim);
             }
@@ -1310,7 +1337,10 @@ cases:
         let s = parse(GOOD).unwrap();
         assert_eq!(s.name, "t");
         assert_eq!(s.cases[0].steps.len(), 6);
-        assert_eq!(s.cases[0].requires, vec![Capability::EcdsaP256]);
+        assert_eq!(
+            s.cases[0].requires,
+            vec![Capability::EcdsaP256, Capability::Destroy]
+        );
     }
 
     #[rstest]

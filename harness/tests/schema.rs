@@ -1226,6 +1226,8 @@ fn thirteen_characters_is_the_longest_instance_name() {
 
 #[rstest]
 #[case::software(json!("software"))]
+#[case::pykmip(json!("pykmip"))]
+#[case::cosmian(json!("cosmian"))]
 #[case::softhsm_default_module(json!({ "softhsm": {} }))]
 #[case::softhsm_with_module(json!({ "softhsm": { "module": "/usr/lib/softhsm/libsofthsm2.so" } }))]
 #[case::softhsm_through_the_shim(json!({ "softhsm": { "shim": {} } }))]
