@@ -38,7 +38,7 @@ use std::sync::Arc;
 
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, AttributeType};
+use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
 use cryptoki::session::Session;
 use sha2::Digest;
 
@@ -896,7 +896,12 @@ impl Dispatcher {
         ))
     }
 
-    fn sign(&self, p: &Item, placeholder: &mut Option<String>) -> Result<Item, KmipError> {
+    /// What a Sign names: the private key, its Cryptographic Parameters and the data.
+    fn sign_inputs<'a>(
+        &self,
+        p: &'a Item,
+        placeholder: &mut Option<String>,
+    ) -> Result<(ObjectId, Option<&'a Item>, &'a [u8]), KmipError> {
         let id = self.object_id(p, placeholder)?;
         if id.half != Half::Private {
             return Err(KmipError::invalid_field(format!(
@@ -907,24 +912,35 @@ impl Dispatcher {
         let data = p
             .opt_bytes(tag::DATA, "Data")?
             .ok_or_else(|| KmipError::missing("Data is required"))?;
+        Ok((id, params, data))
+    }
+
+    /// Refuses a mechanism the token lacks and a key that may not sign.
+    fn may_sign(&self, s: &Session, h: ObjectHandle, mtype: MechanismType) -> Result<(), Failure> {
+        if !self.token.has(mtype) {
+            return Err(KmipError::new(
+                ResultReason::FeatureNotSupported,
+                format!("the token has no {mtype}"),
+            )
+            .into());
+        }
+        if Token::flag(s, h, AttributeType::Sign)? == Some(false) {
+            return Err(KmipError::denied(
+                "the key may not sign (revoked, or created without Sign usage)",
+            )
+            .into());
+        }
+        Ok(())
+    }
+
+    fn sign(&self, p: &Item, placeholder: &mut Option<String>) -> Result<Item, KmipError> {
+        let (id, params, data) = self.sign_inputs(p, placeholder)?;
         let signature = self.token.run(|s| {
             let h = Token::find(s, &id)?;
             let key = Token::signing_key(s, h)?;
             let scheme = scheme(params, key)?;
             let (mech, mtype) = mechanism(scheme);
-            if !self.token.has(mtype) {
-                return Err(KmipError::new(
-                    ResultReason::FeatureNotSupported,
-                    format!("the token has no {mtype}"),
-                )
-                .into());
-            }
-            if Token::flag(s, h, AttributeType::Sign)? == Some(false) {
-                return Err(KmipError::denied(
-                    "the key may not sign (revoked, or created without Sign usage)",
-                )
-                .into());
-            }
+            self.may_sign(s, h, mtype)?;
             match scheme {
                 Scheme::Ecdsa(hash) => {
                     let raw = s
@@ -954,16 +970,7 @@ impl Dispatcher {
         p: &Item,
         placeholder: &mut Option<String>,
     ) -> Result<Item, KmipError> {
-        let id = self.object_id(p, placeholder)?;
-        if id.half != Half::Private {
-            return Err(KmipError::invalid_field(format!(
-                "{id} is a public key: Sign needs a private key"
-            )));
-        }
-        let params = p.child(tag::CRYPTOGRAPHIC_PARAMETERS);
-        let data = p
-            .opt_bytes(tag::DATA, "Data")?
-            .ok_or_else(|| KmipError::missing("Data is required"))?;
+        let (id, params, data) = self.sign_inputs(p, placeholder)?;
         let signature = self.token.run(|s| {
             let h = Token::find(s, &id)?;
             let key = Token::signing_key(s, h)?;
@@ -972,16 +979,7 @@ impl Dispatcher {
                 mimic::Signature::RsaPkcs1Sha256 => (Mechanism::RsaPkcs, MechanismType::RSA_PKCS),
                 mimic::Signature::EcdsaSha256 => (Mechanism::Ecdsa, MechanismType::ECDSA),
             };
-            if !self.token.has(mtype) {
-                return Err(KmipError::new(
-                    ResultReason::FeatureNotSupported,
-                    format!("the token has no {mtype}"),
-                )
-                .into());
-            }
-            if Token::flag(s, h, AttributeType::Sign)? == Some(false) {
-                return Err(KmipError::denied("the key may not sign").into());
-            }
+            self.may_sign(s, h, mtype)?;
             let hash: [u8; 32] = sha2::Sha256::digest(data).into();
             match how {
                 mimic::Signature::RsaPkcs1Sha256 => s
