@@ -85,6 +85,22 @@ fn bit_string(bytes: &[u8]) -> Vec<u8> {
     tlv(TAG_BIT_STRING, &contents)
 }
 
+/// The modulus and public exponent of a DER
+/// `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }` (PKCS#1), as
+/// their INTEGER contents; `None` for anything else, trailing bytes included.
+pub fn rsa_public_key_parts(der: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (TAG_SEQUENCE, body, []) = read_tlv(der)? else {
+        return None;
+    };
+    let (TAG_INTEGER, n, rest) = read_tlv(body)? else {
+        return None;
+    };
+    let (TAG_INTEGER, e, []) = read_tlv(rest)? else {
+        return None;
+    };
+    Some((n, e))
+}
+
 /// Reads one DER TLV (single-byte tag, definite minimal length) from the front of
 /// `input`: `(tag, contents, rest)`, or `None` when it is not well-formed DER.
 fn read_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {

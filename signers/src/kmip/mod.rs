@@ -97,7 +97,7 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use serde::{Deserialize, Serialize};
 
 use crate::config::KmipConfig;
-use crate::encoding::{ec_spki_der, ecdsa_raw_to_der, rsa_spki_der};
+use crate::encoding::{ec_spki_der, ecdsa_raw_to_der, rsa_public_key_parts, rsa_spki_der};
 use crate::{
     Algorithm, CreatedKey, ErrorKind, KeyIdentifier, KeyType, Signer, SignerError, SignerInfo,
 };
@@ -1518,7 +1518,7 @@ fn read_public_key(payload: &Item, curve: Option<KeyType>) -> Result<Vec<u8>, St
                 .as_bytes()
                 .ok_or("PKCS#1 key material is not a byte string")?;
             let (n, e) =
-                read_rsa_public_key(der).ok_or("PKCS#1 key material is not an RSAPublicKey")?;
+                rsa_public_key_parts(der).ok_or("PKCS#1 key material is not an RSAPublicKey")?;
             rsa_spki_der(n, e)
         }
         TRANSPARENT_RSA_PUBLIC => {
@@ -1562,41 +1562,6 @@ fn read_public_key(payload: &Item, curve: Option<KeyType>) -> Result<Vec<u8>, St
     Ok(spki)
 }
 
-/// One DER TLV: (tag, contents, rest).
-fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&t, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (first as usize, rest)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let (l, rest) = rest.split_at(n);
-        (l.iter().fold(0usize, |a, b| (a << 8) | *b as usize), rest)
-    };
-    if rest.len() < len {
-        return None;
-    }
-    let (c, rest) = rest.split_at(len);
-    Some((t, c, rest))
-}
-
-/// `RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }`.
-fn read_rsa_public_key(der: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (0x30, body, []) = der_tlv(der)? else {
-        return None;
-    };
-    let (0x02, n, rest) = der_tlv(body)? else {
-        return None;
-    };
-    let (0x02, e, []) = der_tlv(rest)? else {
-        return None;
-    };
-    Some((n, e))
-}
-
 /// The key type of a SubjectPublicKeyInfo.
 fn spki_key_type(spki: &[u8]) -> Result<KeyType, String> {
     use spki::der::asn1::ObjectIdentifier as Oid;
@@ -1611,7 +1576,7 @@ fn spki_key_type(spki: &[u8]) -> Result<KeyType, String> {
         let bits = info
             .subject_public_key
             .as_bytes()
-            .and_then(read_rsa_public_key)
+            .and_then(rsa_public_key_parts)
             .map(|(n, _)| {
                 let n = &n[n.iter().position(|b| *b != 0).unwrap_or(n.len())..];
                 n.len() * 8
