@@ -61,14 +61,17 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::mimic::Mimic;
 
-/// Where a secret (a PIN) comes from; its value is read only when used.
-#[derive(Clone, PartialEq, Eq)]
+/// Where a secret (a PIN) comes from; its value is read only when used, and held as a
+/// [`SecretString`] (secrecy: wiped when dropped, redacted when debugged), the type
+/// cryptoki's `AuthPin` is.
+#[derive(Clone)]
 pub enum Secret {
-    Literal(String),
+    Literal(SecretString),
     Env(String),
     File(PathBuf),
 }
@@ -93,12 +96,12 @@ impl Secret {
 
     /// The value; errors name the source, never a value. One trailing newline of a
     /// file is dropped.
-    pub fn resolve(&self) -> Result<String, String> {
+    pub fn resolve(&self) -> Result<SecretString, String> {
         match self {
             Secret::Literal(v) => Ok(v.clone()),
-            Secret::Env(name) => {
-                std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
-            }
+            Secret::Env(name) => std::env::var(name)
+                .map(SecretString::from)
+                .map_err(|_| format!("environment variable {name} is not set")),
             Secret::File(path) => {
                 let mut v = std::fs::read_to_string(path)
                     .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -108,11 +111,24 @@ impl Secret {
                         v.pop();
                     }
                 }
-                Ok(v)
+                Ok(SecretString::from(v))
             }
         }
     }
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Secret::Literal(a), Secret::Literal(b)) => a.expose_secret() == b.expose_secret(),
+            (Secret::Env(a), Secret::Env(b)) => a == b,
+            (Secret::File(a), Secret::File(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -134,7 +150,7 @@ impl<'de> Deserialize<'de> for Secret {
         }
         match Raw::deserialize(d)? {
             Raw::Text(t) => Secret::parse(&t).map_err(serde::de::Error::custom),
-            Raw::Number(n) => Ok(Secret::Literal(n.to_string())),
+            Raw::Number(n) => Ok(Secret::Literal(n.to_string().into())),
         }
     }
 }
@@ -500,7 +516,7 @@ user_pin = "1234"
         let p = dir.path().join("pin");
         std::fs::write(&p, "9876\n").unwrap();
         let s = Secret::parse(&format!("file:{}", p.display())).unwrap();
-        assert_eq!(s.resolve().unwrap(), "9876");
+        assert_eq!(s.resolve().unwrap().expose_secret(), "9876");
         assert!(Secret::parse("env:").is_err());
         let e = Secret::parse("env:KMIP_RELAY_SURELY_UNSET").unwrap();
         assert!(e.resolve().unwrap_err().contains("KMIP_RELAY_SURELY_UNSET"));

@@ -592,7 +592,7 @@ impl Fields<'_> {
     fn opt_secret(&self, key: &str) -> Result<Option<Secret>, ConfigError> {
         match self.table.get(key) {
             None => Ok(None),
-            Some(Value::Integer(i)) if *i >= 0 => Ok(Some(Secret::Literal(i.to_string()))),
+            Some(Value::Integer(i)) if *i >= 0 => Ok(Some(Secret::Literal(i.to_string().into()))),
             Some(Value::String(s)) => Secret::parse(s)
                 .map(Some)
                 .map_err(|e| self.wrong(key, &format!("a valid secret ({e})"))),
@@ -671,7 +671,10 @@ user_pin = 5678
             panic!("not PKCS#11")
         };
         assert_eq!(p.slot, SlotSelector::Label("My token 1".into()));
-        assert_eq!(p.user_pin.as_ref().unwrap().resolve().unwrap(), "5678");
+        assert_eq!(
+            secrecy::ExposeSecret::expose_secret(&p.user_pin.as_ref().unwrap().resolve().unwrap()),
+            "5678"
+        );
         assert!(p.login);
         assert!(!p.force);
         let forced = SignerSetup::parse(&format!("{SEED_SOFTHSM}force = true\n"), "c").unwrap();

@@ -74,7 +74,6 @@ use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, KeyType as CkKeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
-use cryptoki::types::AuthPin;
 
 use crate::config::{Pkcs11Config, SlotSelector};
 use crate::encoding::{self, ec_spki_der, ed25519_spki_der, rsa_spki_der};
@@ -710,7 +709,7 @@ impl Pkcs11Signer {
         token: &cryptoki::slot::TokenInfo,
     ) -> Result<(), SignerError> {
         let pin = match &self.config.user_pin {
-            Some(secret) => Some(AuthPin::from(secret.resolve()?)),
+            Some(secret) => Some(secret.resolve()?),
             None if token.protected_authentication_path() => None,
             None => {
                 return Err(SignerError::config(format!(

@@ -1,18 +1,21 @@
 //! Secrets (PINs, passwords) named in configuration, resolved only when used.
 //!
 //! A secret is written as a literal, `env:NAME` or `file:PATH`. It is never printed:
-//! `Debug` and `Display` show where it comes from, not its value.
+//! `Debug` and `Display` show where it comes from, not its value. Values are held as
+//! [`SecretString`] (secrecy): wiped from memory when dropped, redacted when debugged.
 
 use std::fmt;
 use std::path::PathBuf;
 
+use secrecy::{ExposeSecret, SecretString};
+
 use crate::SignerError;
 
 /// Where a secret comes from.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum Secret {
     /// Written in the configuration itself (also `user_pin = 5678`).
-    Literal(String),
+    Literal(SecretString),
     /// Read from an environment variable when first needed.
     Env(String),
     /// Read from a file when first needed; one trailing newline is dropped.
@@ -33,15 +36,15 @@ impl Secret {
             }
             Ok(Secret::File(PathBuf::from(path)))
         } else {
-            Ok(Secret::Literal(text.to_string()))
+            Ok(Secret::Literal(text.into()))
         }
     }
 
     /// The secret's value. The error names the source, never a value.
-    pub fn resolve(&self) -> Result<String, SignerError> {
+    pub fn resolve(&self) -> Result<SecretString, SignerError> {
         match self {
             Secret::Literal(v) => Ok(v.clone()),
-            Secret::Env(name) => std::env::var(name).map_err(|_| {
+            Secret::Env(name) => std::env::var(name).map(SecretString::from).map_err(|_| {
                 SignerError::config(format!("environment variable {name} is not set"))
             }),
             Secret::File(path) => {
@@ -53,11 +56,24 @@ impl Secret {
                         v.pop();
                     }
                 }
-                Ok(v)
+                Ok(SecretString::from(v))
             }
         }
     }
 }
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Secret::Literal(a), Secret::Literal(b)) => a.expose_secret() == b.expose_secret(),
+            (Secret::Env(a), Secret::Env(b)) => a == b,
+            (Secret::File(a), Secret::File(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Secret {}
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -83,7 +99,7 @@ mod tests {
     fn literal_is_never_shown() {
         let s = Secret::parse("5678").unwrap();
         assert!(!format!("{s:?} {s}").contains("5678"));
-        assert_eq!(s.resolve().unwrap(), "5678");
+        assert_eq!(s.resolve().unwrap().expose_secret(), "5678");
     }
 
     #[test]
@@ -92,7 +108,7 @@ mod tests {
         let p = dir.path().join("pin");
         std::fs::write(&p, "1234\n").unwrap();
         let s = Secret::parse(&format!("file:{}", p.display())).unwrap();
-        assert_eq!(s.resolve().unwrap(), "1234");
+        assert_eq!(s.resolve().unwrap().expose_secret(), "1234");
     }
 
     #[test]

@@ -556,7 +556,7 @@ fn a_second_signer_shares_the_module_and_the_login() {
     let id = u64::from_str_radix(slot.trim_start_matches("0x"), 16).unwrap();
     let second = Pkcs11Signer::new(
         "second",
-        &config(SlotSelector::Id(id), Secret::Literal(h.pin.clone())),
+        &config(SlotSelector::Id(id), Secret::Literal(h.pin.clone().into())),
     );
     assert!(second.list_keys().unwrap().contains(&key.id));
     let sig = second
@@ -575,7 +575,7 @@ fn an_unknown_label_is_unavailable_and_lists_the_labels_seen() {
         "nowhere",
         &config(
             SlotSelector::Label("no such token".into()),
-            Secret::Literal(h.pin.clone()),
+            Secret::Literal(h.pin.clone().into()),
         ),
     );
     let e = expect_kind(s.list_keys(), ErrorKind::Unavailable);
@@ -592,7 +592,7 @@ fn an_unknown_slot_id_is_unavailable() {
         "nowhere",
         &config(
             SlotSelector::Id(0xdead_beef_0000),
-            Secret::Literal(h.pin.clone()),
+            Secret::Literal(h.pin.clone().into()),
         ),
     );
     let e = expect_kind(s.random(1), ErrorKind::Unavailable);
@@ -608,7 +608,7 @@ fn a_wrong_pin_is_unusable_and_never_shown() {
         "wrong pin",
         &config(
             SlotSelector::Label(h.other_label.clone()),
-            Secret::Literal(wrong.clone()),
+            Secret::Literal(wrong.clone().into()),
         ),
     );
     for _ in 0..2 {

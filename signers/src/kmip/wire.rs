@@ -175,7 +175,7 @@ struct BatchItem<P: Serialize>(
 #[derive(Clone)]
 pub struct Credential {
     pub username: String,
-    pub password: Option<String>,
+    pub password: Option<secrecy::SecretString>,
 }
 
 /// Encodes one KMIP 1.2 request for `operation` with `payload`.
@@ -186,7 +186,13 @@ pub fn encode<P: Serialize>(
 ) -> Result<Vec<u8>, String> {
     let auth = credential.map(|c| {
         Authentication::build(CredentialType::UsernameAndPassword(
-            UsernameAndPasswordCredential::new(c.username.clone(), c.password.clone()),
+            UsernameAndPasswordCredential::new(
+                c.username.clone(),
+                // kmip-protocol takes a String; it lives only while the request is encoded.
+                c.password
+                    .as_ref()
+                    .map(|p| secrecy::ExposeSecret::expose_secret(p).to_string()),
+            ),
         ))
     });
     let header = RequestHeader(
@@ -361,7 +367,7 @@ mod tests {
     fn requests_are_kmip_1_2_with_credential_and_size_limit() {
         let cred = Credential {
             username: "u".into(),
-            password: Some("p".into()),
+            password: Some("p".to_string().into()),
         };
         let bytes = encode_std(RequestPayload::RNGRetrieve(DataLength(16)), Some(&cred)).unwrap();
         let msg = ttlv::parse(&bytes).unwrap();
