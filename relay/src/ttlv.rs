@@ -6,6 +6,11 @@
 //! size limit and cannot write Big Integers. The primitives (tag, type, length and every
 //! value type) are kmip-ttlv's.
 //!
+//! This codec is deliberately not shared with the KMIP signer's
+//! (`signers/src/kmip/ttlv.rs`): the signer is tested against this server, and a bug
+//! the two shared would let them agree with each other while both are wrong, and no
+//! test would see it.
+//!
 //! Contract of [`decode`], for untrusted input of any length:
 //!
 //! - No allocation larger than the input: every length is checked against the bytes

@@ -6,6 +6,10 @@
 //! value would hide the whole answer, error message included. The tree keeps every
 //! value and the signer picks what it needs.
 //!
+//! This codec is deliberately not shared with the relay's (`relay/src/ttlv.rs`): the
+//! relay is the server this client is tested against, and a bug the two shared would
+//! let them agree with each other while both are wrong, and no test would see it.
+//!
 //! Refused (as a description for the caller to wrap): truncated items, lengths that do
 //! not fit their type, structures nested deeper than [`MAX_DEPTH`], padding that is not
 //! zero, text that is not UTF-8, trailing bytes. Nothing here panics on any input.
