@@ -62,16 +62,7 @@ impl Setup {
             .prefix("p11shim-")
             .tempdir()
             .unwrap();
-        let tokens = dir.path().join("tokens");
-        std::fs::create_dir(&tokens).unwrap();
-        std::fs::write(
-            dir.path().join("softhsm2.conf"),
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
+        testkit::softhsm::conf_in(dir.path());
         let setup = Setup { dir };
         let out = Command::new("softhsm2-util")
             .args([

@@ -91,17 +91,7 @@ fn hsm() -> &'static Hsm {
             .tempdir_in(parent)
             .expect("temporary token directory")
             .keep();
-        let tokens = dir.join("tokens");
-        std::fs::create_dir(&tokens).unwrap();
-        let conf = dir.join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                tokens.display()
-            ),
-        )
-        .unwrap();
+        let conf = testkit::softhsm::conf_in(&dir);
         // Before the module is loaded (by anyone in this process).
         std::env::set_var("SOFTHSM2_CONF", &conf);
 
@@ -200,15 +190,7 @@ fn tool_objects(h: &Hsm) -> Vec<ToolObject> {
             .tempdir_in(&h.dir)
             .unwrap();
         copy_dir(&h.dir.join("tokens"), &snapshot.path().join("tokens"));
-        let conf = snapshot.path().join("softhsm2.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-                snapshot.path().join("tokens").display()
-            ),
-        )
-        .unwrap();
+        let conf = testkit::softhsm::conf_in(snapshot.path());
         let out = Command::new("pkcs11-tool")
             .env("SOFTHSM2_CONF", &conf)
             .args(["--module", MODULE, "--token-label", &h.label])

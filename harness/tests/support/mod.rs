@@ -67,18 +67,7 @@ pub fn contains_word(text: &str, needle: &str) -> bool {
 /// A token directory and a `softhsm2.conf` for it in `dir`; returns the conf's path,
 /// for `SOFTHSM2_CONF` on child processes only (tests run in parallel).
 pub fn softhsm_conf(dir: &Path) -> PathBuf {
-    let tokens = dir.join("tokens");
-    std::fs::create_dir(&tokens).expect("token directory");
-    let conf = dir.join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .expect("softhsm2.conf");
-    conf
+    testkit::softhsm::conf_in(dir)
 }
 
 /// Where Debian's softhsm2 package puts the module (seed 001's lib_path, Debian-style).
