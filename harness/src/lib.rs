@@ -16,6 +16,5 @@ pub mod pki;
 pub mod proxy;
 pub mod runner;
 pub mod shim;
-pub mod signer_cmd;
 pub mod suite;
 pub mod verify;

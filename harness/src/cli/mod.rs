@@ -2,7 +2,11 @@
 //!
 //! Exit codes: 0 when nothing failed or errored; 1 when a cell failed or errored (or a
 //! signer command failed); 2 for bad input (a suite, backend file or signer
-//! configuration that does not load, or bad arguments).
+//! configuration that does not load, or bad arguments). Exit codes and logging live
+//! here; each subcommand with more than a few lines has its own file beside this one
+//! (`signer.rs`: operating the signers from the shell).
+
+mod signer;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,7 +17,7 @@ use crate::backend::Backend;
 use crate::outcome::Tally;
 use crate::runner::{Plan, RunOptions, Selection};
 use crate::suite::{files_in, Suite, SuiteError};
-use crate::{cell, console, junit, signer_cmd};
+use crate::{cell, console, junit};
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
@@ -47,7 +51,7 @@ enum Command {
         files: Vec<PathBuf>,
     },
     /// Operate the configured signers from the shell (JSON on stdout).
-    Signer(signer_cmd::SignerArgs),
+    Signer(signer::SignerArgs),
     /// Run one cell (used by `run`; not for people).
     #[command(hide = true)]
     Cell {
@@ -123,7 +127,7 @@ pub fn main() -> i32 {
         Command::Run(args) => run(args),
         Command::List(select) => list(select),
         Command::Check { files } => check(&files),
-        Command::Signer(args) => signer_cmd::main(args),
+        Command::Signer(args) => signer::main(args),
         Command::Cell {
             suite,
             case,

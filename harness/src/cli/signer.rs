@@ -12,7 +12,7 @@ use clap::{Args, Subcommand};
 use hsm_signers::{Algorithm, KeyIdentifier, Router, SignerError, SignerSetup};
 use serde_json::json;
 
-use crate::cli::{init_logging, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK};
+use super::{init_logging, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK};
 
 #[derive(Args)]
 pub struct SignerArgs {
