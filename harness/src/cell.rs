@@ -15,16 +15,15 @@ use hsm_signers::config::{OpenSslConfig, SignerConfig, SignerKind};
 use hsm_signers::router::RandomSource;
 use hsm_signers::{Algorithm, KeyIdentifier, Router, SignerError, SignerSetup};
 use serde::{Deserialize, Serialize};
-use sha1::{Digest, Sha1};
 
 use crate::backend::Backend;
 use crate::instance::Instances;
+use crate::oracle_terms;
 use crate::outcome::Status;
 use crate::suite::{
     Case, Expect, InfoCheck, Inventory, KeymapCheck, KmipQueryCheck, RandomFrom, Restart, SelfTest,
     ServerAction, ServerStep, SignerSpec, SignersSpec, Step, TraceCheck, TrafficCheck, Verdict,
 };
-use crate::verify;
 
 /// The payload signed when a `sign` step gives no `data`.
 pub const DEFAULT_DATA: &str = "hsm-harness test payload";
@@ -286,7 +285,9 @@ impl Cell {
             .signatures
             .get(name)
             .ok_or_else(|| StepError::Harness(format!("unknown name '{name}'")))?;
-        KeyIdentifier::from_spki_der(&sig.spki).map_err(StepError::Failed)
+        oracle::KeyId::of_spki(&sig.spki)
+            .map(oracle_terms::key_identifier)
+            .map_err(|e| StepError::Failed(e.to_string()))
     }
 
     fn restart(&mut self, r: &Restart) -> Result<(), StepError> {
@@ -700,18 +701,12 @@ fn run_step(router: &Router, b: &mut Bindings, step: &Step) -> Result<(), String
                 return Ok(());
             };
             // Recompute the identifier here rather than trusting the signer's.
-            let spki = spki::SubjectPublicKeyInfoRef::try_from(created.public_key.as_slice())
-                .map_err(|err| format!("public key is not a DER SubjectPublicKeyInfo: {err}"))?;
-            let bits = spki
-                .subject_public_key
-                .as_bytes()
-                .ok_or("subjectPublicKey has unused bits")?;
-            let expected: [u8; 20] = Sha1::digest(bits).into();
-            if created.id.as_bytes() != &expected {
+            let expected = oracle::KeyId::of_spki(&created.public_key)
+                .map_err(|err| format!("the signer's public key: {err}"))?;
+            if created.id.as_bytes() != expected.as_bytes() {
                 return Err(format!(
-                    "key identifier {} is not the SHA-1 of the key bits ({})",
-                    created.id,
-                    hex::encode(expected)
+                    "key identifier {} is not the SHA-1 of the key bits ({expected})",
+                    created.id
                 ));
             }
             log(format!("  created {alg} key {} as '{name}'", created.id));
@@ -779,7 +774,8 @@ fn run_step(router: &Router, b: &mut Bindings, step: &Step) -> Result<(), String
             let data = data
                 .as_ref()
                 .map_or(sig.data.clone(), |d| d.as_bytes().to_vec());
-            let got = verify::verify(spki, sig.alg, &data, &sig.bytes);
+            let got =
+                oracle::verify::verify(spki, oracle_terms::algorithm(sig.alg), &data, &sig.bytes);
             let verdict = match &got {
                 Ok(()) => Verdict::Valid,
                 Err(e) if e.kind_name() == "mismatch" => Verdict::Mismatch,
@@ -863,7 +859,8 @@ fn run_step(router: &Router, b: &mut Bindings, step: &Step) -> Result<(), String
             let Some((sig, spki)) = expect(e, router.sign_one_off(*alg, &data))? else {
                 return Ok(());
             };
-            let id = KeyIdentifier::from_spki_der(&spki)?;
+            let id = oracle::KeyId::of_spki(&spki)
+                .map_err(|e| format!("the one-off public key: {e}"))?;
             log(format!(
                 "  one-off {alg} signature of {} bytes by '{}' (key {id}, destroyed)",
                 sig.len(),

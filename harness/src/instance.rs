@@ -5,7 +5,9 @@
 //! The harness reaches instances through sessions of its own, never the signer's:
 //! inventories, wipes, PIN changes and impostor keys are done here, beside the signer
 //! under test, as an operator with pkcs11-tool would. For the KMIP servers that own
-//! their storage (PyKMIP, Cosmian KMS) that is a KMIP connection of the harness's own.
+//! their storage (PyKMIP, Cosmian KMS) that is the oracle's KMIP client. Inventories
+//! name keys by identifiers the oracle computes from the public keys, so a signer's
+//! encoding mistake cannot agree with itself.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
@@ -24,11 +26,13 @@ use cryptoki::types::AuthPin;
 use hsm_signers::config::{KmipConfig, OpenSslConfig, Pkcs11Config, SignerKind, SlotSelector};
 use hsm_signers::software::SoftwareSigner;
 use hsm_signers::{Algorithm, KeyIdentifier, KeyType, Secret, Signer};
+use oracle::public_key::{self, Curve};
 
 use crate::backend::{
     pykmip_server, random_hex, relay_binary, softhsm_module, Backend, Mimic, Provider,
 };
 use crate::cosmian;
+use crate::oracle_terms;
 use crate::pki::{self, Pki, ServerFlaw};
 use crate::proxy::{Fault, Proxy, Stats};
 use crate::shim::{self, ShimSpec};
@@ -750,32 +754,31 @@ impl Instances {
         Ok(())
     }
 
-    /// The key identifiers (CKA_ID / file names) of the private keys instance `name`
-    /// holds, read through a session of the harness's own: PKCS#11 directly on the
-    /// token (also behind the relay), a KMIP connection of its own for PyKMIP and
-    /// Cosmian KMS (with the signer's client certificate: Cosmian shows a user only
-    /// the objects that user owns).
+    /// The key identifiers of the key pairs instance `name` holds, read through a
+    /// session of the harness's own: PKCS#11 directly on the token (also behind the
+    /// relay), the oracle's KMIP client for PyKMIP and Cosmian KMS (with the signer's
+    /// client certificate: Cosmian shows a user only the objects that user owns),
+    /// straight to the server, not through the proxy a case may put in front of it
+    /// for the signers. Software keys are named by their files.
     pub fn inventory(&mut self, name: &str) -> anyhow::Result<Vec<KeyIdentifier>> {
         if name == "software" {
             return software_inventory(&self.workdir.join("state").join("keys"));
         }
         self.ensure(name)?;
         let p11 = self.module.as_ref().map(|_| self.p11()).transpose()?;
-        let kind = self.signer_kind(name, None, None)?;
         match &self.made[name] {
             Instance::Software { keys_dir } => software_inventory(keys_dir),
             Instance::Token(t) | Instance::Relay { token: t, .. } => {
                 let p11 = p11.ok_or_else(|| anyhow!("no module"))?;
                 token_inventory(&p11, t)
             }
-            Instance::Pykmip { .. } | Instance::Cosmian { .. } => {
-                let SignerKind::Kmip(config) = kind else {
-                    bail!("not a KMIP instance");
-                };
-                let own = hsm_signers::kmip::KmipSigner::new("inventory", &config);
-                let mut ids = own.list_keys().map_err(|e| anyhow!("{e}"))?;
-                ids.sort();
-                Ok(ids)
+            Instance::Pykmip { pki, server, .. } | Instance::Cosmian { pki, server, .. } => {
+                let server = server
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("instance '{name}' has no server running"))?;
+                let ids = oracle::kmip::inventory(&inventory_endpoint(server.port, pki))
+                    .map_err(|e| anyhow!("{e}"))?;
+                Ok(ids.into_iter().map(oracle_terms::key_identifier).collect())
             }
         }
     }
@@ -882,6 +885,17 @@ fn kmip_config(port: u16, pki: &Pki) -> KmipConfig {
     c.client_cert_path = Some(pki.client_cert.clone());
     c.client_cert_private_key_path = Some(pki.client_key.clone());
     c
+}
+
+/// The oracle's view of a KMIP instance: the instance's CA and client certificate, as
+/// the signers get them.
+fn inventory_endpoint(port: u16, pki: &Pki) -> oracle::kmip::Endpoint {
+    let mut e = oracle::kmip::Endpoint::new("127.0.0.1", port, &pki.ca_cert);
+    e.identity = Some(oracle::kmip::ClientIdentity {
+        cert: pki.client_cert.clone(),
+        key: pki.client_key.clone(),
+    });
+    e
 }
 
 fn log_line(line: String) {
@@ -1094,20 +1108,20 @@ fn pairs(session: &Session) -> anyhow::Result<Vec<Pair>> {
                 _ => {}
             }
         }
+        // Keys on curves the harness does not know are not counted.
         let spki = match (n, e, params, point) {
-            (Some(n), Some(e), _, _) => hsm_signers::encoding::rsa_spki_der(&n, &e),
-            (_, _, Some(params), Some(point)) => {
-                match hsm_signers::encoding::key_type_from_ec_params(&params) {
-                    Some(KeyType::Ed25519) => hsm_signers::encoding::ed25519_spki_der(&point)
-                        .map_err(|e| anyhow!("{e}"))?,
-                    Some(kt) => hsm_signers::encoding::ec_spki_der(kt, &point)
-                        .map_err(|e| anyhow!("{e}"))?,
-                    None => continue,
-                }
-            }
+            (Some(n), Some(e), _, _) => public_key::rsa(&n, &e),
+            (_, _, Some(params), Some(point)) => match Curve::from_ec_params(&params) {
+                Some(curve) => public_key::ec(curve, &point),
+                None => continue,
+            },
             _ => continue,
         };
-        let id = KeyIdentifier::from_spki_der(&spki).map_err(|e| anyhow!(e))?;
+        let spki =
+            spki.map_err(|e| anyhow!("public key with CKA_ID {}: {e}", hex::encode(&cka_id)))?;
+        let id = oracle::KeyId::of_spki(&spki)
+            .map(oracle_terms::key_identifier)
+            .map_err(|e| anyhow!("{e}"))?;
         let private = session
             .find_objects(&[
                 Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -1261,19 +1275,17 @@ fn generate_with_id(
                 Attribute::PublicExponent(vec![1, 0, 1]),
             ],
         ),
-        KeyType::EcP256 | KeyType::EcP384 => (
+        KeyType::EcP256 => (
             Mechanism::EccKeyPairGen,
-            vec![Attribute::EcParams(
-                hsm_signers::encoding::ec_params_der(kt)
-                    .ok_or_else(|| anyhow!("no curve for {kt}"))?
-                    .to_vec(),
-            )],
+            vec![Attribute::EcParams(Curve::P256.ec_params())],
+        ),
+        KeyType::EcP384 => (
+            Mechanism::EccKeyPairGen,
+            vec![Attribute::EcParams(Curve::P384.ec_params())],
         ),
         KeyType::Ed25519 => (
             Mechanism::EccEdwardsKeyPairGen,
-            vec![Attribute::EcParams(
-                hsm_signers::encoding::OID_ED25519.to_vec(),
-            )],
+            vec![Attribute::EcParams(Curve::Ed25519.ec_params())],
         ),
     };
     public.extend([

@@ -17,7 +17,6 @@
 
 use std::fmt;
 
-use hsm_signers::Algorithm;
 use p256::ecdsa::signature::Verifier as _;
 use rsa::pkcs1::DecodeRsaPublicKey as _;
 use rsa::traits::PublicKeyParts as _;
@@ -25,17 +24,8 @@ use sha2::Sha256;
 use spki::der::Decode as _;
 use spki::{ObjectIdentifier, SubjectPublicKeyInfoRef};
 
-const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
-const RSASSA_PSS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.10");
-const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
-const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
-const ED448: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.113");
-const X25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.110");
-const DSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10040.4.1");
-const PRIME256V1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
-const SECP384R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
-const SECP521R1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.35");
-const SECP256K1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.10");
+use crate::oid::{self, EC_PUBLIC_KEY, ED25519, PRIME256V1, RSA_ENCRYPTION, SECP384R1};
+use crate::Algorithm;
 
 /// The RSA modulus size the `rsa2048*` algorithms require, in bits.
 const RSA_BITS: usize = 2048;
@@ -238,8 +228,8 @@ fn expect_oid(
             alg,
             format!(
                 "the SPKI algorithm is {}, expected {}",
-                oid_name(found),
-                oid_name(expected)
+                oid::name(found),
+                oid::name(expected)
             ),
         ))
     }
@@ -256,7 +246,7 @@ fn expect_ec_curve(
             alg,
             format!(
                 "the id-ecPublicKey parameters are not a named curve, expected {}",
-                oid_name(curve)
+                oid::name(curve)
             ),
         )
     })?;
@@ -267,8 +257,8 @@ fn expect_ec_curve(
             alg,
             format!(
                 "the key is on curve {}, expected {}",
-                oid_name(found),
-                oid_name(curve)
+                oid::name(found),
+                oid::name(curve)
             ),
         ))
     }
@@ -293,24 +283,6 @@ fn ecdsa_der_problem(signature: &[u8], field_len: usize) -> String {
             signature.len()
         )
     }
-}
-
-fn oid_name(oid: ObjectIdentifier) -> String {
-    let name = match oid {
-        RSA_ENCRYPTION => "rsaEncryption",
-        RSASSA_PSS => "id-RSASSA-PSS",
-        EC_PUBLIC_KEY => "id-ecPublicKey",
-        ED25519 => "id-Ed25519",
-        ED448 => "id-Ed448",
-        X25519 => "id-X25519",
-        DSA => "id-dsa",
-        PRIME256V1 => "P-256 (prime256v1)",
-        SECP384R1 => "P-384 (secp384r1)",
-        SECP521R1 => "P-521 (secp521r1)",
-        SECP256K1 => "secp256k1",
-        _ => return oid.to_string(),
-    };
-    format!("{name} ({oid})")
 }
 
 #[cfg(test)]

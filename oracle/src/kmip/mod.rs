@@ -1,0 +1,270 @@
+//! A minimal KMIP 1.2 client of the oracle's own, for one question: which key pairs
+//! does this server hold?
+//!
+//! [`inventory`] answers it over one TLS connection: Locate every public key (Object
+//! Type = Public Key), Get each without a Key Format Type and compute its key
+//! identifier from the key itself, then count the key only if a private key named
+//! `<key id>_priv` exists (Locate by Name and Object Type = Private Key), the name the
+//! signers give a key's private half. KMIP 1.2's Locate matches names exactly, hence
+//! the public keys first.
+//!
+//! The answer is what the signers' own listing is meant to be, computed without their
+//! code: a public key that is gone between Locate and Get (Item or Object Not Found) or
+//! whose Get fails for another reason than credentials or an unsupported operation is
+//! skipped; a key read twice is counted once. Refused, as a [`KmipError`]: a server
+//! that cannot be reached or refuses the TLS handshake, refuses Locate, or answers a
+//! Get with a public key this module cannot read (see [`key_block`]).
+
+mod key_block;
+pub mod message;
+mod tls;
+pub mod ttlv;
+
+use std::fmt;
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, StreamOwned};
+
+use crate::keyid::KeyId;
+use message::{object_type, operation, reason, tag, Answer, Credential, MAX_RESPONSE};
+use ttlv::Item;
+
+pub use key_block::public_key_spki;
+
+/// A client certificate and its private key, both PEM files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Where a KMIP server is and how to reach it.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    /// A DNS name or IP address; the server certificate must name it.
+    pub host: String,
+    pub port: u16,
+    /// PEM certificate(s) of the CA that issued the server's certificate.
+    pub server_ca: PathBuf,
+    /// Presented when the server asks for a client certificate.
+    pub identity: Option<ClientIdentity>,
+    /// Sent in every request header when present.
+    pub credential: Option<Credential>,
+    /// For the TCP connect and for each read and write.
+    pub timeout: Duration,
+}
+
+impl Endpoint {
+    /// An endpoint with no client certificate, no credential and a 30-second timeout.
+    pub fn new(host: impl Into<String>, port: u16, server_ca: impl Into<PathBuf>) -> Endpoint {
+        Endpoint {
+            host: host.into(),
+            port,
+            server_ca: server_ca.into(),
+            identity: None,
+            credential: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+
+    fn address(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// Why the inventory could not be taken.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KmipError {
+    /// The endpoint's files or settings are unusable.
+    Config(String),
+    /// No connection: TCP, TLS or I/O failed.
+    Connection(String),
+    /// The server's bytes are not a KMIP answer the inventory can read.
+    Protocol(String),
+    /// The server refused a request the inventory needs.
+    Refused(String),
+}
+
+impl fmt::Display for KmipError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KmipError::Config(m) => write!(f, "KMIP inventory configuration: {m}"),
+            KmipError::Connection(m) => write!(f, "KMIP inventory connection: {m}"),
+            KmipError::Protocol(m) => write!(f, "KMIP inventory: unreadable answer: {m}"),
+            KmipError::Refused(m) => write!(f, "KMIP inventory: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for KmipError {}
+
+/// The key identifiers, sorted, of the key pairs the server at `endpoint` holds.
+pub fn inventory(endpoint: &Endpoint) -> Result<Vec<KeyId>, KmipError> {
+    let mut session = Session::open(endpoint)?;
+    let publics = session.locate(vec![message::object_type_attribute(
+        object_type::PUBLIC_KEY,
+    )])?;
+    let mut keys: Vec<KeyId> = Vec::new();
+    for uid in publics {
+        let Some(spki) = session.get_public_key(&uid)? else {
+            continue;
+        };
+        let id = KeyId::of_spki(&spki)
+            .map_err(|e| KmipError::Protocol(format!("public key {uid}: {e}")))?;
+        if keys.contains(&id) {
+            continue;
+        }
+        let private = session.locate(vec![
+            message::name_attribute(&format!("{id}_priv")),
+            message::object_type_attribute(object_type::PRIVATE_KEY),
+        ])?;
+        if !private.is_empty() {
+            keys.push(id);
+        }
+    }
+    session.close();
+    keys.sort();
+    Ok(keys)
+}
+
+/// One TLS connection to the server.
+struct Session<'a> {
+    endpoint: &'a Endpoint,
+    stream: StreamOwned<ClientConnection, TcpStream>,
+}
+
+impl<'a> Session<'a> {
+    fn open(endpoint: &'a Endpoint) -> Result<Session<'a>, KmipError> {
+        let config = tls::client_config(&endpoint.server_ca, endpoint.identity.as_ref())?;
+        let name = ServerName::try_from(endpoint.host.clone()).map_err(|e| {
+            KmipError::Config(format!(
+                "host '{}' is not a DNS name or IP address: {e}",
+                endpoint.host
+            ))
+        })?;
+        let addresses = (endpoint.host.as_str(), endpoint.port)
+            .to_socket_addrs()
+            .map_err(|e| KmipError::Connection(format!("resolving {}: {e}", endpoint.address())))?;
+        let mut last = format!("{} resolves to no address", endpoint.host);
+        let mut tcp = None;
+        for a in addresses {
+            match TcpStream::connect_timeout(&a, endpoint.timeout) {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = format!("connecting to {a}: {e}"),
+            }
+        }
+        let tcp = tcp.ok_or(KmipError::Connection(last))?;
+        let io = |e: std::io::Error| KmipError::Connection(e.to_string());
+        tcp.set_read_timeout(Some(endpoint.timeout)).map_err(io)?;
+        tcp.set_write_timeout(Some(endpoint.timeout)).map_err(io)?;
+        tcp.set_nodelay(true).map_err(io)?;
+        let conn = ClientConnection::new(config, name)
+            .map_err(|e| KmipError::Config(format!("TLS client: {e}")))?;
+        Ok(Session {
+            endpoint,
+            stream: StreamOwned::new(conn, tcp),
+        })
+    }
+
+    /// Sends one request and reads its answer, successful or not.
+    fn call(&mut self, op: u32, payload: Vec<Item>) -> Result<Answer, KmipError> {
+        let request = message::request(op, payload, self.endpoint.credential.as_ref()).encode();
+        let address = self.endpoint.address();
+        let io =
+            |what: &str, e: std::io::Error| KmipError::Connection(format!("{what} {address}: {e}"));
+        // The TLS handshake happens on the first write; its failures show up here.
+        self.stream
+            .write_all(&request)
+            .and_then(|()| self.stream.flush())
+            .map_err(|e| io("sending to", e))?;
+        let mut header = [0u8; 8];
+        self.stream
+            .read_exact(&mut header)
+            .map_err(|e| io("reading from", e))?;
+        let (found, type_code) = ttlv::header_tag_type(&header);
+        if found != tag::RESPONSE_MESSAGE || type_code != 0x01 {
+            return Err(KmipError::Protocol(format!(
+                "{address} answered item {found:06X} of type {type_code:#04x}, not a Response Message"
+            )));
+        }
+        let len = ttlv::body_len(&header);
+        if len > MAX_RESPONSE {
+            return Err(KmipError::Protocol(format!(
+                "{address} announced a response of {len} bytes, more than the {MAX_RESPONSE} asked for"
+            )));
+        }
+        let mut bytes = header.to_vec();
+        bytes.resize(8 + len, 0);
+        self.stream
+            .read_exact(&mut bytes[8..])
+            .map_err(|e| io("reading from", e))?;
+        let response = Item::decode(&bytes).map_err(|e| KmipError::Protocol(e.0))?;
+        Answer::read(&response).map_err(KmipError::Protocol)
+    }
+
+    /// The Unique Identifiers Locate finds for `attributes`; none when the server says
+    /// not found.
+    fn locate(&mut self, attributes: Vec<Item>) -> Result<Vec<String>, KmipError> {
+        let answer = self.call(operation::LOCATE, attributes)?;
+        if answer.status != 0 {
+            if answer.is_not_found() {
+                return Ok(vec![]);
+            }
+            return Err(KmipError::Refused(format!(
+                "Locate: {} answered {}",
+                self.endpoint.address(),
+                answer.describe()
+            )));
+        }
+        Ok(answer
+            .payload
+            .iter()
+            .flat_map(|p| p.all(tag::UNIQUE_IDENTIFIER))
+            .filter_map(Item::as_text)
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Public key `uid` as a DER SPKI; `None` when the Get fails for a reason that
+    /// does not stop the inventory (see the module documentation).
+    fn get_public_key(&mut self, uid: &str) -> Result<Option<Vec<u8>>, KmipError> {
+        let answer = self.call(operation::GET, vec![message::unique_identifier(uid)])?;
+        if answer.status != 0 {
+            let stops = matches!(
+                answer.reason,
+                Some(
+                    reason::AUTHENTICATION_NOT_SUCCESSFUL
+                        | reason::PERMISSION_DENIED
+                        | reason::OPERATION_NOT_SUPPORTED
+                )
+            );
+            if stops {
+                return Err(KmipError::Refused(format!(
+                    "Get of public key {uid}: {} answered {}",
+                    self.endpoint.address(),
+                    answer.describe()
+                )));
+            }
+            return Ok(None);
+        }
+        let payload = answer
+            .payload
+            .unwrap_or(Item::structure(tag::RESPONSE_PAYLOAD, vec![]));
+        key_block::public_key_spki(&payload)
+            .map(Some)
+            .map_err(|m| KmipError::Protocol(format!("Get of public key {uid}: {m}")))
+    }
+
+    /// Says goodbye (TLS close_notify); a server that has gone already does not matter.
+    fn close(mut self) {
+        self.stream.conn.send_close_notify();
+        let _ = self.stream.flush();
+    }
+}
