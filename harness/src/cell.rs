@@ -205,18 +205,6 @@ enum StepError {
     Harness(String),
 }
 
-impl From<String> for StepError {
-    fn from(m: String) -> Self {
-        StepError::Failed(m)
-    }
-}
-
-impl From<&str> for StepError {
-    fn from(m: &str) -> Self {
-        StepError::Failed(m.to_string())
-    }
-}
-
 fn harness(e: anyhow::Error) -> StepError {
     StepError::Harness(format!("{e:#}"))
 }
@@ -375,15 +363,16 @@ impl Cell {
             match info.details.iter().find(|(dk, _)| dk == k) {
                 Some((_, v)) if v == want => log(format!("  {name}: {k} = {v}")),
                 Some((_, v)) => {
-                    return Err(format!("signer '{name}': {k} is '{v}', expected '{want}'").into())
+                    return Err(StepError::Failed(format!(
+                        "signer '{name}': {k} is '{v}', expected '{want}'"
+                    )))
                 }
                 None => {
                     let known: Vec<&str> = info.details.iter().map(|(k, _)| k.as_str()).collect();
-                    return Err(format!(
+                    return Err(StepError::Failed(format!(
                         "signer '{name}' says nothing about '{k}' (it says: {})",
                         known.join(", ")
-                    )
-                    .into());
+                    )));
                 }
             }
         }
@@ -395,20 +384,18 @@ impl Cell {
         log(format!("  proxy of '{}': {stats:?}", t.of));
         if let Some(want) = t.client_application_records {
             if stats.client_application_records != want {
-                return Err(format!(
+                return Err(StepError::Failed(format!(
                     "the client sent {} TLS application-data record(s) to instance '{}', expected {want}",
                     stats.client_application_records, t.of
-                )
-                .into());
+                )));
             }
         }
         if let Some(want) = t.connections {
             if stats.connections != want {
-                return Err(format!(
+                return Err(StepError::Failed(format!(
                     "{} connection(s) reached instance '{}', expected {want}",
                     stats.connections, t.of
-                )
-                .into());
+                )));
             }
         }
         Ok(())
@@ -464,13 +451,19 @@ impl Cell {
         for name in &inv.has {
             let id = self.key_id(name)?;
             if !found.contains(&id) {
-                return Err(format!("'{}' has no key pair '{name}' ({id})", inv.of).into());
+                return Err(StepError::Failed(format!(
+                    "'{}' has no key pair '{name}' ({id})",
+                    inv.of
+                )));
             }
         }
         for name in &inv.lacks {
             let id = self.key_id(name)?;
             if found.contains(&id) {
-                return Err(format!("'{}' still holds key pair '{name}' ({id})", inv.of).into());
+                return Err(StepError::Failed(format!(
+                    "'{}' still holds key pair '{name}' ({id})",
+                    inv.of
+                )));
             }
         }
         if let Some(before) = &inv.same_as {
@@ -490,13 +483,12 @@ impl Cell {
                     .filter(|k| !found.contains(k))
                     .map(|k| k.to_string())
                     .collect();
-                return Err(format!(
+                return Err(StepError::Failed(format!(
                     "inventory of '{}' changed since '{before}': added [{}], removed [{}]",
                     inv.of,
                     added.join(", "),
                     removed.join(", ")
-                )
-                .into());
+                )));
             }
         }
         if let Some(n) = &inv.name {
@@ -512,10 +504,12 @@ impl Cell {
             if router
                 .keymap()
                 .key(&id)
-                .map_err(|e| e.to_string())?
+                .map_err(|e| StepError::Failed(format!("reading the key map: {e}")))?
                 .is_none()
             {
-                return Err(format!("the key map has no key '{name}' ({id})").into());
+                return Err(StepError::Failed(format!(
+                    "the key map has no key '{name}' ({id})"
+                )));
             }
         }
         for name in &m.lacks {
@@ -523,21 +517,23 @@ impl Cell {
             if router
                 .keymap()
                 .key(&id)
-                .map_err(|e| e.to_string())?
+                .map_err(|e| StepError::Failed(format!("reading the key map: {e}")))?
                 .is_some()
             {
-                return Err(format!("the key map still has key '{name}' ({id})").into());
+                return Err(StepError::Failed(format!(
+                    "the key map still has key '{name}' ({id})"
+                )));
             }
         }
         for (name, signer) in &m.owner {
             let id = self.key_id(name)?;
             let owner = router
                 .owner_name(&id)
-                .map_err(|e| format!("owner of '{name}': {e}"))?;
+                .map_err(|e| StepError::Failed(format!("owner of '{name}': {e}")))?;
             if owner != *signer {
-                return Err(
-                    format!("key '{name}' is owned by '{owner}', expected '{signer}'").into(),
-                );
+                return Err(StepError::Failed(format!(
+                    "key '{name}' is owned by '{owner}', expected '{signer}'"
+                )));
             }
             log(format!("  key '{name}' is owned by '{owner}'"));
         }
@@ -576,19 +572,23 @@ impl Cell {
         ));
         for f in &t.called {
             if n(f) == 0 {
-                return Err(format!("{f} was not called {place}").into());
+                return Err(StepError::Failed(format!("{f} was not called {place}")));
             }
         }
         for f in &t.not_called {
             if n(f) > 0 {
-                return Err(format!("{f} was called {} time(s) {place}", n(f)).into());
+                return Err(StepError::Failed(format!(
+                    "{f} was called {} time(s) {place}",
+                    n(f)
+                )));
             }
         }
         for (f, want) in &t.count {
             if n(f) != *want {
-                return Err(
-                    format!("{f} was called {} time(s) {place}, expected {want}", n(f)).into(),
-                );
+                return Err(StepError::Failed(format!(
+                    "{f} was called {} time(s) {place}, expected {want}",
+                    n(f)
+                )));
             }
         }
         if let Some(m) = &t.mark {
@@ -620,12 +620,16 @@ impl Cell {
         log(format!("  Query lists: {}", listed.join(", ")));
         for op in &q.has {
             if !listed.contains(&op.as_str()) {
-                return Err(format!("the server's Query does not list '{op}'").into());
+                return Err(StepError::Failed(format!(
+                    "the server's Query does not list '{op}'"
+                )));
             }
         }
         for op in &q.lacks {
             if listed.contains(&op.as_str()) {
-                return Err(format!("the server's Query lists '{op}'").into());
+                return Err(StepError::Failed(format!(
+                    "the server's Query lists '{op}'"
+                )));
             }
         }
         Ok(())
