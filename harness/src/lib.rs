@@ -2,19 +2,21 @@
 //! implementations, each case on each backend in its own process, and writes JUnit XML.
 //!
 //! The binary is a thin `main` over [`cli::main`]; the modules are public so that
-//! integration tests can drive the pieces directly.
+//! integration tests can drive the pieces directly. Each room owns one job:
+//!
+//! - [`cli`]: the subcommands, exit codes and logging;
+//! - [`model`]: suite and backend files as loaded, capabilities, load errors with
+//!   file, line and column;
+//! - [`backends`]: how each kind of backend comes up for a cell and how the harness
+//!   administers it (tokens, PKI, the TCP proxy, the PKCS#11 shim);
+//! - [`run`]: the plan of cells, the runner and the cell process;
+//! - [`report`]: outcomes, JUnit, JSON and the console;
+//! - [`oracle_terms`]: the bridge from the oracle crate's independent answers to the
+//!   signers' vocabulary.
 
-pub mod backend;
-pub mod cell;
+pub mod backends;
 pub mod cli;
-pub mod console;
-pub mod cosmian;
-pub mod instance;
-pub mod junit;
+pub mod model;
 pub mod oracle_terms;
-pub mod outcome;
-pub mod pki;
-pub mod proxy;
-pub mod runner;
-pub mod shim;
-pub mod suite;
+pub mod report;
+pub mod run;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hsm_harness::proxy::{Fault, Proxy, Stats};
+use hsm_harness::backends::proxy::{Fault, Proxy, Stats};
 use rstest::rstest;
 
 /// Long enough that a correct proxy never hits it; only a hang does.

@@ -15,8 +15,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use hsm_harness::backend::Backend;
-use hsm_harness::suite::{files_in, Suite, SuiteError};
+use hsm_harness::model::backend::Backend;
+use hsm_harness::model::suite::{files_in, Suite, SuiteError};
 use hsm_signers::{Algorithm, ErrorKind};
 use rstest::rstest;
 use serde_json::{json, Value};
@@ -1279,7 +1279,7 @@ fn pkcs11_function_names_are_the_shims() {
 #[test]
 fn kmip_operation_names_are_the_signers() {
     let schema = suite_schema();
-    let names = hsm_harness::suite::kmip_operation_names();
+    let names = hsm_harness::model::suite::kmip_operation_names();
     assert_eq!(
         strings(&def(&schema, "kmipOperation")["enum"]),
         set(names.iter().map(String::as_str))
@@ -1410,7 +1410,7 @@ fn lacks_is_kept_and_may_not_contradict_requires() {
 
 // --- pkcs11: signer options and withheld KMIP operations ---------------------------------
 
-fn requires_of(suite: &hsm_harness::suite::Suite) -> BTreeSet<String> {
+fn requires_of(suite: &hsm_harness::model::suite::Suite) -> BTreeSet<String> {
     suite.cases[0]
         .requires
         .iter()

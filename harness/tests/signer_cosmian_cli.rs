@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use hsm_harness::backend::Backend;
-use hsm_harness::instance::Instances;
+use hsm_harness::backends::Instances;
+use hsm_harness::model::backend::Backend;
 use hsm_signers::config::SignerKind;
 use support::Run;
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use hsm_harness::pki::{self, ServerFlaw};
+use hsm_harness::backends::pki::{self, ServerFlaw};
 use serde_json::Value;
 use tempfile::TempDir;
 

@@ -13,11 +13,12 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::backend::Backend;
-use crate::outcome::Tally;
-use crate::runner::{Plan, RunOptions, Selection};
-use crate::suite::{files_in, Suite, SuiteError};
-use crate::{cell, console, junit};
+use crate::model::backend::Backend;
+use crate::model::suite::{files_in, Suite, SuiteError};
+use crate::report::outcome::Tally;
+use crate::report::{console, junit};
+use crate::run::cell;
+use crate::run::runner::{Plan, RunOptions, Selection};
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
@@ -247,7 +248,7 @@ fn run(args: RunArgs) -> i32 {
         timeout: Duration::from_secs_f64(args.timeout),
         program,
     };
-    let used = |f: fn(&crate::runner::PlannedCell) -> usize| {
+    let used = |f: fn(&crate::run::runner::PlannedCell) -> usize| {
         let mut v: Vec<usize> = plan.cells.iter().map(f).collect();
         v.sort_unstable();
         v.dedup();
@@ -260,7 +261,7 @@ fn run(args: RunArgs) -> i32 {
         used(|c| c.backend),
         jobs.max(1)
     );
-    let result = match crate::runner::run(&plan, &options, |done, total, cell| {
+    let result = match crate::run::runner::run(&plan, &options, |done, total, cell| {
         println!("{}", console::progress_line(done, total, cell));
     }) {
         Ok(r) => r,

@@ -15,7 +15,7 @@ use hsm_signers::{Algorithm, ErrorKind};
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
-use crate::shim::ShimSpec;
+use crate::backends::shim::ShimSpec;
 
 /// A suite file, loaded and checked.
 #[derive(Clone, Debug)]
@@ -140,7 +140,7 @@ pub struct InstanceSpec {
     /// Reach the server through the harness's TCP proxy, with this fault (`none`: pass
     /// through, counting); `traffic` steps check what went through.
     #[serde(default)]
-    pub proxy: Option<crate::proxy::Fault>,
+    pub proxy: Option<crate::backends::proxy::Fault>,
     /// KMIP operations (KMIP 1.2 names) the server pretends not to have: left out of
     /// Query and answered Operation Not Supported. Requires `kmip-withhold` (the relay).
     #[serde(default)]
@@ -671,7 +671,7 @@ pub enum ServerAction {
 #[serde(deny_unknown_fields)]
 pub struct ProxyStep {
     pub of: String,
-    pub fault: crate::proxy::Fault,
+    pub fault: crate::backends::proxy::Fault,
 }
 
 /// A `trace` step: checks on the calls the signers made through the PKCS#11 shim
@@ -1248,7 +1248,7 @@ fn check_steps(
                     ));
                 }
                 for f in t.called.iter().chain(&t.not_called).chain(t.count.keys()) {
-                    if !crate::shim::is_function(f) {
+                    if !crate::backends::shim::is_function(f) {
                         return Err(err(format!(
                             "unknown PKCS#11 function '{f}' (PKCS#11 2.40 names, e.g. C_Sign)"
                         )));

@@ -16,14 +16,14 @@ use hsm_signers::router::RandomSource;
 use hsm_signers::{Algorithm, KeyIdentifier, Router, SignerError, SignerSetup};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Backend;
-use crate::instance::Instances;
-use crate::oracle_terms;
-use crate::outcome::Status;
-use crate::suite::{
+use crate::backends::Instances;
+use crate::model::backend::Backend;
+use crate::model::suite::{
     Case, Expect, InfoCheck, Inventory, KeymapCheck, KmipQueryCheck, RandomFrom, Restart, SelfTest,
     ServerAction, ServerStep, SignerSpec, SignersSpec, Step, TraceCheck, TrafficCheck, Verdict,
 };
+use crate::oracle_terms;
+use crate::report::outcome::Status;
 
 /// The payload signed when a `sign` step gives no `data`.
 pub const DEFAULT_DATA: &str = "hsm-harness test payload";
@@ -213,7 +213,7 @@ fn harness(e: anyhow::Error) -> StepError {
 struct Cell {
     instances: Instances,
     /// The backend's own shim settings, which come before a case's or a restart's.
-    backend_shim: Option<crate::shim::ShimSpec>,
+    backend_shim: Option<crate::backends::shim::ShimSpec>,
     spec: SignersSpec,
     state: PathBuf,
     router: Option<Router>,
@@ -545,7 +545,7 @@ impl Cell {
         let path = self.instances.trace_path().ok_or_else(|| {
             StepError::Harness("this cell's signers do not run through the PKCS#11 shim".into())
         })?;
-        let calls = crate::shim::read(&path).map_err(harness)?;
+        let calls = crate::backends::shim::read(&path).map_err(harness)?;
         let from = match &t.since {
             Some(m) => *self
                 .bindings
@@ -555,7 +555,7 @@ impl Cell {
             None => 0,
         };
         let window = &calls[from.min(calls.len())..];
-        let counts = crate::shim::counts(window);
+        let counts = crate::backends::shim::counts(window);
         let n = |f: &str| counts.get(f).copied().unwrap_or(0);
         let place = match &t.since {
             Some(m) => format!("since mark '{m}'"),

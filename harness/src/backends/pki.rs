@@ -69,7 +69,10 @@ pub fn generate_for_client(dir: &Path, flaw: ServerFlaw, client_name: &str) -> a
         // on the signature instead of on the unknown issuer.
         .push(
             DnType::CommonName,
-            format!("hsm-harness test CA {}", crate::backend::random_hex(4)),
+            format!(
+                "hsm-harness test CA {}",
+                crate::model::backend::random_hex(4)
+            ),
         );
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::shim::{self, ShimSpec};
-use crate::suite::{yaml_error, Capability, SuiteError};
+use crate::backends::shim::{self, ShimSpec};
+use crate::model::suite::{yaml_error, Capability, SuiteError};
 
 /// Where Debian and other systems put the SoftHSMv2 module.
 pub const SOFTHSM_MODULE_PATHS: &[&str] = &[
@@ -73,7 +73,7 @@ pub enum Provider {
     /// A PyKMIP server (`pykmip-server`) with generated certificates, a fresh database
     /// and an ephemeral port. It speaks TLS 1.2 only, so its signer opts in to TLS 1.2.
     Pykmip,
-    /// A Cosmian KMS server (`cosmian_kms`, see [`crate::cosmian`]) with generated
+    /// A Cosmian KMS server (`cosmian_kms`, see [`crate::backends::cosmian_config`]) with generated
     /// certificates, a fresh SQLite database and ephemeral loopback ports per instance,
     /// reached over its KMIP socket server with the signer's default (TLS 1.3) settings.
     Cosmian,
@@ -180,7 +180,7 @@ impl Backend {
                 .and_then(|_| shim.as_ref().map_or(Ok(()), |_| shim::library().map(drop)))
                 .err(),
             Provider::Pykmip => pykmip_server().err(),
-            Provider::Cosmian => crate::cosmian::binary().err(),
+            Provider::Cosmian => crate::backends::cosmian_config::binary().err(),
         }
     }
 

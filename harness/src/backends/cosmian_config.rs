@@ -23,8 +23,8 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::pki::Pki;
-use crate::suite::TlsVersion;
+use crate::backends::pki::Pki;
+use crate::model::suite::TlsVersion;
 
 /// The version `ci/install-cosmian` builds.
 pub const VERSION: &str = "5.28.0";

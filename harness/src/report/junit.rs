@@ -22,7 +22,7 @@ use anyhow::Context as _;
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 use serde::Serialize;
 
-use crate::outcome::{CellResult, RunResult, Status, Tally};
+use crate::report::outcome::{CellResult, RunResult, Status, Tally};
 
 /// Writes `run` as JUnit XML to `path` (atomically; parent directories are created).
 pub fn write_junit(run: &RunResult, path: &Path) -> anyhow::Result<()> {

@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use globset::{Glob, GlobMatcher};
 
-use crate::backend::Backend;
-use crate::cell::{CellReport, RESULT_FILE};
-use crate::outcome::{CellResult, RunResult, Status};
-use crate::suite::Suite;
+use crate::model::backend::Backend;
+use crate::model::suite::Suite;
+use crate::report::outcome::{CellResult, RunResult, Status};
+use crate::run::cell::{CellReport, RESULT_FILE};
 
 /// How many lines of a dead cell's stderr go into its error message.
 const STDERR_TAIL_LINES: usize = 20;
@@ -138,7 +138,7 @@ impl Plan {
             ));
         }
         if case.shim.is_some() {
-            if let Err(reason) = crate::shim::library() {
+            if let Err(reason) = crate::backends::shim::library() {
                 return Some(format!("the case needs the PKCS#11 shim: {reason}"));
             }
         }
@@ -246,9 +246,9 @@ fn run_cell(
     }
     // The shim's trace, read here so that it is in the report even when the cell
     // crashed or timed out.
-    match crate::shim::read(&workdir.join(crate::shim::TRACE_FILE)) {
+    match crate::backends::shim::read(&workdir.join(crate::backends::shim::TRACE_FILE)) {
         Ok(calls) if calls.is_empty() => {}
-        Ok(calls) => result.log.push_str(&crate::shim::render(&calls)),
+        Ok(calls) => result.log.push_str(&crate::backends::shim::render(&calls)),
         Err(e) => result
             .log
             .push_str(&format!("== PKCS#11 shim trace unreadable: {e:#}\n")),

@@ -9,6 +9,11 @@
 //! name keys by identifiers the oracle computes from the public keys, so a signer's
 //! encoding mistake cannot agree with itself.
 
+pub mod cosmian_config;
+pub mod pki;
+pub mod proxy;
+pub mod shim;
+
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -28,15 +33,16 @@ use hsm_signers::software::SoftwareSigner;
 use hsm_signers::{Algorithm, KeyIdentifier, KeyType, Secret, Signer};
 use oracle::public_key::{self, Curve};
 
-use crate::backend::{
+use crate::model::backend::{
     pykmip_server, random_hex, relay_binary, softhsm_module, Backend, Mimic, Provider,
 };
-use crate::cosmian;
+use crate::model::suite::{
+    CaChoice, InstanceSpec, KmipOptions, Pkcs11Options, ServerCert, TlsVersion,
+};
 use crate::oracle_terms;
-use crate::pki::{self, Pki, ServerFlaw};
-use crate::proxy::{Fault, Proxy, Stats};
-use crate::shim::{self, ShimSpec};
-use crate::suite::{CaChoice, InstanceSpec, KmipOptions, Pkcs11Options, ServerCert, TlsVersion};
+use pki::{Pki, ServerFlaw};
+use proxy::{Fault, Proxy, Stats};
+use shim::ShimSpec;
 
 /// A SoftHSMv2 token made for an instance.
 struct Token {
@@ -265,7 +271,7 @@ impl Instances {
             props.push(("pkcs11_shim".to_string(), s.display().to_string()));
         }
         if matches!(self.backend.provider, Provider::Cosmian) {
-            if let Ok(bin) = cosmian::binary() {
+            if let Ok(bin) = cosmian_config::binary() {
                 props.push(("cosmian_kms".to_string(), bin.display().to_string()));
             }
         }
@@ -684,7 +690,7 @@ impl Instances {
             Some(Instance::Cosmian { dir, pki, server }) => {
                 // Stopped first: the server holds the database open.
                 *server = None;
-                let db = cosmian::database_dir(dir);
+                let db = cosmian_config::database_dir(dir);
                 if db.exists() {
                     std::fs::remove_dir_all(&db)
                         .with_context(|| format!("wiping {}", db.display()))?;
@@ -1015,13 +1021,13 @@ fn start_cosmian(dir: &Path, pki: &Pki, spec: &InstanceSpec, port: u16) -> anyho
     if !spec.withhold.is_empty() {
         bail!("Cosmian KMS cannot withhold operations (the relay can: capability kmip-withhold)");
     }
-    let bin = cosmian::binary().map_err(|e| anyhow!(e))?;
+    let bin = cosmian_config::binary().map_err(|e| anyhow!(e))?;
     let versions = spec.tls.as_ref().and_then(|t| t.versions.as_deref());
     let (free, http_port) = two_free_ports()?;
     let port = if port == 0 { free } else { port };
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let config = dir.join("kms.toml");
-    let text = cosmian::config(&cosmian::Settings {
+    let text = cosmian_config::config(&cosmian_config::Settings {
         dir,
         pki,
         kmip_port: port,

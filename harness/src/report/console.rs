@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use crate::outcome::{CellResult, RunResult, Status, Tally};
+use crate::report::outcome::{CellResult, RunResult, Status, Tally};
 
 /// The longest message excerpt a progress line shows, in characters.
 const EXCERPT_CHARS: usize = 120;
@@ -148,7 +148,7 @@ fn excerpt(message: &str, max: usize) -> String {
 /// `text` without terminal escapes and control characters (tabs become spaces), so one
 /// line stays one line.
 fn printable(text: &str) -> String {
-    crate::junit::clean(text)
+    crate::report::junit::clean(text)
         .chars()
         .filter_map(|c| match c {
             '\t' => Some(' '),

@@ -1,0 +1,6 @@
+//! What the harness reads: suite files (`suites/*.yaml`) and backend files
+//! (`fixtures/backends/*.yaml`), checked when loaded; every error names the file,
+//! line and column.
+
+pub mod backend;
+pub mod suite;
