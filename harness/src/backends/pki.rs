@@ -69,10 +69,7 @@ pub fn generate_for_client(dir: &Path, flaw: ServerFlaw, client_name: &str) -> a
         // on the signature instead of on the unknown issuer.
         .push(
             DnType::CommonName,
-            format!(
-                "hsm-harness test CA {}",
-                crate::model::backend::random_hex(4)
-            ),
+            format!("hsm-harness test CA {}", super::random_hex(4)),
         );
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate()?)?;
@@ -118,6 +115,17 @@ pub fn generate_for_client(dir: &Path, flaw: ServerFlaw, client_name: &str) -> a
     write(&pki.client_cert, &client.pem(), false)?;
     write(&pki.client_key, &client_key.serialize_pem(), true)?;
     Ok(pki)
+}
+
+/// The server certificate flaw an instance's settings ask for.
+pub fn flaw_of(spec: &crate::model::suite::InstanceSpec) -> ServerFlaw {
+    use crate::model::suite::ServerCert;
+    match spec.tls.as_ref().map(|t| t.certificate) {
+        None | Some(ServerCert::Valid) => ServerFlaw::None,
+        Some(ServerCert::Expired) => ServerFlaw::Expired,
+        Some(ServerCert::WrongHost) => ServerFlaw::WrongHost,
+        Some(ServerCert::SelfSigned) => ServerFlaw::SelfSigned,
+    }
 }
 
 #[cfg(test)]

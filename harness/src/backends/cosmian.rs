@@ -1,5 +1,8 @@
-//! Cosmian KMS (`cosmian_kms`, 5.28, non-FIPS build) as a backend: where the binary
-//! is, and the configuration file one instance's server runs with.
+//! Provider `cosmian`: Cosmian KMS (`cosmian_kms`, 5.28, non-FIPS build) with
+//! generated certificates, a fresh SQLite database and ephemeral loopback ports per
+//! instance, reached over its KMIP socket server with the signer's default (TLS 1.3)
+//! settings: where the binary is, the configuration file one instance's server runs
+//! with, and the instance itself.
 //!
 //! The server is configured through one TOML file passed with `-c`: with `-c`, Cosmian
 //! ignores its command-line flags, its `KMS_*` environment variables and
@@ -22,9 +25,20 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
-use crate::backends::pki::Pki;
-use crate::model::suite::TlsVersion;
+use anyhow::{anyhow, bail, Context};
+use hsm_signers::config::SignerKind;
+use hsm_signers::{Algorithm, KeyIdentifier};
+use serde::Deserialize;
+
+use super::pki::{self, Pki};
+use super::server::{
+    inventory_endpoint, kmip_config, two_free_ports, with_options, with_proxy, Server, ServerSlot,
+};
+use super::{log_line, CellBackend, Instance, Provider, SignerOptions};
+use crate::model::suite::{Capability, InstanceSpec, TlsVersion};
+use crate::oracle_terms;
 
 /// The version `ci/install-cosmian` builds.
 pub const VERSION: &str = "5.28.0";
@@ -160,6 +174,173 @@ pub fn config(s: &Settings<'_>) -> Result<String, String> {
     let _ = writeln!(t, "rust_log = \"warn\"");
     let _ = writeln!(t, "ansi_colors = false");
     Ok(t)
+}
+
+/// `provider: cosmian` (no settings).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cosmian {}
+
+impl Provider for Cosmian {
+    fn name(&self) -> &'static str {
+        "cosmian"
+    }
+
+    fn administers(&self) -> &'static [Capability] {
+        &[Capability::Kmip]
+    }
+
+    fn unavailable_reason(&self) -> Option<String> {
+        binary().err()
+    }
+
+    fn open(&self, _workdir: &Path) -> anyhow::Result<Box<dyn CellBackend>> {
+        Ok(Box::new(CosmianCell))
+    }
+}
+
+struct CosmianCell;
+
+impl CellBackend for CosmianCell {
+    fn make(
+        &mut self,
+        name: &str,
+        dir: &Path,
+        spec: &InstanceSpec,
+    ) -> anyhow::Result<Box<dyn Instance>> {
+        let pki = pki::generate_for_client(&dir.join("pki"), pki::flaw_of(spec), &user(name))?;
+        let server = with_proxy(start(dir, &pki, spec, 0)?, spec)?;
+        Ok(Box::new(CosmianInstance {
+            name: name.to_string(),
+            dir: dir.to_path_buf(),
+            pki,
+            spec: spec.clone(),
+            server: ServerSlot::running(server),
+        }))
+    }
+
+    fn properties(&self) -> Vec<(String, String)> {
+        binary()
+            .map(|bin| vec![("cosmian_kms".to_string(), bin.display().to_string())])
+            .unwrap_or_default()
+    }
+}
+
+/// The Cosmian user an instance's client certificate names (Cosmian takes the user
+/// from the certificate's common name; objects belong to their user).
+fn user(instance: &str) -> String {
+    format!("hsm-harness-{instance}")
+}
+
+/// An instance: one Cosmian KMS server and its database.
+struct CosmianInstance {
+    name: String,
+    dir: PathBuf,
+    pki: Pki,
+    spec: InstanceSpec,
+    server: ServerSlot,
+}
+
+impl Instance for CosmianInstance {
+    // The signer's defaults (TLS 1.3 only) are what an operator would use.
+    fn signer_kind(&self, options: &SignerOptions<'_>) -> anyhow::Result<SignerKind> {
+        let c = kmip_config(self.server.signer_port(), &self.pki);
+        Ok(SignerKind::Kmip(with_options(c, options)))
+    }
+
+    /// Through the oracle's KMIP client with the signer's client certificate (Cosmian
+    /// shows a user only the objects that user owns), straight to the server.
+    fn inventory(&mut self) -> anyhow::Result<Vec<KeyIdentifier>> {
+        let port = self.server.direct_port(&self.name)?;
+        let ids = oracle::kmip::inventory(&inventory_endpoint(port, &self.pki))
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(ids.into_iter().map(oracle_terms::key_identifier).collect())
+    }
+
+    fn wipe(&mut self) -> anyhow::Result<()> {
+        // Stopped first: the server holds the database open.
+        self.server.stop();
+        let db = database_dir(&self.dir);
+        if db.exists() {
+            std::fs::remove_dir_all(&db).with_context(|| format!("wiping {}", db.display()))?;
+        }
+        let server = with_proxy(start(&self.dir, &self.pki, &self.spec, 0)?, &self.spec)?;
+        self.server.put(server);
+        Ok(())
+    }
+
+    fn change_credentials(&mut self) -> anyhow::Result<()> {
+        bail!("instance '{}' has no credentials to change", self.name)
+    }
+
+    fn replace_key(&mut self, _id: &KeyIdentifier, _alg: Algorithm) -> anyhow::Result<()> {
+        bail!("replacing a key under its handle is not supported on Cosmian KMS (server-assigned identifiers)")
+    }
+
+    fn server(&self) -> Option<&ServerSlot> {
+        Some(&self.server)
+    }
+
+    fn server_mut(&mut self) -> Option<&mut ServerSlot> {
+        Some(&mut self.server)
+    }
+
+    fn start_server(&mut self) -> anyhow::Result<()> {
+        let (dir, pki, spec) = (&self.dir, &self.pki, &self.spec);
+        self.server
+            .start_again(&self.name, |port| start(dir, pki, spec, port))
+    }
+}
+
+/// Starts Cosmian KMS for an instance: its KMIP socket server on `port` (0: a free
+/// one), its HTTP server on another free loopback port, the SQLite database in `dir`
+/// (kept across restarts), and waits until the KMIP port accepts connections. A TCP
+/// connect is the probe because the socket server wants a client certificate before
+/// it says anything.
+fn start(dir: &Path, pki: &Pki, spec: &InstanceSpec, port: u16) -> anyhow::Result<Server> {
+    if !spec.withhold.is_empty() {
+        bail!("Cosmian KMS cannot withhold operations (the relay can: capability kmip-withhold)");
+    }
+    let bin = binary().map_err(|e| anyhow!(e))?;
+    let versions = spec.tls.as_ref().and_then(|t| t.versions.as_deref());
+    let (free, http_port) = two_free_ports()?;
+    let port = if port == 0 { free } else { port };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let config_path = dir.join("kms.toml");
+    let text = config(&Settings {
+        dir,
+        pki,
+        kmip_port: port,
+        http_port,
+        versions,
+    })
+    .map_err(|e| anyhow!(e))?;
+    std::fs::write(&config_path, text)
+        .with_context(|| format!("writing {}", config_path.display()))?;
+    // Its log goes to stdout and its fatal errors to stderr: one file holds both, for
+    // the tail in a start-up error.
+    let log_path = dir.join("cosmian.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("opening {}", log_path.display()))?;
+    let child = Command::new(&bin)
+        .arg("-c")
+        .arg(&config_path)
+        // It reads a `.env` file from its working directory: make that the instance's.
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let mut server = Server::new(child, port, libc::SIGTERM);
+    server.wait_for_port(&log_path)?;
+    log_line(format!(
+        "  Cosmian KMS listening on 127.0.0.1:{port} (KMIP; HTTP on {http_port})"
+    ));
+    Ok(server)
 }
 
 #[cfg(test)]

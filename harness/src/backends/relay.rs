@@ -1,0 +1,331 @@
+//! Provider `relay`: our KMIP-to-PKCS#11 relay (`kmip2pkcs11`, built beside this
+//! program) on a fresh SoftHSMv2 token per instance, TLS 1.3 by default, with
+//! generated certificates, on an ephemeral loopback port, reached through the KMIP
+//! signer. The harness administers the token behind it directly (wipe, PIN change,
+//! impostor keys), restarting the relay where it must re-read its token.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{anyhow, Context};
+use hsm_signers::config::SignerKind;
+use hsm_signers::{Algorithm, KeyIdentifier, Secret};
+use serde::Deserialize;
+
+use super::pki::{self, Pki};
+use super::server::{kmip_config, wait_until, with_options, with_proxy, Server, ServerSlot};
+use super::shim::{self, ShimSpec};
+use super::token::{softhsm_module, Module, Token};
+use super::{log_line, CellBackend, Instance, Provider, SignerOptions};
+use crate::model::suite::{Capability, InstanceSpec, TlsVersion};
+
+/// `provider: { relay: { module, shim, mimic } }`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Relay {
+    /// The PKCS#11 module behind the relay; default: SoftHSMv2 where Debian puts it.
+    #[serde(default)]
+    pub module: Option<PathBuf>,
+    /// As for `softhsm`: the relay loads the shim in front of the module.
+    #[serde(default)]
+    pub shim: Option<ShimSpec>,
+    /// Make the relay behave like another KMIP server (its `[testing] mimic`); its
+    /// signer then logs in as that server wants and sets `force`.
+    #[serde(default)]
+    pub mimic: Option<Mimic>,
+}
+
+/// A KMIP server the relay can stand in for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum Mimic {
+    /// The seed-003 relay as released (cascade-hsm-bridge 0.1.0-alpha): Discover
+    /// Versions, Query, Create Key Pair, Activate, Get, Sign and Modify Attribute only;
+    /// General Failure on attributes it does not parse; fixed key formats; username =
+    /// token label, password = user PIN.
+    #[serde(rename = "seed-003")]
+    Seed003,
+}
+
+impl Mimic {
+    /// The value of the relay's `[testing] mimic`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mimic::Seed003 => "seed-003",
+        }
+    }
+}
+
+/// The relay binary: next to this program (cargo puts all of a workspace's binaries
+/// in one directory).
+pub fn relay_binary() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let dir = exe.parent().ok_or("this program has no directory")?;
+    // Integration tests run from target/<profile>/deps.
+    for candidate in [dir.join("kmip2pkcs11"), dir.join("../kmip2pkcs11")] {
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(format!(
+        "kmip2pkcs11 is not built next to {} (cargo build -p kmip-relay)",
+        exe.display()
+    ))
+}
+
+impl Provider for Relay {
+    fn name(&self) -> &'static str {
+        "relay"
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match &self.shim {
+            Some(s) => s.check().map_err(|m| format!("provider shim: {m}")),
+            None => Ok(()),
+        }
+    }
+
+    fn administers(&self) -> &'static [Capability] {
+        &[
+            Capability::Credentials,
+            Capability::ReplaceKeys,
+            Capability::Pkcs11Shim,
+            Capability::Kmip,
+            Capability::KmipWithhold,
+        ]
+    }
+
+    fn unavailable_reason(&self) -> Option<String> {
+        softhsm_module(self.module.as_deref())
+            .and_then(|_| relay_binary())
+            .and_then(|_| {
+                self.shim
+                    .as_ref()
+                    .map_or(Ok(()), |_| shim::library().map(drop))
+            })
+            .err()
+    }
+
+    fn shim(&self) -> Option<&ShimSpec> {
+        self.shim.as_ref()
+    }
+
+    fn open(&self, workdir: &Path) -> anyhow::Result<Box<dyn CellBackend>> {
+        Ok(Box::new(RelayCell {
+            module: Module::prepare(self.module.as_deref(), workdir)?,
+            mimic: self.mimic,
+        }))
+    }
+}
+
+struct RelayCell {
+    module: Module,
+    mimic: Option<Mimic>,
+}
+
+impl CellBackend for RelayCell {
+    fn make(
+        &mut self,
+        name: &str,
+        dir: &Path,
+        spec: &InstanceSpec,
+    ) -> anyhow::Result<Box<dyn Instance>> {
+        let token = self.module.new_token(name)?;
+        let pki = pki::generate(&dir.join("pki"), pki::flaw_of(spec))?;
+        let mut relay = RelayInstance {
+            name: name.to_string(),
+            token,
+            dir: dir.to_path_buf(),
+            pki,
+            spec: spec.clone(),
+            module: self.module.signer_module(),
+            mimic: self.mimic,
+            server: ServerSlot::default(),
+        };
+        relay.server = ServerSlot::running(with_proxy(relay.start(0)?, spec)?);
+        Ok(Box::new(relay))
+    }
+
+    fn module(&self) -> Option<&Module> {
+        Some(&self.module)
+    }
+
+    fn module_mut(&mut self) -> Option<&mut Module> {
+        Some(&mut self.module)
+    }
+
+    fn properties(&self) -> Vec<(String, String)> {
+        self.module.properties()
+    }
+}
+
+/// An instance: a token and the relay serving it.
+struct RelayInstance {
+    name: String,
+    token: Token,
+    dir: PathBuf,
+    pki: Pki,
+    spec: InstanceSpec,
+    /// The module the relay loads (the shim, when the cell has one).
+    module: PathBuf,
+    mimic: Option<Mimic>,
+    server: ServerSlot,
+}
+
+fn version(v: TlsVersion) -> &'static str {
+    match v {
+        TlsVersion::Tls12 => "1.2",
+        TlsVersion::Tls13 => "1.3",
+    }
+}
+
+impl RelayInstance {
+    /// Starts `kmip2pkcs11` on the token and waits until it says where it listens.
+    fn start(&self, port: u16) -> anyhow::Result<Server> {
+        let dir = &self.dir;
+        let pki = &self.pki;
+        let token = &self.token;
+        let tls = self.spec.tls.clone().unwrap_or_default();
+        let (min, max) = match tls.versions.as_deref() {
+            None => (TlsVersion::Tls13, TlsVersion::Tls13),
+            Some(v) => (
+                v.iter().min().copied().unwrap_or(TlsVersion::Tls13),
+                v.iter().max().copied().unwrap_or(TlsVersion::Tls13),
+            ),
+        };
+        let client_ca = if tls.require_client_cert {
+            format!("client_ca = \"{}\"\n", pki.ca_cert.display())
+        } else {
+            String::new()
+        };
+        let mut testing = String::new();
+        if !self.spec.withhold.is_empty() {
+            let names: Vec<String> = self
+                .spec
+                .withhold
+                .iter()
+                .map(|o| format!("{o:?}"))
+                .collect();
+            testing.push_str(&format!("withhold_operations = [{}]\n", names.join(", ")));
+        }
+        if let Some(m) = self.mimic {
+            testing.push_str(&format!("mimic = \"{}\"\n", m.name()));
+        }
+        if !testing.is_empty() {
+            testing = format!("\n[testing]\n{testing}");
+        }
+        // A mimicked server logs clients in with the token label and PIN, so the relay
+        // itself holds no PIN.
+        let (pin, auth) = match self.mimic {
+            Some(_) => (String::new(), "\n[auth]\ncredentials = \"token\"\n"),
+            None => (format!("user_pin = \"env:{}\"\n", token.pin_env), ""),
+        };
+        let bin = relay_binary().map_err(|e| anyhow!(e))?;
+        let ready = dir.join("relay.ready");
+        let _ = std::fs::remove_file(&ready);
+        let config = dir.join("relay.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\nready_file = \"{}\"\nlog_level = \"warn\"\n\n\
+                 [tls]\ncert = \"{}\"\nkey = \"{}\"\nmin_version = \"{}\"\nmax_version = \"{}\"\n{}\n\
+                 [pkcs11]\nlib_path = \"{}\"\nslot = \"{}\"\n{}{}{}",
+                ready.display(),
+                pki.server_cert.display(),
+                pki.server_key.display(),
+                version(min),
+                version(max),
+                client_ca,
+                self.module.display(),
+                token.label,
+                pin,
+                auth,
+                testing
+            ),
+        )
+        .with_context(|| format!("writing {}", config.display()))?;
+        let log = dir.join("relay.log");
+        let child = Command::new(&bin)
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(std::fs::File::create(dir.join("relay.stderr"))?)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut server = Server::new(child, 0, libc::SIGTERM);
+        server.port = wait_until(&mut server.child, &dir.join("relay.stderr"), || {
+            let text = std::fs::read_to_string(&ready).ok()?;
+            let addr = text.split_whitespace().next()?;
+            addr.rsplit(':').next()?.parse().ok()
+        })?;
+        log_line(format!(
+            "  relay for instance on token '{}' listening on 127.0.0.1:{} (TLS {} to {})",
+            token.label,
+            server.port,
+            version(min),
+            version(max)
+        ));
+        Ok(server)
+    }
+
+    /// A new relay process on a new port (and a new proxy), to re-read the token.
+    fn restart(&mut self) -> anyhow::Result<()> {
+        self.server.stop();
+        let server = with_proxy(self.start(0)?, &self.spec)?;
+        self.server.put(server);
+        Ok(())
+    }
+}
+
+impl Instance for RelayInstance {
+    fn signer_kind(&self, options: &SignerOptions<'_>) -> anyhow::Result<SignerKind> {
+        let mut c = kmip_config(self.server.signer_port(), &self.pki);
+        if self.mimic.is_some() {
+            // The seed-003 relay: the token label and PIN log in, and its Query lacks
+            // Destroy, Revoke and Locate.
+            c.username = Some(self.token.label.clone());
+            c.password = Some(Secret::Env(self.token.pin_env.clone()));
+            c.force = true;
+        }
+        Ok(SignerKind::Kmip(with_options(c, options)))
+    }
+
+    fn inventory(&mut self) -> anyhow::Result<Vec<KeyIdentifier>> {
+        self.token.inventory()
+    }
+
+    fn wipe(&mut self) -> anyhow::Result<()> {
+        // The relay holds sessions; C_InitToken needs none.
+        self.server.stop();
+        self.token.wipe()?;
+        self.restart()
+    }
+
+    fn change_credentials(&mut self) -> anyhow::Result<()> {
+        self.token.change_pin()?;
+        self.restart()
+    }
+
+    fn replace_key(&mut self, id: &KeyIdentifier, alg: Algorithm) -> anyhow::Result<()> {
+        self.token.replace_key(id, alg)
+    }
+
+    fn server(&self) -> Option<&ServerSlot> {
+        Some(&self.server)
+    }
+
+    fn server_mut(&mut self) -> Option<&mut ServerSlot> {
+        Some(&mut self.server)
+    }
+
+    fn start_server(&mut self) -> anyhow::Result<()> {
+        let mut slot = std::mem::take(&mut self.server);
+        let result = slot.start_again(&self.name, |port| self.start(port));
+        self.server = slot;
+        result
+    }
+
+    fn properties(&self) -> Vec<(String, String)> {
+        vec![("token_label".to_string(), self.token.label.clone())]
+    }
+}

@@ -1,0 +1,124 @@
+//! Provider `software`: the software signer (configuration type "OpenSSL") with a fresh
+//! keys directory per instance. No server, no credentials; keys are files, so the
+//! harness can wipe the directory and put an impostor key under a key's file name.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use hsm_signers::config::{OpenSslConfig, SignerKind};
+use hsm_signers::software::SoftwareSigner;
+use hsm_signers::{Algorithm, KeyIdentifier, Signer};
+use serde::Deserialize;
+
+use super::{CellBackend, Instance, Provider, SignerOptions};
+use crate::model::suite::{Capability, InstanceSpec};
+
+/// `provider: software` (no settings).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Software {}
+
+impl Provider for Software {
+    fn name(&self) -> &'static str {
+        "software"
+    }
+
+    fn administers(&self) -> &'static [Capability] {
+        &[Capability::ReplaceKeys]
+    }
+
+    fn open(&self, _workdir: &Path) -> anyhow::Result<Box<dyn CellBackend>> {
+        Ok(Box::new(SoftwareCell))
+    }
+}
+
+struct SoftwareCell;
+
+impl CellBackend for SoftwareCell {
+    fn make(
+        &mut self,
+        name: &str,
+        dir: &Path,
+        _spec: &InstanceSpec,
+    ) -> anyhow::Result<Box<dyn Instance>> {
+        Ok(Box::new(KeysDir {
+            name: name.to_string(),
+            workdir: dir.to_path_buf(),
+            keys_dir: dir.join("keys"),
+        }))
+    }
+}
+
+/// An instance: a keys directory.
+struct KeysDir {
+    name: String,
+    workdir: PathBuf,
+    keys_dir: PathBuf,
+}
+
+impl Instance for KeysDir {
+    fn signer_kind(&self, _options: &SignerOptions<'_>) -> anyhow::Result<SignerKind> {
+        Ok(SignerKind::OpenSsl(OpenSslConfig {
+            keys_dir: Some(self.keys_dir.clone()),
+        }))
+    }
+
+    fn inventory(&mut self) -> anyhow::Result<Vec<KeyIdentifier>> {
+        inventory(&self.keys_dir)
+    }
+
+    fn wipe(&mut self) -> anyhow::Result<()> {
+        if self.keys_dir.exists() {
+            std::fs::remove_dir_all(&self.keys_dir)
+                .with_context(|| format!("wiping {}", self.keys_dir.display()))?;
+        }
+        Ok(())
+    }
+
+    fn change_credentials(&mut self) -> anyhow::Result<()> {
+        bail!("instance '{}' has no credentials to change", self.name)
+    }
+
+    fn replace_key(&mut self, id: &KeyIdentifier, alg: Algorithm) -> anyhow::Result<()> {
+        replace_key(&self.workdir, &self.keys_dir, id, alg)
+    }
+
+    fn start_server(&mut self) -> anyhow::Result<()> {
+        bail!("instance '{}' has no server process", self.name)
+    }
+}
+
+/// The identifiers of the key files in `dir`, sorted (a missing directory holds none).
+pub(crate) fn inventory(dir: &Path) -> anyhow::Result<Vec<KeyIdentifier>> {
+    let mut ids: Vec<KeyIdentifier> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let n = e.file_name().into_string().ok()?;
+                n.strip_suffix(".key")?.parse().ok()
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+        Err(e) => return Err(anyhow!("listing {}: {e}", dir.display())),
+    };
+    ids.sort();
+    Ok(ids)
+}
+
+/// Puts the key file of a new key pair where key `id` was: same name, other key.
+pub(crate) fn replace_key(
+    workdir: &Path,
+    keys_dir: &Path,
+    id: &KeyIdentifier,
+    alg: Algorithm,
+) -> anyhow::Result<()> {
+    let scratch = workdir.join("impostor");
+    let other = SoftwareSigner::new("impostor", scratch.clone());
+    let made = other.create_key(alg).map_err(|e| anyhow!("{e}"))?;
+    std::fs::copy(
+        scratch.join(format!("{}.key", made.id)),
+        keys_dir.join(format!("{id}.key")),
+    )
+    .context("putting the impostor key in place")?;
+    Ok(())
+}

@@ -1,0 +1,492 @@
+//! SoftHSMv2 tokens as the harness administers them, through PKCS#11 sessions of its
+//! own beside the signer under test (as an operator with pkcs11-tool would): a token
+//! directory per cell, fresh tokens with random labels and PINs, wipes, PIN changes,
+//! inventories and impostor keys. Used by every provider that keeps keys on a
+//! SoftHSMv2 token (`softhsm`, and `relay` behind its KMIP server).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context};
+use cryptoki::context::Pkcs11;
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use hsm_signers::{Algorithm, KeyIdentifier, KeyType};
+use oracle::public_key::{self, Curve};
+
+use super::shim::{self, ShimSpec};
+use super::{log_line, random_hex};
+use crate::oracle_terms;
+
+/// Where Debian and other systems put the SoftHSMv2 module.
+pub const SOFTHSM_MODULE_PATHS: &[&str] = &[
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+];
+
+/// The SoftHSMv2 module: `configured` if given (it must exist), else the first of
+/// [`SOFTHSM_MODULE_PATHS`] that exists. The error says what to install.
+pub fn softhsm_module(configured: Option<&Path>) -> Result<PathBuf, String> {
+    match configured {
+        Some(p) if p.exists() => Ok(p.to_path_buf()),
+        Some(p) => Err(format!(
+            "SoftHSMv2 module {} not found (install softhsm2)",
+            p.display()
+        )),
+        None => SOFTHSM_MODULE_PATHS
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .ok_or_else(|| {
+                format!(
+                    "SoftHSMv2 module not found in {} (install softhsm2)",
+                    SOFTHSM_MODULE_PATHS.join(", ")
+                )
+            }),
+    }
+}
+
+fn ck(what: &str) -> impl Fn(CkError) -> anyhow::Error + '_ {
+    move |e| anyhow!("{what}: {e}")
+}
+
+/// One cell's SoftHSMv2 module: a token directory of the cell's own, and the PKCS#11
+/// shim the signers may load in front of the module.
+pub struct Module {
+    real: PathBuf,
+    workdir: PathBuf,
+    /// The shim library, once [`Module::use_shim`] put it in front.
+    shim: Option<PathBuf>,
+}
+
+impl Module {
+    /// Points `SOFTHSM2_CONF` at a token directory in `workdir`, so it must run before
+    /// the module is first loaded in this process.
+    pub fn prepare(configured: Option<&Path>, workdir: &Path) -> anyhow::Result<Module> {
+        let real = softhsm_module(configured).map_err(|e| anyhow!(e))?;
+        let dir = workdir.join("softhsm");
+        let tokens = dir.join("tokens");
+        std::fs::create_dir_all(&tokens)
+            .with_context(|| format!("creating {}", tokens.display()))?;
+        let conf = dir.join("softhsm2.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n",
+                tokens.display()
+            ),
+        )
+        .with_context(|| format!("writing {}", conf.display()))?;
+        // SoftHSMv2 reads its configuration from the environment only; the relay
+        // inherits it.
+        std::env::set_var("SOFTHSM2_CONF", &conf);
+        Ok(Module {
+            real,
+            workdir: workdir.to_path_buf(),
+            shim: None,
+        })
+    }
+
+    /// The real module (the harness's own sessions always use it).
+    pub fn path(&self) -> &Path {
+        &self.real
+    }
+
+    /// The module the signers load: the shim when there is one, else the real module.
+    pub fn signer_module(&self) -> PathBuf {
+        self.shim.clone().unwrap_or_else(|| self.real.clone())
+    }
+
+    /// The shim library in front, if any.
+    pub fn shim_library(&self) -> Option<&Path> {
+        self.shim.as_deref()
+    }
+
+    /// Loads the real module in this process.
+    pub fn p11(&self) -> anyhow::Result<Pkcs11> {
+        hsm_signers::pkcs11::module(&self.real).map_err(|e| anyhow!(e))
+    }
+
+    /// Puts the PKCS#11 shim, with `spec`'s settings, in front of the module for the
+    /// signers of this cell: the PKCS#11 signer (in this process) or the relay (in its
+    /// own) loads `libp11shim.so`, which forwards to the real module and traces to
+    /// [`shim::TRACE_FILE`] in the work directory.
+    pub fn use_shim(&mut self, spec: &ShimSpec) -> anyhow::Result<()> {
+        let library = shim::library().map_err(|e| anyhow!(e))?;
+        let dir = self.workdir.join("shim");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let config = dir.join("p11shim.toml");
+        let trace = self.workdir.join(shim::TRACE_FILE);
+        std::fs::write(&config, spec.config(&self.real, Some(&trace)).to_toml())
+            .with_context(|| format!("writing {}", config.display()))?;
+        // Read by the shim on its first C_GetFunctionList, here or in a relay process
+        // (which inherits it).
+        std::env::set_var(p11shim::config::CONFIG_VAR, &config);
+        log_line(format!(
+            "  PKCS#11 shim {} in front of {}{}",
+            library.display(),
+            self.real.display(),
+            if spec.is_transparent() {
+                " (nothing injected)".to_string()
+            } else {
+                format!(
+                    " (hidden mechanisms: [{}]; rules: {})",
+                    spec.hide_mechanisms.join(", "),
+                    spec.rules.len()
+                )
+            }
+        ));
+        self.shim = Some(library);
+        Ok(())
+    }
+
+    /// Replaces the running shim's settings: the file is written anew (atomically), and
+    /// the shim reads it on its next call, in this process or the relay's.
+    pub fn update_shim(&mut self, spec: &ShimSpec) -> anyhow::Result<()> {
+        if self.shim.is_none() {
+            anyhow::bail!("this cell's signers do not run through the PKCS#11 shim");
+        }
+        let dir = self.workdir.join("shim");
+        let config = dir.join("p11shim.toml");
+        let trace = self.workdir.join(shim::TRACE_FILE);
+        let tmp = dir.join("p11shim.toml.tmp");
+        std::fs::write(&tmp, spec.config(&self.real, Some(&trace)).to_toml())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &config)
+            .with_context(|| format!("replacing {}", config.display()))?;
+        log_line(format!(
+            "  PKCS#11 shim settings now: hidden mechanisms [{}]; rules: {}",
+            spec.hide_mechanisms.join(", "),
+            spec.rules.len()
+        ));
+        Ok(())
+    }
+
+    /// The shim's trace of this cell, when the signers run through the shim.
+    pub fn trace_path(&self) -> Option<PathBuf> {
+        self.shim
+            .as_ref()
+            .map(|_| self.workdir.join(shim::TRACE_FILE))
+    }
+
+    /// Facts for the report: the module and the shim.
+    pub fn properties(&self) -> Vec<(String, String)> {
+        let mut props = vec![("module".to_string(), self.real.display().to_string())];
+        if let Some(s) = &self.shim {
+            props.push(("pkcs11_shim".to_string(), s.display().to_string()));
+        }
+        props
+    }
+
+    /// A fresh token with a random label and PINs for instance `name`; the user PIN
+    /// goes to an environment variable for the signer configuration (never argv or
+    /// logs).
+    pub fn new_token(&self, name: &str) -> anyhow::Result<Token> {
+        let label = format!("hsm-harness-{name}-{}", random_hex(3));
+        let so_pin = random_hex(8);
+        let user_pin = random_hex(8);
+        let p11 = self.p11()?;
+        let slot = free_slot(&p11)?;
+        init_token(&p11, slot, &label, &so_pin, &user_pin)?;
+        let pin_env = format!(
+            "HSM_HARNESS_PIN_{}",
+            name.to_uppercase()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        );
+        std::env::set_var(&pin_env, &user_pin);
+        Ok(Token {
+            module: self.real.clone(),
+            label,
+            so_pin,
+            user_pin,
+            pin_env,
+        })
+    }
+}
+
+/// A SoftHSMv2 token made for an instance.
+pub struct Token {
+    module: PathBuf,
+    pub label: String,
+    so_pin: String,
+    user_pin: String,
+    /// The environment variable the signer configuration reads the PIN from.
+    pub pin_env: String,
+}
+
+impl Token {
+    fn p11(&self) -> anyhow::Result<Pkcs11> {
+        hsm_signers::pkcs11::module(&self.module).map_err(|e| anyhow!(e))
+    }
+
+    /// Empties the token: C_InitToken again with the same label and PINs, so the
+    /// signer configuration still reaches it. Whoever holds sessions on it (a relay)
+    /// must be stopped first.
+    pub fn wipe(&self) -> anyhow::Result<()> {
+        let p11 = self.p11()?;
+        let slot = slot_of(&p11, &self.label)?;
+        init_token(&p11, slot, &self.label, &self.so_pin, &self.user_pin)
+    }
+
+    /// A new user PIN (C_SetPIN); the PIN's environment variable follows.
+    pub fn change_pin(&mut self) -> anyhow::Result<()> {
+        let p11 = self.p11()?;
+        let new_pin = random_hex(8);
+        let slot = slot_of(&p11, &self.label)?;
+        let session = p11.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
+        session
+            .set_pin(
+                &AuthPin::from(self.user_pin.clone()),
+                &AuthPin::from(new_pin.clone()),
+            )
+            .map_err(ck("C_SetPIN"))?;
+        drop(session);
+        self.user_pin = new_pin;
+        std::env::set_var(&self.pin_env, self.user_pin.as_str());
+        Ok(())
+    }
+
+    /// The identifiers of the complete key pairs on the token, computed by the oracle
+    /// from their public key material.
+    pub fn inventory(&self) -> anyhow::Result<Vec<KeyIdentifier>> {
+        let p11 = self.p11()?;
+        let session = user_session(&p11, &self.label, &self.user_pin)?;
+        let mut ids: Vec<KeyIdentifier> = pairs(&session)?
+            .into_iter()
+            .filter(|p| p.private.is_some())
+            .map(|p| p.id)
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Replaces key pair `id` by a new one of `alg`'s key type with the same CKA_ID
+    /// and labels: whoever finds keys by them finds the impostor.
+    pub fn replace_key(&self, id: &KeyIdentifier, alg: Algorithm) -> anyhow::Result<()> {
+        let p11 = self.p11()?;
+        let session = user_session(&p11, &self.label, &self.user_pin)?;
+        let pair = pairs(&session)?
+            .into_iter()
+            .find(|p| p.id == *id)
+            .ok_or_else(|| anyhow!("no key pair {id} on token '{}'", self.label))?;
+        session
+            .destroy_object(pair.public)
+            .map_err(ck("C_DestroyObject"))?;
+        let private_label = match pair.private {
+            Some((h, label)) => {
+                session.destroy_object(h).map_err(ck("C_DestroyObject"))?;
+                label
+            }
+            None => pair.public_label.clone(),
+        };
+        generate_with_id(
+            &session,
+            alg.key_type(),
+            &pair.cka_id,
+            &pair.public_label,
+            &private_label,
+        )
+    }
+}
+
+/// A key pair on a token, identified by its public key material (not by CKA_ID,
+/// which a server such as the relay chooses itself).
+struct Pair {
+    id: KeyIdentifier,
+    cka_id: Vec<u8>,
+    public: ObjectHandle,
+    public_label: Vec<u8>,
+    private: Option<(ObjectHandle, Vec<u8>)>,
+}
+
+/// Every key pair on the token whose private half is there too.
+fn pairs(session: &Session) -> anyhow::Result<Vec<Pair>> {
+    let publics = session
+        .find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY)])
+        .map_err(ck("C_FindObjects"))?;
+    let mut out = Vec::new();
+    for h in publics {
+        let attrs = session
+            .get_attributes(
+                h,
+                &[
+                    AttributeType::Id,
+                    AttributeType::Label,
+                    AttributeType::Modulus,
+                    AttributeType::PublicExponent,
+                    AttributeType::EcParams,
+                    AttributeType::EcPoint,
+                ],
+            )
+            .map_err(ck("C_GetAttributeValue"))?;
+        let (mut cka_id, mut label, mut n, mut e, mut params, mut point) =
+            (Vec::new(), Vec::new(), None, None, None, None);
+        for a in attrs {
+            match a {
+                Attribute::Id(v) => cka_id = v,
+                Attribute::Label(v) => label = v,
+                Attribute::Modulus(v) => n = Some(v),
+                Attribute::PublicExponent(v) => e = Some(v),
+                Attribute::EcParams(v) => params = Some(v),
+                Attribute::EcPoint(v) => point = Some(v),
+                _ => {}
+            }
+        }
+        // Keys on curves the harness does not know are not counted.
+        let spki = match (n, e, params, point) {
+            (Some(n), Some(e), _, _) => public_key::rsa(&n, &e),
+            (_, _, Some(params), Some(point)) => match Curve::from_ec_params(&params) {
+                Some(curve) => public_key::ec(curve, &point),
+                None => continue,
+            },
+            _ => continue,
+        };
+        let spki =
+            spki.map_err(|e| anyhow!("public key with CKA_ID {}: {e}", hex::encode(&cka_id)))?;
+        let id = oracle::KeyId::of_spki(&spki)
+            .map(oracle_terms::key_identifier)
+            .map_err(|e| anyhow!("{e}"))?;
+        let private = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Id(cka_id.clone()),
+            ])
+            .map_err(ck("C_FindObjects"))?
+            .into_iter()
+            .next()
+            .map(|h| {
+                let label = session
+                    .get_attributes(h, &[AttributeType::Label])
+                    .ok()
+                    .and_then(|a| {
+                        a.into_iter().find_map(|a| match a {
+                            Attribute::Label(v) => Some(v),
+                            _ => None,
+                        })
+                    })
+                    .unwrap_or_default();
+                (h, label)
+            });
+        out.push(Pair {
+            id,
+            cka_id,
+            public: h,
+            public_label: label,
+            private,
+        });
+    }
+    Ok(out)
+}
+
+fn free_slot(p11: &Pkcs11) -> anyhow::Result<Slot> {
+    p11.get_slots_with_token()
+        .map_err(ck("C_GetSlotList"))?
+        .into_iter()
+        .find(|s| {
+            p11.get_token_info(*s)
+                .map(|t| !t.token_initialized())
+                .unwrap_or(false)
+        })
+        .ok_or_else(|| anyhow!("the module offers no uninitialised token slot"))
+}
+
+/// The slot of the token labelled `label` (SoftHSMv2 moves tokens to new slot ids).
+fn slot_of(p11: &Pkcs11, label: &str) -> anyhow::Result<Slot> {
+    p11.get_slots_with_token()
+        .map_err(ck("C_GetSlotList"))?
+        .into_iter()
+        .find(|s| {
+            p11.get_token_info(*s)
+                .map(|t| t.label().trim_end() == label)
+                .unwrap_or(false)
+        })
+        .ok_or_else(|| anyhow!("no token labelled '{label}'"))
+}
+
+/// C_InitToken (a fresh or wiped token), then the user PIN.
+fn init_token(
+    p11: &Pkcs11,
+    slot: Slot,
+    label: &str,
+    so_pin: &str,
+    user_pin: &str,
+) -> anyhow::Result<()> {
+    p11.init_token(slot, &AuthPin::from(so_pin.to_string()), label)
+        .map_err(ck("C_InitToken"))?;
+    let slot = slot_of(p11, label)?;
+    let session = p11.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
+    session
+        .login(UserType::So, Some(&AuthPin::from(so_pin.to_string())))
+        .map_err(ck("C_Login(SO)"))?;
+    session
+        .init_pin(&AuthPin::from(user_pin.to_string()))
+        .map_err(ck("C_InitPIN"))?;
+    session.logout().map_err(ck("C_Logout"))?;
+    Ok(())
+}
+
+/// A R/W session logged in as user. Never logs out: logging out would log out the
+/// signer's sessions too (login state is per token, not per session).
+fn user_session(p11: &Pkcs11, label: &str, pin: &str) -> anyhow::Result<Session> {
+    let slot = slot_of(p11, label)?;
+    let session = p11.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
+    match session.login(UserType::User, Some(&AuthPin::from(pin.to_string()))) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
+        Err(e) => Err(anyhow!("C_Login: {e}")),
+    }
+}
+
+fn generate_with_id(
+    session: &Session,
+    kt: KeyType,
+    id: &[u8],
+    public_label: &[u8],
+    private_label: &[u8],
+) -> anyhow::Result<()> {
+    let id = id.to_vec();
+    let (mech, mut public) = match kt {
+        KeyType::Rsa2048 => (
+            Mechanism::RsaPkcsKeyPairGen,
+            vec![
+                Attribute::ModulusBits(2048.into()),
+                Attribute::PublicExponent(vec![1, 0, 1]),
+            ],
+        ),
+        KeyType::EcP256 => (
+            Mechanism::EccKeyPairGen,
+            vec![Attribute::EcParams(Curve::P256.ec_params())],
+        ),
+        KeyType::EcP384 => (
+            Mechanism::EccKeyPairGen,
+            vec![Attribute::EcParams(Curve::P384.ec_params())],
+        ),
+        KeyType::Ed25519 => (
+            Mechanism::EccEdwardsKeyPairGen,
+            vec![Attribute::EcParams(Curve::Ed25519.ec_params())],
+        ),
+    };
+    public.extend([
+        Attribute::Token(true),
+        Attribute::Verify(true),
+        Attribute::Id(id.clone()),
+        Attribute::Label(public_label.to_vec()),
+    ]);
+    let private = vec![
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Id(id),
+        Attribute::Label(private_label.to_vec()),
+    ];
+    session
+        .generate_key_pair(&mech, &public, &private)
+        .map_err(ck("C_GenerateKeyPair"))?;
+    Ok(())
+}
