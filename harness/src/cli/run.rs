@@ -1,0 +1,102 @@
+//! `hsm-harness run`: the matrix of suite cases x backends, each cell in its own
+//! process, with a live progress line, a summary table and the JUnit and JSON reports.
+//! Exit 1 when a cell failed or errored, or a report could not be written.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::select::{load, SelectArgs};
+use super::{bad_input, EXIT_FAILED, EXIT_OK};
+use crate::report::outcome::Tally;
+use crate::report::{console, junit};
+use crate::run::runner::RunOptions;
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    select: SelectArgs,
+    /// Cells run in parallel (default: the number of cores).
+    #[arg(short = 'j', long, value_name = "N")]
+    jobs: Option<usize>,
+    /// Seconds a cell may take before it is killed and reported as an error.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0)]
+    timeout: f64,
+    /// Where to write the JUnit XML report.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "target/hsm-harness/junit.xml"
+    )]
+    junit: PathBuf,
+    /// Also write the results as JSON here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+pub fn main(args: RunArgs) -> i32 {
+    let plan = match load(&args.select) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    if plan.cells.is_empty() {
+        return bad_input("the selectors match no cells (see `hsm-harness list`)");
+    }
+    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
+        return bad_input("--timeout must be a positive number of seconds");
+    }
+    let program = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => return bad_input(format!("cannot find this program's path: {e}")),
+    };
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let options = RunOptions {
+        jobs,
+        timeout: Duration::from_secs_f64(args.timeout),
+        program,
+    };
+    let used = |f: fn(&crate::run::runner::PlannedCell) -> usize| {
+        let mut v: Vec<usize> = plan.cells.iter().map(f).collect();
+        v.sort_unstable();
+        v.dedup();
+        v.len()
+    };
+    println!(
+        "hsm-harness: {} cells ({} suites x {} backends), {} at a time",
+        plan.cells.len(),
+        used(|c| c.suite),
+        used(|c| c.backend),
+        jobs.max(1)
+    );
+    let result = match crate::run::runner::run(&plan, &options, |done, total, cell| {
+        println!("{}", console::progress_line(done, total, cell));
+    }) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return EXIT_FAILED;
+        }
+    };
+    println!();
+    print!("{}", console::summary_table(&result));
+    if let Err(e) = junit::write_junit(&result, &args.junit) {
+        eprintln!("error: writing {}: {e:#}", args.junit.display());
+        return EXIT_FAILED;
+    }
+    println!("JUnit report: {}", args.junit.display());
+    if let Some(json) = &args.json {
+        if let Err(e) = junit::write_json(&result, json) {
+            eprintln!("error: writing {}: {e:#}", json.display());
+            return EXIT_FAILED;
+        }
+        println!("JSON report: {}", json.display());
+    }
+    if Tally::of(&result.cells).is_success() {
+        EXIT_OK
+    } else {
+        EXIT_FAILED
+    }
+}

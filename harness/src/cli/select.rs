@@ -1,0 +1,97 @@
+//! What `run` and `list` select: suites, backends, a name filter and tags, and the
+//! plan of cells loaded from them. A suite or backend file that does not load is bad
+//! input (exit 2), every error printed with its file, line and column.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::{bad_input, EXIT_BAD_INPUT};
+use crate::model::backend::Backend;
+use crate::model::suite::{files_in, Suite, SuiteError};
+use crate::run::runner::{Plan, Selection};
+
+#[derive(Args, Clone)]
+pub struct SelectArgs {
+    /// A suite to run (repeatable): a file, or a name in --suites-dir (`tls-enforcement`
+    /// for suites/tls-enforcement.yaml); default: every *.yaml in --suites-dir.
+    #[arg(long = "suite", value_name = "FILE|NAME")]
+    pub suites: Vec<PathBuf>,
+    /// A backend to run against, by name (repeatable); default: every backend file.
+    #[arg(long = "backend", value_name = "NAME")]
+    pub backends: Vec<String>,
+    /// Only cases whose name, or `suite.backend/case`, matches this glob.
+    #[arg(long, value_name = "GLOB")]
+    pub filter: Option<String>,
+    /// Only cases whose suite or case has this tag (repeatable; any matches).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Where the suites are.
+    #[arg(long, value_name = "DIR", default_value = "suites")]
+    pub suites_dir: PathBuf,
+    /// Where the backend files are.
+    #[arg(long, value_name = "DIR", default_value = "fixtures/backends")]
+    pub backends_dir: PathBuf,
+}
+
+/// A `--suite` value: the file if it exists, else `DIR/NAME.yaml` for a bare name.
+fn suite_path(given: &Path, dir: &Path) -> PathBuf {
+    let bare = given.components().count() == 1 && given.extension().is_none();
+    let named = dir.join(given).with_extension("yaml");
+    if !given.exists() && bare && named.exists() {
+        named
+    } else {
+        given.to_path_buf()
+    }
+}
+
+/// Loads the selected suites and every backend file; errors are bad input.
+pub fn load(select: &SelectArgs) -> Result<Plan, i32> {
+    let suite_files = if select.suites.is_empty() {
+        files_in(&select.suites_dir).map_err(|e| {
+            bad_input(format!(
+                "cannot list suites in {}: {e} (run from the repository root or give --suites-dir)",
+                select.suites_dir.display()
+            ))
+        })?
+    } else {
+        select
+            .suites
+            .iter()
+            .map(|s| suite_path(s, &select.suites_dir))
+            .collect()
+    };
+    let backend_files = files_in(&select.backends_dir).map_err(|e| {
+        bad_input(format!(
+            "cannot list backends in {}: {e} (run from the repository root or give --backends-dir)",
+            select.backends_dir.display()
+        ))
+    })?;
+    let mut errors: Vec<SuiteError> = Vec::new();
+    let mut suites = Vec::new();
+    for f in &suite_files {
+        match Suite::load(f) {
+            Ok(s) => suites.push(s),
+            Err(e) => errors.push(e),
+        }
+    }
+    let mut backends = Vec::new();
+    for f in &backend_files {
+        match Backend::load(f) {
+            Ok(b) => backends.push(b),
+            Err(e) => errors.push(e),
+        }
+    }
+    if !errors.is_empty() {
+        for e in &errors {
+            eprintln!("error: {e}");
+        }
+        return Err(EXIT_BAD_INPUT);
+    }
+    let selection = Selection {
+        backends: select.backends.clone(),
+        filter: select.filter.clone(),
+        tags: select.tags.clone(),
+    };
+    Plan::new(suites, backends, &selection).map_err(|e| bad_input(format!("{e:#}")))
+}
