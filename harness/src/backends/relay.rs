@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, Context};
 use hsm_signers::config::SignerKind;
-use hsm_signers::{Algorithm, KeyIdentifier, Secret};
+use hsm_signers::{Algorithm, KeyIdentifier};
 use serde::Deserialize;
 
 use super::pki::{self, Pki};
@@ -217,7 +217,7 @@ impl RelayInstance {
         // itself holds no PIN.
         let (pin, auth) = match self.mimic {
             Some(_) => (String::new(), "\n[auth]\ncredentials = \"token\"\n"),
-            None => (format!("user_pin = \"env:{}\"\n", token.pin_env), ""),
+            None => (format!("user_pin = \"file:{}\"\n", token.pin_file.display()), ""),
         };
         let bin = relay_binary().map_err(|e| anyhow!(e))?;
         let ready = dir.join("relay.ready");
@@ -284,7 +284,7 @@ impl Instance for RelayInstance {
             // The seed-003 relay: the token label and PIN log in, and its Query lacks
             // Destroy, Revoke and Locate.
             c.username = Some(self.token.label.clone());
-            c.password = Some(Secret::Env(self.token.pin_env.clone()));
+            c.password = Some(self.token.pin_source());
             c.force = true;
         }
         Ok(SignerKind::Kmip(with_options(c, options)))

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use hsm_signers::config::{Pkcs11Config, SignerKind, SlotSelector};
-use hsm_signers::{Algorithm, KeyIdentifier, Secret};
+use hsm_signers::{Algorithm, KeyIdentifier};
 use serde::Deserialize;
 
 use super::shim::{self, ShimSpec};
@@ -113,7 +113,7 @@ impl Instance for TokenInstance {
         Ok(SignerKind::Pkcs11(Pkcs11Config {
             lib_path: self.signer_module.clone(),
             slot: SlotSelector::Label(self.token.label.clone()),
-            user_pin: Some(Secret::Env(self.token.pin_env.clone())),
+            user_pin: Some(self.token.pin_source()),
             login: true,
             force: options.pkcs11.and_then(|o| o.force).unwrap_or(false),
         }))

@@ -14,7 +14,7 @@ use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
-use hsm_signers::{Algorithm, KeyIdentifier, KeyType};
+use hsm_signers::{Algorithm, KeyIdentifier, KeyType, Secret};
 use oracle::public_key::{self, Curve};
 
 use super::shim::{self, ShimSpec};
@@ -184,8 +184,8 @@ impl Module {
     }
 
     /// A fresh token with a random label and PINs for instance `name`; the user PIN
-    /// goes to an environment variable for the signer configuration (never argv or
-    /// logs).
+    /// goes to a file of the cell's own (mode 0600) that the signer configuration
+    /// names: never argv, logs or the environment (which server processes inherit).
     pub fn new_token(&self, name: &str) -> anyhow::Result<Token> {
         let label = format!("hsm-harness-{name}-{}", random_hex(3));
         let so_pin = random_hex(8);
@@ -193,19 +193,17 @@ impl Module {
         let p11 = self.p11()?;
         let slot = free_slot(&p11)?;
         init_token(&p11, slot, &label, &so_pin, &user_pin)?;
-        let pin_env = format!(
-            "HSM_HARNESS_PIN_{}",
-            name.to_uppercase()
-                .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
-        );
-        std::env::set_var(&pin_env, &user_pin);
-        Ok(Token {
+        let pins = self.workdir.join("softhsm").join("pins");
+        std::fs::create_dir_all(&pins).with_context(|| format!("creating {}", pins.display()))?;
+        let token = Token {
             module: self.real.clone(),
             label,
             so_pin,
             user_pin,
-            pin_env,
-        })
+            pin_file: pins.join(format!("{name}.pin")),
+        };
+        token.write_pin_file()?;
+        Ok(token)
     }
 }
 
@@ -215,8 +213,8 @@ pub struct Token {
     pub label: String,
     so_pin: String,
     user_pin: String,
-    /// The environment variable the signer configuration reads the PIN from.
-    pub pin_env: String,
+    /// The file the signer configuration reads the user PIN from.
+    pub pin_file: PathBuf,
 }
 
 impl Token {
@@ -233,7 +231,7 @@ impl Token {
         init_token(&p11, slot, &self.label, &self.so_pin, &self.user_pin)
     }
 
-    /// A new user PIN (C_SetPIN); the PIN's environment variable follows.
+    /// A new user PIN (C_SetPIN); the PIN file follows.
     pub fn change_pin(&mut self) -> anyhow::Result<()> {
         let p11 = self.p11()?;
         let new_pin = random_hex(8);
@@ -247,8 +245,31 @@ impl Token {
             .map_err(ck("C_SetPIN"))?;
         drop(session);
         self.user_pin = new_pin;
-        std::env::set_var(&self.pin_env, self.user_pin.as_str());
-        Ok(())
+        self.write_pin_file()
+    }
+
+    /// Writes the user PIN to its file, mode 0600, atomically (a reader sees the old
+    /// PIN or the new one).
+    fn write_pin_file(&self) -> anyhow::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let tmp = self.pin_file.with_extension("pin.tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(self.user_pin.as_bytes())
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.pin_file)
+            .with_context(|| format!("replacing {}", self.pin_file.display()))
+    }
+
+    /// The signer configuration's source of the user PIN.
+    pub fn pin_source(&self) -> Secret {
+        Secret::File(self.pin_file.clone())
     }
 
     /// The identifiers of the complete key pairs on the token, computed by the oracle
