@@ -217,7 +217,10 @@ impl RelayInstance {
         // itself holds no PIN.
         let (pin, auth) = match self.mimic {
             Some(_) => (String::new(), "\n[auth]\ncredentials = \"token\"\n"),
-            None => (format!("user_pin = \"file:{}\"\n", token.pin_file.display()), ""),
+            None => (
+                format!("user_pin = \"file:{}\"\n", token.pin_file.display()),
+                "",
+            ),
         };
         let bin = relay_binary().map_err(|e| anyhow!(e))?;
         let ready = dir.join("relay.ready");

@@ -3,4 +3,5 @@
 //! report back through a file in its work directory.
 
 pub mod cell;
+pub mod plan;
 pub mod runner;
