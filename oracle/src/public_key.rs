@@ -7,7 +7,7 @@
 //! returns for the same key.
 //!
 //! [`of_pkcs8`] takes the public key out of a PKCS#8 private key file (RSA, P-256,
-//! P-384, Ed25519) and builds its SPKI the same way; see [`crate::pkcs8`] for the
+//! P-384, Ed25519) and builds its SPKI the same way; the oracle's `pkcs8` module has the
 //! forms read and the checks made.
 //!
 //! Refused, with a message: a zero RSA modulus or exponent, a PKCS#1 structure that is
