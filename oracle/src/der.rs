@@ -1,5 +1,6 @@
 //! The few DER forms the oracle writes (SubjectPublicKeyInfo pieces) and reads (EC
-//! parameters, a wrapped EC point, PKCS#1 RSAPublicKey).
+//! parameters, a wrapped EC point, PKCS#1 RSAPublicKey, the parts of a PKCS#8 private
+//! key that name its public key).
 //!
 //! Written here rather than taken from the signers so that a DER mistake in the
 //! product cannot hide itself. Reading is strict DER: single-byte tags, definite and
@@ -12,6 +13,12 @@ pub const NULL: u8 = 0x05;
 pub const OBJECT_IDENTIFIER: u8 = 0x06;
 pub const PRINTABLE_STRING: u8 = 0x13;
 pub const SEQUENCE: u8 = 0x30;
+/// `[0]`, constructed: PKCS#8 attributes, ECPrivateKey parameters.
+pub const CONTEXT_0_CONSTRUCTED: u8 = 0xa0;
+/// `[1]`, primitive: OneAsymmetricKey's publicKey (an IMPLICIT BIT STRING).
+pub const CONTEXT_1_PRIMITIVE: u8 = 0x81;
+/// `[1]`, constructed: ECPrivateKey's publicKey (an EXPLICIT BIT STRING).
+pub const CONTEXT_1_CONSTRUCTED: u8 = 0xa1;
 
 /// One element: tag, length, contents.
 pub fn element(tag: u8, contents: &[u8]) -> Vec<u8> {
@@ -100,13 +107,22 @@ pub fn only(input: &[u8], tag: u8) -> Option<&[u8]> {
 }
 
 /// The unsigned magnitude of a minimally encoded, non-negative INTEGER's contents.
-fn non_negative(contents: &[u8]) -> Option<&[u8]> {
+pub fn non_negative(contents: &[u8]) -> Option<&[u8]> {
     match contents {
         [] => None,
         [b, ..] if b & 0x80 != 0 => None,
         [0, next, ..] if next & 0x80 == 0 => None,
         [0, rest @ ..] => Some(rest),
         _ => Some(contents),
+    }
+}
+
+/// The bytes of a BIT STRING's contents that has no unused bits; `None` for an empty
+/// contents or one with unused bits.
+pub fn whole_bytes(bit_string_contents: &[u8]) -> Option<&[u8]> {
+    match bit_string_contents {
+        [0, bytes @ ..] => Some(bytes),
+        _ => None,
     }
 }
 

@@ -10,9 +10,11 @@
 //!   computed from the key rather than taken from the signer's word.
 //! - [`public_key`]: the SubjectPublicKeyInfo of a key a backend holds in pieces (a
 //!   PKCS#11 modulus and exponent, EC parameters and point), so an inventory names
-//!   keys by what they are.
+//!   keys by what they are; [`public_key::of_pkcs8`] does the same for a software
+//!   signer's PKCS#8 key file, from the key material rather than the file's name.
 //! - [`kmip`]: the key pairs a KMIP server holds, over a KMIP client of its own (its
-//!   own TTLV codec, messages and TLS setup).
+//!   own TTLV codec, messages and TLS setup), and the operations it says it supports
+//!   ([`kmip::query_operations`]).
 //!
 //! Why nothing is shared: a check that runs the product's code agrees with the
 //! product's mistakes. A wrong DER encoder, a misread key format or a TTLV slip in the
@@ -28,6 +30,7 @@ mod der;
 pub mod keyid;
 pub mod kmip;
 mod oid;
+mod pkcs8;
 pub mod public_key;
 pub mod verify;
 

@@ -6,6 +6,10 @@
 //! key, so an inventory's key identifiers equal those computed from the SPKI a signer
 //! returns for the same key.
 //!
+//! [`of_pkcs8`] takes the public key out of a PKCS#8 private key file (RSA, P-256,
+//! P-384, Ed25519) and builds its SPKI the same way; the oracle's `pkcs8` module has the
+//! forms read and the checks made.
+//!
 //! Refused, with a message: a zero RSA modulus or exponent, a PKCS#1 structure that is
 //! not exactly `SEQUENCE { INTEGER, INTEGER }` with non-negative integers, an EC point
 //! that is compressed or of the wrong length for its curve (raw or inside one OCTET
@@ -17,6 +21,7 @@ use spki::ObjectIdentifier;
 
 use crate::der;
 use crate::oid;
+use crate::pkcs8::{self, PublicPart};
 
 /// Why the pieces do not make a public key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -160,9 +165,26 @@ pub fn ec(curve: Curve, point: &[u8]) -> Result<Vec<u8>, PublicKeyError> {
     Ok(der::sequence(&[&algorithm, &der::bit_string(key)]))
 }
 
+/// The SPKI of the key in a DER PKCS#8 private key document (`PrivateKeyInfo` or
+/// `OneAsymmetricKey`), as aws-lc-rs writes the software signer's key files: RSA,
+/// EC on P-256 or P-384, Ed25519.
+///
+/// The public key comes from the key material, not from the file's name, and must
+/// belong to the private key: an RSA modulus that is not p·q, an EC point that is not
+/// d·G or an Ed25519 publicKey field that is not the seed's key is refused. Refused
+/// too: malformed DER, bytes after the document, another algorithm (its OID named in
+/// the message), another curve, an EC key whose ECPrivateKey does not carry its public
+/// key.
+pub fn of_pkcs8(der: &[u8]) -> Result<Vec<u8>, PublicKeyError> {
+    match pkcs8::public_part(der)? {
+        PublicPart::Rsa { modulus, exponent } => rsa(modulus, exponent),
+        PublicPart::Ec { curve, key } => ec(curve, &key),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use aws_lc_rs::encoding::AsDer as _;
+    use aws_lc_rs::encoding::AsDer;
     use aws_lc_rs::signature::{self as sig, KeyPair as _};
     use rsa::traits::PublicKeyParts as _;
     use rstest::rstest;
@@ -207,6 +229,288 @@ mod tests {
             .raw_bytes()
             .to_vec();
         (spki, bits)
+    }
+
+    /// The key files the software signer writes (signers/src/software.rs: the same
+    /// aws-lc-rs calls), Ed25519 in PKCS#8 v1 too, which it reads as well.
+    #[derive(Clone, Copy, Debug)]
+    enum KeyFile {
+        Rsa2048,
+        P256,
+        P384,
+        Ed25519,
+        Ed25519V1,
+    }
+
+    /// A key file's bytes and the SPKI aws-lc-rs reports for the same key.
+    fn aws_lc_key_file(kind: KeyFile) -> (Vec<u8>, Vec<u8>) {
+        use aws_lc_rs::encoding::{Pkcs8V1Der, PublicKeyX509Der};
+        let ecdsa = |alg| {
+            let k = sig::EcdsaKeyPair::generate(alg).unwrap();
+            let spki = AsDer::<PublicKeyX509Der>::as_der(k.public_key()).unwrap();
+            (
+                k.to_pkcs8v1().unwrap().as_ref().to_vec(),
+                spki.as_ref().to_vec(),
+            )
+        };
+        let ed25519 = |v2: bool| {
+            let k = sig::Ed25519KeyPair::generate().unwrap();
+            let spki = AsDer::<PublicKeyX509Der>::as_der(k.public_key()).unwrap();
+            let file = if v2 {
+                k.to_pkcs8().unwrap().as_ref().to_vec()
+            } else {
+                k.to_pkcs8v1().unwrap().as_ref().to_vec()
+            };
+            (file, spki.as_ref().to_vec())
+        };
+        match kind {
+            KeyFile::Rsa2048 => {
+                let k = sig::RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+                let file = AsDer::<Pkcs8V1Der>::as_der(&k).unwrap();
+                let spki = k.public_key().as_der().unwrap();
+                (file.as_ref().to_vec(), spki.as_ref().to_vec())
+            }
+            KeyFile::P256 => ecdsa(&sig::ECDSA_P256_SHA256_ASN1_SIGNING),
+            KeyFile::P384 => ecdsa(&sig::ECDSA_P384_SHA384_ASN1_SIGNING),
+            KeyFile::Ed25519 => ed25519(true),
+            KeyFile::Ed25519V1 => ed25519(false),
+        }
+    }
+
+    #[rstest]
+    #[case(KeyFile::Rsa2048)]
+    #[case(KeyFile::P256)]
+    #[case(KeyFile::P384)]
+    #[case(KeyFile::Ed25519)]
+    #[case(KeyFile::Ed25519V1)]
+    fn a_key_file_makes_the_spki_aws_lc_makes(#[case] kind: KeyFile) {
+        let (file, spki) = aws_lc_key_file(kind);
+        let ours = of_pkcs8(&file).unwrap();
+        assert_eq!(hex::encode(&ours), hex::encode(&spki));
+        assert_eq!(
+            crate::KeyId::of_spki(&ours).unwrap(),
+            crate::KeyId::of_spki(&spki).unwrap()
+        );
+    }
+
+    /// What aws-lc-rs writes, as the reader expects it: Ed25519 as OneAsymmetricKey
+    /// (version 1) with an IMPLICIT [1] publicKey, EC with the point in the
+    /// ECPrivateKey's [1], RSA with NULL parameters.
+    #[test]
+    fn aws_lc_writes_the_forms_read() {
+        let (ed, spki) = aws_lc_key_file(KeyFile::Ed25519);
+        let public = &spki[spki.len() - 32..];
+        assert_eq!(ed[2..5], [0x02, 0x01, 0x01]);
+        assert!(ed.ends_with(&[&[0x81, 0x21, 0x00][..], public].concat()));
+        let (p256, spki) = aws_lc_key_file(KeyFile::P256);
+        let point = &spki[spki.len() - 65..];
+        assert!(p256.ends_with(&[&[0xa1, 0x44, 0x03, 0x42, 0x00][..], point].concat()));
+        let (rsa_file, _) = aws_lc_key_file(KeyFile::Rsa2048);
+        assert_eq!(
+            hex::encode(&rsa_file[4..22]),
+            "020100300d06092a864886f70d0101010500"
+        );
+    }
+
+    #[rstest]
+    #[case(KeyFile::Rsa2048)]
+    #[case(KeyFile::P256)]
+    #[case(KeyFile::P384)]
+    #[case(KeyFile::Ed25519)]
+    fn a_cut_or_padded_key_file_is_refused(#[case] kind: KeyFile) {
+        let (file, _) = aws_lc_key_file(kind);
+        for len in 0..file.len() {
+            assert!(of_pkcs8(&file[..len]).is_err(), "{len} bytes of {kind:?}");
+        }
+        let padded = [&file[..], &[0]].concat();
+        let err = of_pkcs8(&padded).unwrap_err();
+        assert!(err.0.contains("1 bytes after"), "{err}");
+        // The length says more than there is.
+        let mut longer = file.clone();
+        longer[3] = longer[3].wrapping_add(1);
+        assert!(of_pkcs8(&longer).is_err());
+    }
+
+    #[rstest]
+    #[case::empty("", "do not start with one whole DER element")]
+    #[case::empty_sequence("3000", "the version is missing")]
+    #[case::octet_string("0400", "not a SEQUENCE")]
+    #[case::bad_version("3003020102", "version 02")]
+    #[case::indefinite_length("3080020100", "one whole DER element")]
+    // RFC 8410 section 10.3's Ed25519 key, with id-Ed448 / id-X25519 for id-Ed25519.
+    #[case::ed448(
+        "302e020100300506032b657104220420d4ee72dbf913584ad5b6d8f1f769f8ad3afe7c28cbf1d4fbe097a88f44755842",
+        "id-Ed448 (1.3.101.113)"
+    )]
+    #[case::x25519(
+        "302e020100300506032b656e04220420d4ee72dbf913584ad5b6d8f1f769f8ad3afe7c28cbf1d4fbe097a88f44755842",
+        "id-X25519"
+    )]
+    #[case::ed25519_with_parameters(
+        "3030020100300706032b6570050004220420d4ee72dbf913584ad5b6d8f1f769f8ad3afe7c28cbf1d4fbe097a88f44755842",
+        "parameters"
+    )]
+    #[case::ed25519_short_seed(
+        "302d020100300506032b657004210420d4ee72dbf913584ad5b6d8f1f769f8ad3afe7c28cbf1d4fbe097a88f447558",
+        "32 bytes"
+    )]
+    #[case::ed25519_trailing_field(
+        "3031020100300506032b657004220420d4ee72dbf913584ad5b6d8f1f769f8ad3afe7c28cbf1d4fbe097a88f44755842020100",
+        "unexpected bytes at the end of the PrivateKeyInfo"
+    )]
+    fn what_is_not_a_key_file_read_here_is_refused(#[case] der: &str, #[case] message: &str) {
+        let err = of_pkcs8(&hex::decode(der).unwrap()).unwrap_err();
+        assert!(err.0.contains(message), "{err}");
+    }
+
+    #[test]
+    fn the_rfc8410_example_key_reads() {
+        // RFC 8410 section 10.3: the private key, and its public key from section 10.1.
+        let file = hex::decode(
+            "302e020100300506032b657004220420d4ee72dbf913584ad5b6d8f1f769f8ad3afe7c28cbf1d4fbe097a88f44755842",
+        )
+        .unwrap();
+        let public =
+            hex::decode("19bf44096984cdfe8541bac167dc3b96c85086aa30b6b6cb0c5c38ad703166e1")
+                .unwrap();
+        assert_eq!(of_pkcs8(&file), ec(Curve::Ed25519, &public));
+    }
+
+    /// A PKCS#8 v1 EC key on the curve `params` with private scalar `d` and, when
+    /// given, `point` in the ECPrivateKey.
+    fn ec_key_file(params: &[u8], d: &[u8], point: Option<&[u8]>) -> Vec<u8> {
+        let mut fields = vec![
+            der::element(der::INTEGER, &[1]),
+            der::element(der::OCTET_STRING, d),
+        ];
+        if let Some(p) = point {
+            fields.push(der::element(
+                der::CONTEXT_1_CONSTRUCTED,
+                &der::bit_string(p),
+            ));
+        }
+        let ec_private_key = der::sequence(&fields.iter().map(Vec::as_slice).collect::<Vec<_>>());
+        let algorithm = der::sequence(&[
+            &der::element(der::OBJECT_IDENTIFIER, oid::EC_PUBLIC_KEY.as_bytes()),
+            params,
+        ]);
+        der::sequence(&[
+            &der::element(der::INTEGER, &[0]),
+            &algorithm,
+            &der::element(der::OCTET_STRING, &ec_private_key),
+        ])
+    }
+
+    fn p256_point(d: &[u8]) -> Vec<u8> {
+        use p256::elliptic_curve::sec1::ToEncodedPoint as _;
+        p256::SecretKey::from_slice(d)
+            .unwrap()
+            .public_key()
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec()
+    }
+
+    #[test]
+    fn an_ec_key_file_built_here_reads() {
+        let d = [0x11; 32];
+        let point = p256_point(&d);
+        let file = ec_key_file(&Curve::P256.ec_params(), &d, Some(&point));
+        assert_eq!(of_pkcs8(&file), ec(Curve::P256, &point));
+    }
+
+    #[test]
+    fn an_ec_key_without_its_public_key_is_refused() {
+        let file = ec_key_file(&Curve::P256.ec_params(), &[0x11; 32], None);
+        let err = of_pkcs8(&file).unwrap_err();
+        assert!(err.0.contains("without its public key"), "{err}");
+    }
+
+    #[test]
+    fn an_ec_key_with_another_keys_point_is_refused() {
+        let other = p256_point(&[0x22; 32]);
+        let file = ec_key_file(&Curve::P256.ec_params(), &[0x11; 32], Some(&other));
+        let err = of_pkcs8(&file).unwrap_err();
+        assert!(err.0.contains("not the P256 point"), "{err}");
+    }
+
+    #[test]
+    fn an_ec_key_of_the_wrong_size_for_its_curve_is_refused() {
+        let d = [0x11; 32];
+        let file = ec_key_file(&Curve::P384.ec_params(), &d, Some(&p256_point(&d)));
+        let err = of_pkcs8(&file).unwrap_err();
+        assert!(err.0.contains("not a P384 private key"), "{err}");
+    }
+
+    #[rstest]
+    #[case::p521("06052b81040023", "P-521")]
+    #[case::secp256k1("06052b8104000a", "secp256k1")]
+    #[case::ed25519_as_a_curve("06032b6570", "id-Ed25519")]
+    #[case::explicit_parameters("3000", "not a namedCurve OID")]
+    fn an_ec_key_on_another_curve_is_refused(#[case] params: &str, #[case] message: &str) {
+        let d = [0x11; 32];
+        let file = ec_key_file(&hex::decode(params).unwrap(), &d, Some(&p256_point(&d)));
+        let err = of_pkcs8(&file).unwrap_err();
+        assert!(err.0.contains(message), "{err}");
+    }
+
+    #[test]
+    fn an_aws_lc_p521_key_is_refused_by_its_curve() {
+        let k = sig::EcdsaKeyPair::generate(&sig::ECDSA_P521_SHA512_ASN1_SIGNING).unwrap();
+        let err = of_pkcs8(k.to_pkcs8v1().unwrap().as_ref()).unwrap_err();
+        assert!(err.0.contains("P-521"), "{err}");
+    }
+
+    #[test]
+    fn an_ed25519_key_with_another_keys_public_key_is_refused() {
+        let (file, _) = aws_lc_key_file(KeyFile::Ed25519);
+        let (_, other) = aws_lc_key_file(KeyFile::Ed25519);
+        let mut mixed = file.clone();
+        let at = mixed.len() - 32;
+        mixed[at..].copy_from_slice(&other[other.len() - 32..]);
+        let err = of_pkcs8(&mixed).unwrap_err();
+        assert!(err.0.contains("publicKey field is not"), "{err}");
+    }
+
+    #[test]
+    fn an_explicitly_tagged_public_key_field_reads_too() {
+        let (file, spki) = aws_lc_key_file(KeyFile::Ed25519);
+        // 30 51 ... 81 21 00 <key>  becomes  30 53 ... a1 23 03 21 00 <key>.
+        let (head, public) = file.split_at(file.len() - 35);
+        assert_eq!(public[..3], [0x81, 0x21, 0x00]);
+        let mut explicit = [head, &[0xa1, 0x23, 0x03, 0x21], &public[2..]].concat();
+        explicit[1] += 2;
+        assert_eq!(of_pkcs8(&explicit), Ok(spki));
+    }
+
+    #[test]
+    fn a_public_key_field_in_a_version_0_file_is_refused() {
+        let (file, _) = aws_lc_key_file(KeyFile::Ed25519);
+        let mut v0 = file.clone();
+        v0[4] = 0;
+        let err = of_pkcs8(&v0).unwrap_err();
+        assert!(err.0.contains("version 0"), "{err}");
+    }
+
+    #[test]
+    fn an_rsa_key_whose_modulus_is_not_its_primes_product_is_refused() {
+        let (file, spki) = aws_lc_key_file(KeyFile::Rsa2048);
+        let bits = spki::SubjectPublicKeyInfoRef::try_from(spki.as_slice())
+            .unwrap()
+            .subject_public_key
+            .raw_bytes()
+            .to_vec();
+        let key =
+            <rsa::RsaPublicKey as rsa::pkcs1::DecodeRsaPublicKey>::from_pkcs1_der(&bits).unwrap();
+        let n = key.n().to_bytes_be();
+        let at = file
+            .windows(n.len())
+            .position(|w| w == n.as_slice())
+            .expect("the modulus is in the file");
+        let mut tampered = file.clone();
+        tampered[at + 100] ^= 0x01;
+        let err = of_pkcs8(&tampered).unwrap_err();
+        assert!(err.0.contains("do not belong"), "{err}");
     }
 
     #[rstest]

@@ -10,7 +10,7 @@ use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::signature::{self as sig, KeyPair as _};
 use oracle::kmip::message::{tag, Credential};
 use oracle::kmip::ttlv::{Item, Value};
-use oracle::kmip::{inventory, ClientIdentity, Endpoint, KmipError};
+use oracle::kmip::{inventory, query_operations, ClientIdentity, Endpoint, KmipError};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair,
@@ -187,6 +187,17 @@ fn answer(objects: &[Object], behaviour: Behaviour, request: &Item) -> Item {
                     ),
                 ],
             )
+        }
+        0x18 => {
+            assert_eq!(
+                payload.child(0x420074).and_then(Item::as_enum),
+                Some(1),
+                "Query Function Query Operations"
+            );
+            let ops = [0x08, 0x0A, 0x18]
+                .map(|o| Item::new(0x42005C, Value::Enumeration(o)))
+                .to_vec();
+            response(op, 0, None, ops)
         }
         other => panic!("unexpected operation {other:#x}"),
     }
@@ -374,6 +385,17 @@ fn a_server_with_no_keys_has_an_empty_inventory(#[case] reason: u32) {
     };
     let (port, _) = serve(&pki, vec![], behaviour);
     assert_eq!(ids(inventory(&endpoint(&pki, port))), Vec::<String>::new());
+}
+
+#[test]
+fn query_operations_lists_what_the_server_answers() {
+    let pki = pki();
+    let (port, requests) = serve(&pki, vec![], Behaviour::default());
+    assert_eq!(
+        query_operations(&endpoint(&pki, port)),
+        Ok(vec![0x08, 0x0A, 0x18])
+    );
+    assert_eq!(requests.join().unwrap().len(), 1);
 }
 
 #[test]

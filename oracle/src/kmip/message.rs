@@ -1,5 +1,5 @@
 //! KMIP 1.2 request and response messages of one batch item, the only kind the
-//! inventory sends.
+//! inventory (and [`super::query_operations`]) sends.
 //!
 //! A request is `Request Message { Request Header { Protocol Version 1.2, Maximum
 //! Response Size, [Authentication], Batch Count 1 }, Batch Item { Operation, Request
@@ -34,6 +34,7 @@ pub mod tag {
     pub const PUBLIC_EXPONENT: u32 = 0x42006C;
     pub const PUBLIC_KEY: u32 = 0x42006D;
     pub const Q_STRING: u32 = 0x420072;
+    pub const QUERY_FUNCTION: u32 = 0x420074;
     pub const RECOMMENDED_CURVE: u32 = 0x420075;
     pub const REQUEST_HEADER: u32 = 0x420077;
     pub const REQUEST_MESSAGE: u32 = 0x420078;
@@ -52,6 +53,12 @@ pub mod tag {
 pub mod operation {
     pub const LOCATE: u32 = 0x08;
     pub const GET: u32 = 0x0A;
+    pub const QUERY: u32 = 0x18;
+}
+
+/// Query Function values.
+pub mod query_function {
+    pub const QUERY_OPERATIONS: u32 = 0x01;
 }
 
 /// Object Type values.
@@ -169,6 +176,27 @@ pub fn name_attribute(name: &str) -> Item {
 /// A Unique Identifier, for Get.
 pub fn unique_identifier(uid: &str) -> Item {
     text(tag::UNIQUE_IDENTIFIER, uid)
+}
+
+/// A Query Function, for Query.
+pub fn query_function(function: u32) -> Item {
+    enumeration(tag::QUERY_FUNCTION, function)
+}
+
+/// The Operation values in a Query response payload, in the server's order. Refused:
+/// an Operation that is not an Enumeration.
+pub fn operations(payload: &Item) -> Result<Vec<u32>, String> {
+    payload
+        .all(tag::OPERATION)
+        .map(|op| {
+            op.as_enum().ok_or_else(|| {
+                format!(
+                    "the Query response holds an Operation that is not an Enumeration: {:?}",
+                    op.value
+                )
+            })
+        })
+        .collect()
 }
 
 /// What the server answered to one request.
@@ -307,6 +335,31 @@ mod tests {
         .concat()
         .replace(' ', "");
         let msg = request(operation::GET, vec![unique_identifier("42")], None);
+        assert_eq!(hex::encode_upper(msg.encode()), expected);
+    }
+
+    #[test]
+    fn a_query_operations_request_has_the_bytes_the_specification_lays_out() {
+        let expected = [
+            "42007801 00000080",                   // Request Message, 128 bytes
+            "42007701 00000048",                   // Request Header, 72 bytes
+            "42006901 00000020",                   // Protocol Version
+            "42006A02 00000004 00000001 00000000", // Major 1
+            "42006B02 00000004 00000002 00000000", // Minor 2
+            "42005002 00000004 00100000 00000000", // Maximum Response Size 1 MiB
+            "42000D02 00000004 00000001 00000000", // Batch Count 1
+            "42000F01 00000028",                   // Batch Item, 40 bytes
+            "42005C05 00000004 00000018 00000000", // Operation Query
+            "42007901 00000010",                   // Request Payload, 16 bytes
+            "42007405 00000004 00000001 00000000", // Query Function Query Operations
+        ]
+        .concat()
+        .replace(' ', "");
+        let msg = request(
+            operation::QUERY,
+            vec![query_function(query_function::QUERY_OPERATIONS)],
+            None,
+        );
         assert_eq!(hex::encode_upper(msg.encode()), expected);
     }
 

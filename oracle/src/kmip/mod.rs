@@ -14,6 +14,9 @@
 //! skipped; a key read twice is counted once. Refused, as a [`KmipError`]: a server
 //! that cannot be reached or refuses the TLS handshake, refuses Locate, or answers a
 //! Get with a public key this module cannot read (see [`key_block`]).
+//!
+//! [`query_operations`] asks a server which operations it supports (Query with Query
+//! Function Query Operations), over the same kind of connection.
 
 mod key_block;
 pub mod message;
@@ -129,6 +132,39 @@ pub fn inventory(endpoint: &Endpoint) -> Result<Vec<KeyId>, KmipError> {
     session.close();
     keys.sort();
     Ok(keys)
+}
+
+/// The Operation values (KMIP 1.2 section 9.1.3.2.27: 0x01 Create, 0x08 Locate, 0x0A
+/// Get, 0x18 Query, ...) the server at `endpoint` says it supports, in its order, as
+/// its answer to Query with Query Function Query Operations.
+///
+/// Refused, as a [`KmipError`]: no connection or TLS handshake, a refused Query
+/// ([`KmipError::Refused`], with the server's status, reason and message), an answer
+/// that is not a Query response ([`KmipError::Protocol`]).
+pub fn query_operations(endpoint: &Endpoint) -> Result<Vec<u32>, KmipError> {
+    let mut session = Session::open(endpoint)?;
+    let answer = session.call(
+        operation::QUERY,
+        vec![message::query_function(
+            message::query_function::QUERY_OPERATIONS,
+        )],
+    )?;
+    session.close();
+    operations_of(&answer, &endpoint.address())
+}
+
+/// The operations a Query Operations answer lists.
+fn operations_of(answer: &Answer, address: &str) -> Result<Vec<u32>, KmipError> {
+    if answer.status != 0 {
+        return Err(KmipError::Refused(format!(
+            "Query: {address} answered {}",
+            answer.describe()
+        )));
+    }
+    match &answer.payload {
+        Some(payload) => message::operations(payload).map_err(KmipError::Protocol),
+        None => Ok(vec![]),
+    }
 }
 
 /// One TLS connection to the server.
@@ -266,5 +302,88 @@ impl<'a> Session<'a> {
     fn close(mut self) {
         self.stream.conn.send_close_notify();
         let _ = self.stream.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Query Operations answer as a KMIP 1.2 server sends it, built by hand.
+    const QUERY_RESPONSE: &[&str] = &[
+        "42007B01 000000C0",                   // Response Message, 192 bytes
+        "42007A01 00000048",                   // Response Header, 72 bytes
+        "42006901 00000020",                   // Protocol Version
+        "42006A02 00000004 00000001 00000000", // Major 1
+        "42006B02 00000004 00000002 00000000", // Minor 2
+        "42009209 00000008 0000000065A0B1C2",  // Time Stamp
+        "42000D02 00000004 00000001 00000000", // Batch Count 1
+        "42000F01 00000068",                   // Batch Item, 104 bytes
+        "42005C05 00000004 00000018 00000000", // Operation Query
+        "42007F05 00000004 00000000 00000000", // Result Status Success
+        "42007C01 00000040",                   // Response Payload, 64 bytes
+        "42005C05 00000004 00000001 00000000", // Operation Create
+        "42005C05 00000004 00000008 00000000", // Operation Locate
+        "42005C05 00000004 0000000A 00000000", // Operation Get
+        "42005C05 00000004 00000018 00000000", // Operation Query
+    ];
+
+    fn answer(lines: &[&str]) -> Answer {
+        let bytes = hex::decode(lines.concat().replace(' ', "")).unwrap();
+        Answer::read(&Item::decode(&bytes).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_query_answer_lists_its_operations_in_order() {
+        assert_eq!(
+            operations_of(&answer(QUERY_RESPONSE), "kms:5696"),
+            Ok(vec![0x01, 0x08, 0x0A, 0x18])
+        );
+    }
+
+    #[test]
+    fn a_query_answer_without_a_payload_lists_nothing() {
+        let mut lines = QUERY_RESPONSE[..10].to_vec();
+        lines[0] = "42007B01 00000078"; // 192 - 72
+        lines[7] = "42000F01 00000020"; // Operation and Result Status only
+        assert_eq!(
+            operations_of(&answer(&lines), "kms:5696"),
+            Ok(Vec::<u32>::new())
+        );
+    }
+
+    #[test]
+    fn a_refused_query_is_refused_with_the_servers_words() {
+        let lines = [
+            "42007B01 00000098",
+            QUERY_RESPONSE[1],
+            QUERY_RESPONSE[2],
+            QUERY_RESPONSE[3],
+            QUERY_RESPONSE[4],
+            QUERY_RESPONSE[5],
+            QUERY_RESPONSE[6],
+            "42000F01 00000040",                   // Batch Item, 64 bytes
+            "42005C05 00000004 00000018 00000000", // Operation Query
+            "42007F05 00000004 00000001 00000000", // Result Status Operation Failed
+            "42007E05 00000004 00000005 00000000", // Operation Not Supported
+            "42007D07 00000004 6E6F7065 00000000", // Result Message "nope"
+        ];
+        assert_eq!(
+            operations_of(&answer(&lines), "kms:5696"),
+            Err(KmipError::Refused(
+                "Query: kms:5696 answered status 0x1, reason 0x5 (nope)".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn an_operation_that_is_not_an_enumeration_is_a_protocol_error() {
+        let mut lines = QUERY_RESPONSE.to_vec();
+        lines[12] = "42005C02 00000004 00000008 00000000"; // an Integer
+        let err = operations_of(&answer(&lines), "kms:5696").unwrap_err();
+        assert!(
+            matches!(&err, KmipError::Protocol(m) if m.contains("not an Enumeration")),
+            "{err:?}"
+        );
     }
 }
