@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::{CellBackend, Instance, Provider, SignerOptions};
 use crate::model::suite::{Capability, InstanceSpec};
+use crate::oracle_terms;
 
 /// `provider: software` (no settings).
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -88,19 +89,30 @@ impl Instance for KeysDir {
     }
 }
 
-/// The identifiers of the key files in `dir`, sorted (a missing directory holds none).
+/// The identifiers of the keys in `dir`, sorted (a missing directory holds none):
+/// each `*.key` file is read and its identifier computed by the oracle from the key
+/// material (PKCS#8), not taken from the file name, so a signer that files a key
+/// under the wrong name is caught. A file the oracle cannot read is an error.
 pub(crate) fn inventory(dir: &Path) -> anyhow::Result<Vec<KeyIdentifier>> {
-    let mut ids: Vec<KeyIdentifier> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                let n = e.file_name().into_string().ok()?;
-                n.strip_suffix(".key")?.parse().ok()
-            })
-            .collect(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
         Err(e) => return Err(anyhow!("listing {}: {e}", dir.display())),
     };
+    let mut ids = Vec::new();
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("listing {}", dir.display()))?
+            .path();
+        if path.extension().and_then(|e| e.to_str()) != Some("key") {
+            continue;
+        }
+        let der = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let spki = oracle::public_key::of_pkcs8(&der)
+            .map_err(|e| anyhow!("key file {}: {e}", path.display()))?;
+        let id = oracle::KeyId::of_spki(&spki).map_err(|e| anyhow!("{e}"))?;
+        ids.push(oracle_terms::key_identifier(id));
+    }
     ids.sort();
     Ok(ids)
 }
