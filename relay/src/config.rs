@@ -58,102 +58,16 @@
 //! 16 MiB, an empty `env:`/`file:` PIN source. Secrets are never shown: `Debug` of
 //! [`Secret`] prints its source only.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 
-use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 use crate::mimic::Mimic;
 
-/// Where a secret (a PIN) comes from; its value is read only when used, and held as a
-/// [`SecretString`] (secrecy: wiped when dropped, redacted when debugged), the type
-/// cryptoki's `AuthPin` is.
-#[derive(Clone)]
-pub enum Secret {
-    Literal(SecretString),
-    Env(String),
-    File(PathBuf),
-}
-
-impl Secret {
-    /// Parses `literal`, `env:NAME` or `file:PATH`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        if let Some(name) = text.strip_prefix("env:") {
-            if name.is_empty() {
-                return Err("'env:' needs a variable name".into());
-            }
-            Ok(Secret::Env(name.into()))
-        } else if let Some(path) = text.strip_prefix("file:") {
-            if path.is_empty() {
-                return Err("'file:' needs a path".into());
-            }
-            Ok(Secret::File(path.into()))
-        } else {
-            Ok(Secret::Literal(text.into()))
-        }
-    }
-
-    /// The value; errors name the source, never a value. One trailing newline of a
-    /// file is dropped.
-    pub fn resolve(&self) -> Result<SecretString, String> {
-        match self {
-            Secret::Literal(v) => Ok(v.clone()),
-            Secret::Env(name) => std::env::var(name)
-                .map(SecretString::from)
-                .map_err(|_| format!("environment variable {name} is not set")),
-            Secret::File(path) => {
-                let mut v = std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                if v.ends_with('\n') {
-                    v.pop();
-                    if v.ends_with('\r') {
-                        v.pop();
-                    }
-                }
-                Ok(SecretString::from(v))
-            }
-        }
-    }
-}
-
-impl PartialEq for Secret {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (Secret::Literal(a), Secret::Literal(b)) => a.expose_secret() == b.expose_secret(),
-            (Secret::Env(a), Secret::Env(b)) => a == b,
-            (Secret::File(a), Secret::File(b)) => a == b,
-            _ => false,
-        }
-    }
-}
-
-impl Eq for Secret {}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Secret::Literal(_) => f.write_str("<literal, redacted>"),
-            Secret::Env(n) => write!(f, "env:{n}"),
-            Secret::File(p) => write!(f, "file:{}", p.display()),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Text(String),
-            Number(i64),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Text(t) => Secret::parse(&t).map_err(serde::de::Error::custom),
-            Raw::Number(n) => Ok(Secret::Literal(n.to_string().into())),
-        }
-    }
-}
+/// Where a PIN comes from (literal, `env:NAME`, `file:PATH`, or an integer literal);
+/// its value is read only when used, and never shown. The one type the signers use too
+/// (crate `secret-source`).
+pub use secret_source::Secret;
 
 /// A slot by id or by token label.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -510,17 +424,27 @@ user_pin = "1234"
         );
     }
 
-    #[test]
-    fn secrets_parse_and_resolve() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("pin");
-        std::fs::write(&p, "9876\n").unwrap();
-        let s = Secret::parse(&format!("file:{}", p.display())).unwrap();
-        assert_eq!(s.resolve().unwrap().expose_secret(), "9876");
-        assert!(Secret::parse("env:").is_err());
-        let e = Secret::parse("env:KMIP_RELAY_SURELY_UNSET").unwrap();
-        assert!(e.resolve().unwrap_err().contains("KMIP_RELAY_SURELY_UNSET"));
-        assert!(!format!("{:?}", Secret::parse("5678").unwrap()).contains("5678"));
+    #[rstest]
+    #[case::literal("user_pin = \"1234\"", Some(Secret::Literal("1234".into())))]
+    #[case::integer("user_pin = 5678", Some(Secret::Literal("5678".into())))]
+    #[case::env("user_pin = \"env:HSM_PIN\"", Some(Secret::Env("HSM_PIN".into())))]
+    #[case::file("user_pin = \"file:/run/pin\"", Some(Secret::File("/run/pin".into())))]
+    #[case::absent("", None)]
+    fn user_pins(#[case] line: &str, #[case] want: Option<Secret>) {
+        let text = format!("listen = \"x:1\"\n[pkcs11]\nlib_path = \"/l\"\nslot = 1\n{line}\n");
+        let c = Config::parse(&text, Path::new("/")).unwrap();
+        assert_eq!(c.pkcs11.user_pin, want);
+        assert!(!format!("{c:?}").contains("5678"), "PIN in Debug output");
+    }
+
+    #[rstest]
+    #[case::empty_env("user_pin = \"env:\"", "'env:' needs a variable name")]
+    #[case::empty_file("user_pin = \"file:\"", "'file:' needs a path")]
+    #[case::boolean("user_pin = true", "user_pin")]
+    fn refuses_user_pin(#[case] line: &str, #[case] named: &str) {
+        let text = format!("listen = \"x:1\"\n[pkcs11]\nlib_path = \"/l\"\nslot = 1\n{line}\n");
+        let e = Config::parse(&text, Path::new("/")).unwrap_err();
+        assert!(e.contains(named), "{e}");
     }
 
     #[test]

@@ -62,7 +62,7 @@ fn check(config: &kmip_relay::Config) -> Result<(), String> {
         ));
     }
     if let Some(pin) = &config.pkcs11.user_pin {
-        pin.resolve().map(|_| ())?;
+        pin.resolve().map_err(|e| e.to_string())?;
     }
     kmip_relay::tls::server_config(&config.tls).map(|_| ())
 }

@@ -306,7 +306,7 @@ impl Token {
             .map_err(|e| format!("cannot open PKCS#11 sessions: {}", describe(&e)))?;
         if mode == CredentialMode::None {
             if let Some(secret) = &config.user_pin {
-                let pin: AuthPin = secret.resolve()?;
+                let pin: AuthPin = secret.resolve().map_err(|e| e.to_string())?;
                 pool.with_session(|s| match s.login(UserType::User, Some(&pin)) {
                     Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
                     Err(e) => Err(classify("user login", &e)),

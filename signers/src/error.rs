@@ -149,3 +149,48 @@ impl fmt::Display for SignerError {
 }
 
 impl std::error::Error for SignerError {}
+
+/// A PIN or password that cannot be resolved: an unset variable is a configuration
+/// error, an unreadable file an I/O one. Either message names the source, never a value.
+impl From<secret_source::SecretError> for SignerError {
+    fn from(e: secret_source::SecretError) -> Self {
+        match e {
+            secret_source::SecretError::EnvNotSet { .. } => SignerError::config(e.to_string()),
+            secret_source::SecretError::File { path, cause } => {
+                SignerError::io(format!("reading {}", path.display()), cause)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Secret;
+
+    #[test]
+    fn an_unset_pin_variable_is_a_config_error_naming_it() {
+        let e: SignerError = Secret::Env("HSM_SIGNERS_TEST_SURELY_UNSET".into())
+            .resolve()
+            .unwrap_err()
+            .into();
+        assert_eq!(e.kind, ErrorKind::Config);
+        assert_eq!(
+            e.message,
+            "environment variable HSM_SIGNERS_TEST_SURELY_UNSET is not set"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_pin_file_is_an_io_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("absent");
+        let e: SignerError = Secret::File(path.clone()).resolve().unwrap_err().into();
+        assert_eq!(e.kind, ErrorKind::Io);
+        assert!(
+            e.message
+                .starts_with(&format!("reading {}: ", path.display())),
+            "{e}"
+        );
+    }
+}

@@ -12,7 +12,6 @@ pub mod keymap;
 pub mod kmip;
 pub mod pkcs11;
 pub mod router;
-mod secret;
 mod signer;
 pub mod software;
 
@@ -22,5 +21,6 @@ pub use error::{ErrorKind, SignerError};
 pub use keyid::KeyIdentifier;
 pub use pkcs11::Pkcs11Signer;
 pub use router::Router;
-pub use secret::Secret;
+/// PIN and password sources, shared with the relay (crate `secret-source`).
+pub use secret_source::Secret;
 pub use signer::{CreatedKey, Signer, SignerInfo};
