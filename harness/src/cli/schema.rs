@@ -4,7 +4,7 @@ use std::io::Write;
 
 use clap::{Args, ValueEnum};
 
-use super::{EXIT_OK, EXIT_FAILED};
+use super::{EXIT_FAILED, EXIT_OK};
 
 #[derive(Args)]
 pub struct SchemaArgs {

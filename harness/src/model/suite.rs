@@ -85,7 +85,9 @@ struct RawSuite {
 #[allow(dead_code)] // only a schema: the loader reads a map of `InstanceSpec`
 #[derive(JsonSchema)]
 #[schemars(rename = "instances")]
-struct Instances(#[schemars(with = "MapOf<InstanceName, InstanceSpec>")] BTreeMap<String, InstanceSpec>);
+struct Instances(
+    #[schemars(with = "MapOf<InstanceName, InstanceSpec>")] BTreeMap<String, InstanceSpec>,
+);
 
 /// The configured signers of a cell, like seed 001's [[signers]]. Each runs on an
 /// instance of the cell's backend (`on: a`; every instance is a fresh token or keys

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::{
-    log, CellContext, CheckContext, CheckError, Expect, KeyEntry, Needs, SignatureEntry,
-    StepError, StepKind, DEFAULT_DATA,
+    log, CellContext, CheckContext, CheckError, Expect, KeyEntry, Needs, SignatureEntry, StepError,
+    StepKind, DEFAULT_DATA,
 };
 use crate::model::schema::{AlgorithmName, KeyName, NewName, SignatureName};
 use crate::model::suite::Capability;
@@ -220,9 +220,11 @@ impl StepKind for Verify {
 
     fn run(&self, cell: &mut CellContext) -> Result<(), StepError> {
         let name = &self.signature.value;
-        let sig = cell.bindings.signatures.get(name).ok_or_else(|| {
-            StepError::Harness(format!("no signature is bound to '{name}'"))
-        })?;
+        let sig = cell
+            .bindings
+            .signatures
+            .get(name)
+            .ok_or_else(|| StepError::Harness(format!("no signature is bound to '{name}'")))?;
         let (key_name, spki) = match &self.key {
             Some(k) => (k.value.clone(), &cell.key(&k.value)?.spki),
             None => (
@@ -234,8 +236,7 @@ impl StepKind for Verify {
             .data
             .as_ref()
             .map_or(sig.data.clone(), |d| d.as_bytes().to_vec());
-        let got =
-            oracle::verify::verify(spki, oracle_terms::algorithm(sig.alg), &data, &sig.bytes);
+        let got = oracle::verify::verify(spki, oracle_terms::algorithm(sig.alg), &data, &sig.bytes);
         let verdict = match &got {
             Ok(()) => Verdict::Valid,
             Err(VerifyError::Mismatch { .. }) => Verdict::Mismatch,
@@ -252,9 +253,9 @@ impl StepKind for Verify {
                 Ok(()) => format!(
                     "signature '{name}' verified with key '{key_name}', expected {expect:?}"
                 ),
-                Err(e) => format!(
-                    "independent verification of '{name}' with key '{key_name}': {e}"
-                ),
+                Err(e) => {
+                    format!("independent verification of '{name}' with key '{key_name}': {e}")
+                }
             }));
         }
         log(format!(

@@ -6,14 +6,15 @@
 //! ([`Step::kind`]) forwards to those types. The doc comments of the step types are
 //! the user-facing docs: they become the descriptions in `suites/schema.json`.
 //!
-//! - [`keys`]: `create_key`, `sign`, `verify`, `public_key`, `destroy_key`,
+//! - [`keys`] has `create_key`, `sign`, `verify`, `public_key`, `destroy_key` and
 //!   `sign_one_off`;
-//! - [`random`]: `random`;
-//! - [`router`]: `restart`, `keymap`, `info`;
-//! - [`backend`]: `inventory`, `replace_identity_key`, `traffic`, `server`, `proxy`;
-//! - [`trace`]: `trace`;
-//! - [`kmip`]: `kmip_query`;
-//! - [`process`]: `sleep`, `self_test`.
+//! - [`random`] has `random`;
+//! - [`router`] has `restart`, `keymap` and `info`;
+//! - [`backend`] has `inventory`, `replace_identity_key`, `traffic`, `server` and
+//!   `proxy`;
+//! - [`trace`] has `trace`;
+//! - [`kmip`] has `kmip_query`;
+//! - [`process`] has `sleep` and `self_test`.
 
 pub mod backend;
 pub mod keys;
@@ -218,11 +219,9 @@ impl<'a> CheckContext<'a> {
     /// `name` is one of the configured signers (not checked without a signers block).
     pub fn signer(&self, name: &str) -> Result<(), CheckError> {
         match &self.signer_names {
-            Some(names) if !names.iter().any(|n| n == name) => Err(format!(
-                "no signer named '{name}' (signers: {})",
-                names.join(", ")
-            )
-            .into()),
+            Some(names) if !names.iter().any(|n| n == name) => {
+                Err(format!("no signer named '{name}' (signers: {})", names.join(", ")).into())
+            }
             _ => Ok(()),
         }
     }
@@ -278,7 +277,9 @@ impl Expect {
             Expect {
                 error: None,
                 message: Some(_),
-            } => Err("expect: message needs error: KIND (the kind of error whose message it is)".into()),
+            } => Err(
+                "expect: message needs error: KIND (the kind of error whose message it is)".into(),
+            ),
             _ => Ok(()),
         }
     }

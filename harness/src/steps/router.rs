@@ -80,7 +80,12 @@ impl StepKind for Restart {
         if self.one_off_signer.is_some() {
             ctx.changes_one_off_signer = true;
         }
-        for inst in self.repoint.values().chain(&self.wipe).chain(&self.change_pin) {
+        for inst in self
+            .repoint
+            .values()
+            .chain(&self.wipe)
+            .chain(&self.change_pin)
+        {
             check_instance(inst)?;
         }
         if let Some(list) = &self.signers {
