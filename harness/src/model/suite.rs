@@ -61,10 +61,11 @@ struct RawSuite {
     #[serde(default)]
     #[schemars(with = "Option<SignersSpec>")]
     signers: Option<Spanned<SignersSpec>>,
-    /// Settings of backend instances for every case that has no instances: block of
-    /// its own.
+    /// Settings of backend instances, by instance name, for every case that has no
+    /// instances: block of its own; instances not named come up as usual. A case with
+    /// these requires the `kmip` capability.
     #[serde(default)]
-    #[schemars(with = "Option<Instances>")]
+    #[schemars(with = "Option<MapOf<InstanceName, InstanceSpec>>")]
     instances: Option<Spanned<BTreeMap<String, InstanceSpec>>>,
     /// Capabilities a backend must not have: every case of the suite is for backends
     /// without them; others skip it with that reason.
@@ -79,15 +80,6 @@ struct RawSuite {
     #[schemars(length(min = 1))]
     cases: Vec<RawCase>,
 }
-
-/// Settings of backend instances by instance name; instances not named come up as
-/// usual. A case with these requires the `kmip` capability.
-#[allow(dead_code)] // only a schema: the loader reads a map of `InstanceSpec`
-#[derive(JsonSchema)]
-#[schemars(rename = "instances")]
-struct Instances(
-    #[schemars(with = "MapOf<InstanceName, InstanceSpec>")] BTreeMap<String, InstanceSpec>,
-);
 
 /// The configured signers of a cell, like seed 001's [[signers]]. Each runs on an
 /// instance of the cell's backend (`on: a`; every instance is a fresh token or keys
@@ -362,7 +354,7 @@ struct RawCase {
     /// This case's instance settings; replaces the suite's instances: block (no
     /// merging).
     #[serde(default)]
-    #[schemars(with = "Option<Instances>")]
+    #[schemars(with = "Option<MapOf<InstanceName, InstanceSpec>>")]
     instances: Option<Spanned<BTreeMap<String, InstanceSpec>>>,
     /// Capabilities a backend must not have, in addition to the suite's: the case is
     /// for backends without them (e.g. lacks: [random] for the fallback of a backend
