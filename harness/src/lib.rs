@@ -6,10 +6,12 @@
 //!
 //! - [`cli`]: the subcommands, exit codes and logging;
 //! - [`model`]: suite and backend files as loaded, capabilities, load errors with
-//!   file, line and column;
+//!   file, line and column, and the suite schema generated from them;
 //! - [`backends`]: how each kind of backend comes up for a cell and how the harness
 //!   administers it (tokens, PKI, the TCP proxy, the PKCS#11 shim);
 //! - [`run`]: the plan of cells, the runner and the cell process;
+//! - [`steps`]: each step of a case, one type each: its YAML, its load-time checks,
+//!   the capabilities it needs and how it runs in a cell;
 //! - [`report`]: outcomes, JUnit, JSON and the console;
 //! - [`oracle_terms`]: the bridge from the oracle crate's independent answers to the
 //!   signers' vocabulary.
@@ -20,3 +22,4 @@ pub mod model;
 pub mod oracle_terms;
 pub mod report;
 pub mod run;
+pub mod steps;

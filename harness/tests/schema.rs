@@ -1,13 +1,14 @@
 //! `suites/schema.json` and `fixtures/backend.schema.json` agree with the loaders.
 //!
-//! The Rust model (`harness/src/suite.rs`, `harness/src/backend.rs`) is the authority.
-//! These tests check that every suite and backend file in the repository validates, and
-//! that the schemas and the loaders accept and refuse the same things: the same step
-//! keywords, the same fields (required and optional) in every object, the same enum
-//! values and ranges. The loader's own lists come from its error messages ("unknown
-//! field `x`, expected one of ..."), so they are what serde really accepts, not a copy.
-//! What only the loader checks (names, signer roles) and where the schema is stricter
-//! (suites/README.md lists both) is pinned down too.
+//! The Rust model (`harness/src/model/suite.rs`, `harness/src/steps/`) is the
+//! authority, and `suites/schema.json` is generated from it (`hsm-harness schema
+//! suite`): the first test fails when the committed file is not what the model
+//! generates. The others check that every suite and backend file in the repository and
+//! every example suite in suites/README.md validates and loads, and that the schema and
+//! the loader accept and refuse the same documents, as people write them: unknown
+//! fields and values, ranges, names. What only the loader checks (names bound by
+//! earlier steps, signer roles) and where the schema is stricter (suites/README.md
+//! lists both) is pinned down too.
 //!
 //! Documents are built as JSON and handed to the loader as text: JSON is YAML, so both
 //! sides read exactly the same document.
@@ -17,33 +18,8 @@ use std::path::{Path, PathBuf};
 
 use hsm_harness::model::backend::Backend;
 use hsm_harness::model::suite::{files_in, Suite, SuiteError};
-use hsm_signers::{Algorithm, ErrorKind};
 use rstest::rstest;
 use serde_json::{json, Value};
-
-/// The step keywords, as written in YAML. Cross-checked below against the schema, the
-/// loader's list of variants, and `Step::keyword()` of each parsed step.
-const KEYWORDS: [&str; 19] = [
-    "create_key",
-    "sign",
-    "verify",
-    "public_key",
-    "destroy_key",
-    "random",
-    "sign_one_off",
-    "restart",
-    "inventory",
-    "keymap",
-    "replace_identity_key",
-    "info",
-    "traffic",
-    "server",
-    "proxy",
-    "trace",
-    "kmip_query",
-    "sleep",
-    "self_test",
-];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -138,61 +114,17 @@ fn def<'a>(schema: &'a Value, name: &str) -> &'a Value {
     &schema["$defs"][name]
 }
 
-fn properties(node: &Value) -> BTreeSet<String> {
-    node["properties"]
-        .as_object()
-        .expect("properties")
-        .keys()
-        .cloned()
-        .collect()
-}
-
-fn required(node: &Value) -> BTreeSet<String> {
-    node.get("required").map(strings).unwrap_or_default()
-}
-
-/// A value for a property: its first example, or the first of its enum, following `$ref`.
-fn example(schema: &Value, node: &Value) -> Value {
-    if let Some(v) = node.get("examples").and_then(|e| e.get(0)) {
-        return v.clone();
+/// The values a schema node allows: its `enum`, or the `const` of each `oneOf`.
+fn enum_values(node: &Value) -> BTreeSet<String> {
+    if let Some(values) = node.get("enum") {
+        return strings(values);
     }
-    if let Some(v) = node.get("enum").and_then(|e| e.get(0)) {
-        return v.clone();
-    }
-    let target = resolve(schema, node);
-    assert!(!std::ptr::eq(target, node), "no example for {node}");
-    example(schema, target)
-}
-
-/// The schema's steps: keyword and the schema of the step's body.
-fn schema_steps(schema: &Value) -> Vec<(String, Value)> {
-    def(schema, "step")["oneOf"]
+    node["oneOf"]
         .as_array()
-        .expect("step is a oneOf")
+        .unwrap_or_else(|| panic!("neither enum nor oneOf: {node}"))
         .iter()
-        .map(|alt| {
-            let alt = resolve(schema, alt);
-            let req = strings(&alt["required"]);
-            assert_eq!(
-                req.len(),
-                1,
-                "a step alternative requires exactly its keyword: {alt}"
-            );
-            assert_eq!(alt["additionalProperties"], json!(false), "{alt}");
-            let kw = req.into_iter().next().unwrap();
-            assert_eq!(properties(alt), set([kw.as_str()]), "{alt}");
-            let body = alt["properties"][&kw].clone();
-            (kw, body)
-        })
+        .map(|v| v["const"].as_str().expect("a const").to_string())
         .collect()
-}
-
-fn body_schema(schema: &Value, keyword: &str) -> Value {
-    schema_steps(schema)
-        .into_iter()
-        .find(|(k, _)| k == keyword)
-        .unwrap_or_else(|| panic!("the schema has no step '{keyword}'"))
-        .1
 }
 
 /// The steps `suite_with` runs first. They bind the names the schema's examples use:
@@ -208,32 +140,21 @@ fn prefix() -> Vec<Value> {
     ]
 }
 
-/// The fields a step needs at the least: its required ones, and, when the schema says
-/// it needs one of several (`anyOf` of `required`), the first of those.
-fn least_fields(body: &Value) -> BTreeSet<String> {
-    let mut fields = required(body);
-    if let Some(first) = body.get("anyOf").and_then(|a| a.get(0)) {
-        fields.extend(required(first));
-    }
-    fields
-}
-
-/// The schema's example `signers:` block; its names (`hsm`, `backup`, `openssl`) are the
-/// ones the schema's step examples use.
+/// A signers block whose names (`hsm`, `backup`, `openssl`) the tests' steps use.
 fn example_signers() -> Value {
-    let schema = suite_schema();
-    let block = def(&schema, "signers")["examples"][0].clone();
-    assert!(block.is_object(), "$defs/signers has no example");
-    block
+    json!({
+        "default_signer": "hsm",
+        "signers": [
+            { "name": "hsm", "on": "a" },
+            { "name": "backup", "on": "b" },
+            { "name": "openssl", "software": true }
+        ]
+    })
 }
 
-/// The schema's example `instances:` block (instance `a` behind a proxy, as the
-/// `traffic` step's example needs).
+/// An instances block with instance `a` behind a proxy, as `traffic` and `proxy` need.
 fn example_instances() -> Value {
-    let schema = suite_schema();
-    let block = def(&schema, "instances")["examples"][0].clone();
-    assert!(block.is_object(), "$defs/instances has no example");
-    block
+    json!({ "a": { "proxy": "none" } })
 }
 
 /// A suite of one case, with the schema's example signers (and instances, for `traffic`
@@ -264,24 +185,6 @@ fn minimal_suite() -> Value {
     })
 }
 
-/// A step built from the schema: `fields` of the step's body, each with its example.
-/// An `as:` gets a name nothing has bound yet, since binding a name twice is refused.
-fn make_step(schema: &Value, keyword: &str, fields: &BTreeSet<String>) -> Value {
-    let body = body_schema(schema, keyword);
-    let map: serde_json::Map<String, Value> = fields
-        .iter()
-        .map(|f| {
-            let value = if f == "as" {
-                json!(format!("new-{keyword}"))
-            } else {
-                example(schema, &body["properties"][f])
-            };
-            (f.clone(), value)
-        })
-        .collect();
-    json!({ keyword: map })
-}
-
 /// Both the schema and the loader accept `doc`; returns the loaded suite.
 #[track_caller]
 fn accepted_by_both(doc: &Value) -> Suite {
@@ -304,6 +207,58 @@ fn refused_by_both(doc: &Value) -> SuiteError {
 }
 
 // --- the schema itself ------------------------------------------------------------------
+
+/// The committed suites/schema.json is what the model generates.
+#[test]
+fn the_committed_suite_schema_is_the_generated_one() {
+    let generated = hsm_harness::cli::schema::pretty(&hsm_harness::model::suite::schema());
+    let committed = std::fs::read_to_string(root().join("suites/schema.json")).unwrap();
+    assert!(
+        committed == generated,
+        "suites/schema.json is not the schema the suite model generates; run \
+         `cargo run -p hsm-harness -- schema suite > suites/schema.json` and commit it"
+    );
+}
+
+/// The names the schema and the loader allow are the signers' and the shim's own.
+#[test]
+fn enumerations_are_the_model_s() {
+    let schema = suite_schema();
+    let algorithms: BTreeSet<String> = hsm_signers::Algorithm::ALL
+        .iter()
+        .map(|a| a.name().to_string())
+        .collect();
+    assert_eq!(enum_values(def(&schema, "algorithm")), algorithms);
+    let kinds: BTreeSet<String> = hsm_signers::ErrorKind::ALL
+        .iter()
+        .map(|k| k.name().to_string())
+        .collect();
+    assert_eq!(enum_values(def(&schema, "errorKind")), kinds);
+    assert_eq!(
+        enum_values(def(&schema, "pkcs11Function")),
+        p11shim::FUNCTIONS.iter().map(|f| f.to_string()).collect()
+    );
+}
+
+/// The backend schema is still hand-written: it must list the capabilities the loader
+/// knows.
+#[test]
+fn capabilities_are_the_same_in_both_schemas_and_the_loader() {
+    let schema = suite_schema();
+    let in_schema = enum_values(def(&schema, "capability"));
+    let mut doc = minimal_suite();
+    doc["requires"] = json!(["quantum"]);
+    let e = refused_by_both(&doc);
+    assert_eq!(allowed_in(&e.message), in_schema, "{e}");
+    let mut doc = minimal_suite();
+    doc["requires"] = Value::Array(in_schema.iter().map(|c| json!(c)).collect());
+    accepted_by_both(&doc);
+    let backend = backend_schema();
+    assert_eq!(
+        strings(&backend["properties"]["capabilities"]["items"]["enum"]),
+        in_schema
+    );
+}
 
 #[test]
 fn schemas_are_valid_draft_2020_12_with_editor_metadata() {
@@ -399,311 +354,7 @@ fn every_backend_file_validates_and_loads() {
     }
 }
 
-// --- steps ----------------------------------------------------------------------------------
-
-#[test]
-fn step_keywords_are_the_same_in_schema_loader_and_model() {
-    let schema = suite_schema();
-    let in_schema: BTreeSet<String> = schema_steps(&schema).into_iter().map(|(k, _)| k).collect();
-    assert_eq!(in_schema, set(KEYWORDS), "schema vs KEYWORDS");
-
-    let e = refused_by_both(&suite_with(vec![json!({ "no_such_step": {} })]));
-    assert_eq!(
-        allowed_in(&e.message),
-        set(KEYWORDS),
-        "loader vs KEYWORDS: {e}"
-    );
-}
-
-/// For each step: the minimal step (required fields only) and the full step (every
-/// field, with the schema's examples, after `prefix()`) are accepted by both and parse
-/// to that step; dropping any required field or adding an unknown one is refused by
-/// both; the loader's field list is the schema's.
-#[test]
-fn each_step_has_the_same_fields_in_schema_and_loader() {
-    for keyword in KEYWORDS {
-        check_step_fields(keyword);
-    }
-}
-
-fn check_step_fields(keyword: &str) {
-    let schema = suite_schema();
-    let body = body_schema(&schema, keyword);
-    let last_keyword = |s: &Suite| s.cases[0].steps.last().unwrap().value.keyword();
-
-    if let Some(values) = body.get("enum") {
-        // A step whose body is a bare value (`- self_test: abort`).
-        for v in values.as_array().unwrap() {
-            let s = accepted_by_both(&suite_with(vec![json!({ keyword: v })]));
-            assert_eq!(last_keyword(&s), keyword);
-        }
-        let e = refused_by_both(&suite_with(vec![json!({ keyword: "no-such-value" })]));
-        assert_eq!(allowed_in(&e.message), strings(values), "{e}");
-        refused_by_both(&suite_with(vec![json!({ keyword: {} })]));
-        return;
-    }
-
-    assert_eq!(body["type"], json!("object"), "{keyword}");
-    assert_eq!(body["additionalProperties"], json!(false), "{keyword}");
-    let props = properties(&body);
-    let req = required(&body);
-    assert!(
-        req.is_subset(&props),
-        "{keyword}: required fields not in properties"
-    );
-
-    let make = |fields: &BTreeSet<String>| make_step(&schema, keyword, fields);
-
-    let least = least_fields(&body);
-    let minimal = accepted_by_both(&suite_with(vec![make(&least)]));
-    assert_eq!(last_keyword(&minimal), keyword);
-    if least != req {
-        // Each alternative alone is enough; none of them is refused by both.
-        for alt in body["anyOf"].as_array().unwrap() {
-            let mut fields = req.clone();
-            fields.extend(required(alt));
-            accepted_by_both(&suite_with(vec![make(&fields)]));
-        }
-        refused_by_both(&suite_with(vec![make(&req)]));
-    }
-    let full = accepted_by_both(&suite_with(vec![make(&props)]));
-    assert_eq!(last_keyword(&full), keyword);
-
-    for field in &req {
-        let mut fewer = req.clone();
-        fewer.remove(field);
-        let e = refused_by_both(&suite_with(vec![make(&fewer)]));
-        assert!(
-            e.message.contains(&format!("missing field `{field}`")),
-            "{keyword} without {field}: {e}"
-        );
-    }
-
-    let mut step = make(&props);
-    step[keyword]["colour"] = json!("red");
-    let e = refused_by_both(&suite_with(vec![step]));
-    assert!(e.message.contains("unknown field `colour`"), "{e}");
-    assert_eq!(
-        allowed_in(&e.message),
-        props,
-        "{keyword}: loader vs schema fields"
-    );
-}
-
-#[test]
-fn step_keyword_names_match_the_model() {
-    // `Step::keyword()` is what the runner prints; it must be the YAML keyword.
-    let schema = suite_schema();
-    let steps: Vec<Value> = KEYWORDS
-        .iter()
-        .map(|kw| {
-            let body = body_schema(&schema, kw);
-            if let Some(values) = body.get("enum") {
-                return json!({ *kw: values[0] });
-            }
-            make_step(&schema, kw, &least_fields(&body))
-        })
-        .collect();
-    let suite = accepted_by_both(&suite_with(steps));
-    let parsed: Vec<&str> = suite.cases[0].steps[prefix().len()..]
-        .iter()
-        .map(|s| s.value.keyword())
-        .collect();
-    assert_eq!(parsed, KEYWORDS);
-}
-
-// --- enums and plain objects -------------------------------------------------------------
-
-#[test]
-fn algorithms_are_the_same_in_schema_loader_and_signers() {
-    let schema = suite_schema();
-    let in_schema = strings(&def(&schema, "algorithm")["enum"]);
-    let in_signers: BTreeSet<String> = Algorithm::ALL
-        .iter()
-        .map(|a| a.name().to_string())
-        .collect();
-    assert_eq!(in_schema, in_signers);
-    let e = refused_by_both(&suite_with(vec![
-        json!({ "create_key": { "alg": "rsa1024", "as": "x" } }),
-    ]));
-    assert_eq!(allowed_in(&e.message), in_schema, "{e}");
-    let e = refused_by_both(&suite_with(vec![
-        json!({ "sign": { "key": "k", "alg": "rsa1024" } }),
-    ]));
-    assert_eq!(allowed_in(&e.message), in_schema, "{e}");
-}
-
-#[test]
-fn error_kinds_are_the_same_in_schema_loader_and_signers() {
-    let schema = suite_schema();
-    let in_schema = strings(&def(&schema, "errorKind")["enum"]);
-    let in_signers: BTreeSet<String> = ErrorKind::ALL
-        .iter()
-        .map(|k| k.name().to_string())
-        .collect();
-    assert_eq!(in_schema, in_signers);
-    let e = refused_by_both(&suite_with(vec![
-        json!({ "destroy_key": { "key": "k", "expect": { "error": "lost" } } }),
-    ]));
-    assert_eq!(allowed_in(&e.message), in_schema, "{e}");
-    for kind in &in_schema {
-        accepted_by_both(&suite_with(vec![
-            json!({ "public_key": { "key": "k", "expect": { "error": kind } } }),
-        ]));
-    }
-}
-
-#[test]
-fn capabilities_are_the_same_in_both_schemas_and_the_loader() {
-    let schema = suite_schema();
-    let in_schema = strings(&def(&schema, "capability")["enum"]);
-    let mut doc = minimal_suite();
-    doc["requires"] = json!(["quantum"]);
-    let e = refused_by_both(&doc);
-    assert_eq!(allowed_in(&e.message), in_schema, "{e}");
-    let mut doc = minimal_suite();
-    doc["cases"][0]["requires"] = json!(["quantum"]);
-    refused_by_both(&doc);
-    let mut doc = minimal_suite();
-    doc["requires"] = Value::Array(in_schema.iter().map(|c| json!(c)).collect());
-    accepted_by_both(&doc);
-
-    let backend = backend_schema();
-    assert_eq!(
-        strings(&backend["properties"]["capabilities"]["items"]["enum"]),
-        in_schema
-    );
-}
-
-#[test]
-fn verdicts_are_the_same_in_schema_and_loader() {
-    let schema = suite_schema();
-    let in_schema = strings(&def(&schema, "verdict")["enum"]);
-    assert_eq!(in_schema, set(["valid", "mismatch", "bad-encoding"]));
-    let e = refused_by_both(&suite_with(vec![
-        json!({ "verify": { "signature": "sig", "expect": "perhaps" } }),
-    ]));
-    assert_eq!(allowed_in(&e.message), in_schema, "{e}");
-    for verdict in &in_schema {
-        accepted_by_both(&suite_with(vec![
-            json!({ "verify": { "signature": "sig", "expect": verdict } }),
-        ]));
-    }
-}
-
-#[test]
-fn suite_case_and_expect_fields_are_the_same_in_schema_and_loader() {
-    let schema = suite_schema();
-
-    // The suite's top level.
-    let full = json!({
-        "suite": "t", "about": "x", "tags": ["a"], "requires": ["random"],
-        "signers": example_signers(),
-        "cases": [ {
-            "name": "c", "about": "y", "tags": ["b"], "requires": ["ed25519"],
-            "signers": { "signers": [ { "name": "solo", "software": true } ] },
-            "steps": [ { "random": { "bytes": 1 } } ]
-        } ]
-    });
-    accepted_by_both(&full);
-    let mut doc = full.clone();
-    doc["colour"] = json!("red");
-    let e = refused_by_both(&doc);
-    assert_eq!(allowed_in(&e.message), properties(&schema), "{e}");
-    // Only the required fields: both accept, so everything else is optional in both.
-    let mut doc = full.clone();
-    doc.as_object_mut()
-        .unwrap()
-        .retain(|k, _| required(&schema).contains(k));
-    accepted_by_both(&doc);
-    for field in required(&schema) {
-        let mut doc = full.clone();
-        doc.as_object_mut().unwrap().remove(&field);
-        let e = refused_by_both(&doc);
-        assert!(
-            e.message.contains(&format!("missing field `{field}`")),
-            "{e}"
-        );
-    }
-
-    // A case.
-    let case = def(&schema, "case");
-    let mut doc = full.clone();
-    doc["cases"][0]["colour"] = json!("red");
-    let e = refused_by_both(&doc);
-    assert_eq!(allowed_in(&e.message), properties(case), "{e}");
-    let mut doc = full.clone();
-    doc["cases"][0]
-        .as_object_mut()
-        .unwrap()
-        .retain(|k, _| required(case).contains(k));
-    accepted_by_both(&doc);
-    for field in required(case) {
-        let mut doc = full.clone();
-        doc["cases"][0].as_object_mut().unwrap().remove(&field);
-        let e = refused_by_both(&doc);
-        assert!(
-            e.message.contains(&format!("missing field `{field}`")),
-            "{e}"
-        );
-    }
-
-    // `expect: { error: KIND }`.
-    let e = refused_by_both(&suite_with(vec![
-        json!({ "random": { "bytes": 1, "expect": { "error": "io", "colour": "red" } } }),
-    ]));
-    assert_eq!(
-        allowed_in(&e.message),
-        properties(def(&schema, "expect")),
-        "{e}"
-    );
-}
-
 // --- signers blocks ---------------------------------------------------------------------
-
-#[test]
-fn signers_block_fields_are_the_same_in_schema_and_loader() {
-    let schema = suite_schema();
-    let block = def(&schema, "signers");
-    let signer = def(&schema, "signer");
-
-    // The example block is accepted at suite and at case level.
-    accepted_by_both(&suite_with(vec![]));
-    let mut doc = minimal_suite();
-    doc["cases"][0]["signers"] = example_signers();
-    accepted_by_both(&doc);
-
-    // The block: its fields, and `signers` required.
-    let mut doc = minimal_suite();
-    doc["signers"] = example_signers();
-    doc["signers"]["colour"] = json!("red");
-    let e = refused_by_both(&doc);
-    assert_eq!(allowed_in(&e.message), properties(block), "{e}");
-    assert_eq!(required(block), set(["signers"]));
-    let mut doc = minimal_suite();
-    doc["signers"] = json!({ "default_signer": "hsm" });
-    let e = refused_by_both(&doc);
-    assert!(e.message.contains("missing field `signers`"), "{e}");
-    let mut doc = minimal_suite();
-    doc["signers"] = json!({ "signers": [ { "name": "hsm", "on": "a" } ] });
-    accepted_by_both(&doc);
-
-    // One signer: its fields, and `name` required.
-    for example in signer["examples"].as_array().unwrap() {
-        let mut doc = minimal_suite();
-        doc["signers"] = json!({ "signers": [example] });
-        accepted_by_both(&doc);
-    }
-    let mut doc = minimal_suite();
-    doc["signers"] = json!({ "signers": [ { "name": "hsm", "on": "a", "colour": "red" } ] });
-    let e = refused_by_both(&doc);
-    assert_eq!(allowed_in(&e.message), properties(signer), "{e}");
-    assert_eq!(required(signer), set(["name"]));
-    let mut doc = minimal_suite();
-    doc["signers"] = json!({ "signers": [ { "on": "a" } ] });
-    let e = refused_by_both(&doc);
-    assert!(e.message.contains("missing field `name`"), "{e}");
-}
 
 #[rstest]
 #[case::no_signers(json!({ "signers": [] }))]
@@ -1266,26 +917,6 @@ fn invalid_backends_are_refused_by_both(#[case] change: Value) {
 }
 
 // --- the PKCS#11 shim, traces, KMIP Query, lacks ------------------------------------------
-
-#[test]
-fn pkcs11_function_names_are_the_shims() {
-    let schema = suite_schema();
-    assert_eq!(
-        strings(&def(&schema, "pkcs11Function")["enum"]),
-        set(p11shim::FUNCTIONS.iter().copied())
-    );
-}
-
-#[test]
-fn kmip_operation_names_are_the_signers() {
-    let schema = suite_schema();
-    let names = hsm_harness::model::suite::kmip_operation_names();
-    assert_eq!(
-        strings(&def(&schema, "kmipOperation")["enum"]),
-        set(names.iter().map(String::as_str))
-    );
-    assert!(names.iter().any(|n| n == "RNG Retrieve"));
-}
 
 #[test]
 fn both_schemas_describe_the_shim_alike() {

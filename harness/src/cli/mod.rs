@@ -1,15 +1,16 @@
-//! Command line: `run`, `list`, `check`, `signer`, and the hidden `cell`.
+//! Command line: `run`, `list`, `check`, `signer`, `schema`, and the hidden `cell`.
 //!
 //! Exit codes: 0 when nothing failed or errored; 1 when a cell failed or errored (or a
 //! signer command failed); 2 for bad input (a suite, backend file or signer
 //! configuration that does not load, or bad arguments). Exit codes and logging live
-//! here; each subcommand has its own file beside this one, and `select.rs` holds what
-//! `run` and `list` share.
+//! here; each subcommand has its own file beside this one (`schema.rs`: the file
+//! formats' JSON Schemas), and `select.rs` holds what `run` and `list` share.
 
 mod cell;
 mod check;
 mod list;
 mod run;
+pub mod schema;
 mod select;
 mod signer;
 
@@ -50,6 +51,9 @@ enum Command {
     },
     /// Operate the configured signers from the shell (JSON on stdout).
     Signer(signer::SignerArgs),
+    /// Print the JSON Schema of suite or backend files (for editors; the committed
+    /// suites/schema.json is this output).
+    Schema(schema::SchemaArgs),
     /// Run one cell (used by `run`; not for people).
     #[command(hide = true)]
     Cell {
@@ -81,6 +85,7 @@ pub fn main() -> i32 {
         Command::List(select) => list::main(select),
         Command::Check { files } => check::main(&files),
         Command::Signer(args) => signer::main(args),
+        Command::Schema(args) => schema::main(args),
         Command::Cell {
             suite,
             case,

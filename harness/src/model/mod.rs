@@ -3,4 +3,5 @@
 //! line and column.
 
 pub mod backend;
+pub mod schema;
 pub mod suite;

@@ -11,11 +11,15 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use hsm_signers::{Algorithm, ErrorKind};
+use hsm_signers::Algorithm;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::{Location, Spanned};
 
 use crate::backends::shim::ShimSpec;
+use crate::model::schema::{InstanceName, MapOf, SignerName};
+use crate::steps::{CheckContext, Needs};
+pub use crate::steps::{Expect, Step};
 
 /// A suite file, loaded and checked.
 #[derive(Clone, Debug)]
@@ -28,48 +32,95 @@ pub struct Suite {
     pub cases: Vec<Case>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// A suite file for hsm-harness (suites/*.yaml): a named behaviour, what it needs, its
+/// signers, and cases made of steps in the signer's language. Generated from the
+/// harness's Rust model (`hsm-harness schema suite`); the loader is the authority. It
+/// also checks what this schema cannot: unique case names; unique signer names, and
+/// default_signer/one_off_signer naming one of the signers; every key:, signature:
+/// and same_as: naming something an earlier step of the case bound with as: (a step
+/// that expects an error binds nothing); no name bound twice; and, when the case has a
+/// signers: block, every signer name in restart, keymap and replace_identity_key
+/// naming a configured signer (renames followed). Run `hsm-harness check FILE`.
+/// Reference: suites/README.md.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawSuite {
+    /// The suite's name; the first half of the JUnit classname SUITE.BACKEND.
     suite: String,
+    /// What behaviour the suite checks, in prose.
     about: String,
+    /// Tags for `--tag` selection; every case of the suite has them.
     #[serde(default)]
     tags: Vec<String>,
+    /// Capabilities every case of the suite needs; a backend whose profile lacks one
+    /// skips the case with that reason.
     #[serde(default)]
     requires: Vec<Capability>,
+    /// The signers of every case that has no signers: block of its own. Without
+    /// either, a case has one signer, named after the backend, on instance `a`.
     #[serde(default)]
+    #[schemars(with = "Option<SignersSpec>")]
     signers: Option<Spanned<SignersSpec>>,
+    /// Settings of backend instances, by instance name, for every case that has no
+    /// instances: block of its own; instances not named come up as usual. A case with
+    /// these requires the `kmip` capability.
     #[serde(default)]
+    #[schemars(with = "Option<MapOf<InstanceName, InstanceSpec>>")]
     instances: Option<Spanned<BTreeMap<String, InstanceSpec>>>,
+    /// Capabilities a backend must not have: every case of the suite is for backends
+    /// without them; others skip it with that reason.
     #[serde(default)]
     lacks: Vec<Capability>,
+    /// The PKCS#11 shim settings of every case that has no shim: block of its own.
     #[serde(default)]
+    #[schemars(with = "Option<ShimSpec>")]
     shim: Option<Spanned<ShimSpec>>,
+    /// The cases; each runs once per backend, in its own process, against its own
+    /// fresh backend. At least one; names must be unique.
+    #[schemars(length(min = 1))]
     cases: Vec<RawCase>,
 }
 
-/// The signers of a cell, in the spirit of seed 001's `[[signers]]`: each configured
-/// signer runs on an *instance* of the cell's backend (`on: a`; every instance is a
-/// fresh token or keys directory of its own) or is the OpenSSL signer (`software: true`).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+/// The configured signers of a cell, like seed 001's [[signers]]. Each runs on an
+/// instance of the cell's backend (`on: a`; every instance is a fresh token or keys
+/// directory of its own) or is the OpenSSL signer (`software: true`). Signer names
+/// must be unique; with several signers, default_signer is required.
+#[derive(Clone, Debug, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "signers", transform = crate::model::schema::default_signer_with_several)]
 pub struct SignersSpec {
+    /// The signer that creates every new key (create_key) and gives random values.
+    /// Required with several signers; with one, that one.
     #[serde(default)]
+    #[schemars(with = "Option<SignerName>")]
     pub default_signer: Option<String>,
+    /// The signer of sign_one_off. Default: the default signer if it is software, else
+    /// the first software signer, else an OpenSSL signer the router adds (keys in the
+    /// cell's state, like software: true).
     #[serde(default)]
+    #[schemars(with = "Option<SignerName>")]
     pub one_off_signer: Option<String>,
+    /// The signers; at least one, names unique.
+    #[schemars(length(min = 1))]
     pub signers: Vec<SignerSpec>,
 }
 
-/// One configured signer of a cell.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+/// One configured signer: a name and exactly one of `on: INSTANCE` or `software: true`.
+#[derive(Clone, Debug, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "signer", transform = crate::model::schema::on_or_software)]
 pub struct SignerSpec {
+    /// The signer's name, unique in the block. Keys are owned by the signer id the
+    /// signer binds to, not by its name.
+    #[schemars(with = "SignerName")]
     pub name: String,
     /// The backend instance it talks to (`a`, `b`, ...).
     #[serde(default)]
+    #[schemars(with = "Option<InstanceName>")]
     pub on: Option<String>,
-    /// The OpenSSL signer, whatever the cell's backend (keys in the cell's state).
+    /// true: the OpenSSL signer, whatever the cell's backend, with its keys in the
+    /// cell's state directory (inventory: { of: software }). All software signers of a
+    /// cell share that directory.
     #[serde(default)]
     pub software: bool,
     /// KMIP signer settings that differ from the backend's (KMIP backends only).
@@ -83,11 +134,12 @@ pub struct SignerSpec {
 
 /// How a case configures a PKCS#11 signer. A case with these requires the `pkcs11`
 /// capability.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "pkcs11Options")]
 pub struct Pkcs11Options {
-    /// `force`: go on with a module that lacks C_DestroyObject, C_GetInfo or
-    /// C_GetSlotInfo (default false).
+    /// The signer's `force`: go on with a module that lacks C_DestroyObject, C_GetInfo
+    /// or C_GetSlotInfo, with a warning (default false).
     #[serde(default)]
     pub force: Option<bool>,
 }
@@ -95,31 +147,35 @@ pub struct Pkcs11Options {
 /// How a case configures a KMIP signer, where it departs from what the backend's
 /// provider sets (the relay: the KMIP signer's defaults; PyKMIP: TLS 1.2 opted in and
 /// `force`). A case with these requires the `kmip` capability.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "kmipOptions")]
 pub struct KmipOptions {
-    /// `weaken_security_allow_tls12`: also offer TLS 1.2.
+    /// The signer's `weaken_security_allow_tls12`: also offer TLS 1.2 (default: the
+    /// backend's).
     #[serde(default)]
     pub allow_tls12: Option<bool>,
-    /// `insecure`: skip the server certificate check.
+    /// The signer's `insecure`: skip the server certificate check (default false).
     #[serde(default)]
     pub insecure: bool,
     /// Present the instance's client certificate (default true).
     #[serde(default)]
     pub client_cert: Option<bool>,
-    /// Which CA the signer trusts for the server certificate.
+    /// Which CA the signer trusts for the server certificate (default own).
     #[serde(default)]
     pub server_ca: CaChoice,
-    /// `force`: go on when the server's Query lacks required operations.
+    /// The signer's `force`: go on when the server's Query lacks required operations
+    /// (default: the backend's).
     #[serde(default)]
     pub force: Option<bool>,
-    /// `read_timeout`, in milliseconds: how long a read or write may take.
+    /// The signer's `read_timeout`, in milliseconds: how long a read or write may take
+    /// (default 30000).
     #[serde(default)]
     pub read_timeout_ms: Option<u64>,
 }
 
 /// The CA a KMIP signer trusts.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CaChoice {
     /// The instance's own CA, which issued its server certificate.
@@ -132,30 +188,39 @@ pub enum CaChoice {
 /// Settings of one backend instance of a case: for KMIP backends, how its server's TLS
 /// is set up and whether the harness's TCP proxy stands in front of it. A case with
 /// these requires the `kmip` capability.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "instance")]
 pub struct InstanceSpec {
+    /// How the instance's server sets up TLS (default: as the backend's provider
+    /// does).
     #[serde(default)]
     pub tls: Option<ServerTls>,
     /// Reach the server through the harness's TCP proxy, with this fault (`none`: pass
-    /// through, counting); `traffic` steps check what went through.
+    /// through, counting); `traffic` steps check what went through, `proxy` steps
+    /// change the fault.
     #[serde(default)]
     pub proxy: Option<crate::backends::proxy::Fault>,
-    /// KMIP operations (KMIP 1.2 names) the server pretends not to have: left out of
-    /// Query and answered Operation Not Supported. Requires `kmip-withhold` (the relay).
+    /// KMIP operations the server pretends not to have: left out of its Query answer
+    /// and answered Operation Not Supported (the relay's [testing]
+    /// withhold_operations). Requires the kmip-withhold capability.
     #[serde(default)]
+    #[schemars(with = "Vec<crate::model::schema::KmipOperation>")]
     pub withhold: Vec<String>,
 }
 
 /// The TLS setup of an instance's server.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "serverTls")]
 pub struct ServerTls {
     /// The versions the server speaks; default: the server's own (relay: 1.3; PyKMIP:
     /// 1.2; Cosmian KMS: 1.2 and 1.3). Naming 1.3 requires the `tls13` capability, 1.2
     /// without 1.3 the `tls12-only` capability.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub versions: Option<Vec<TlsVersion>>,
+    /// The server certificate (default valid).
     #[serde(default)]
     pub certificate: ServerCert,
     /// Clients must present a certificate from the instance's CA (PyKMIP always does).
@@ -163,7 +228,8 @@ pub struct ServerTls {
     pub require_client_cert: bool,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+/// A TLS protocol version.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
 pub enum TlsVersion {
     #[serde(rename = "1.2")]
     Tls12,
@@ -172,7 +238,7 @@ pub enum TlsVersion {
 }
 
 /// The server certificate an instance presents.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ServerCert {
     /// Issued by the instance's CA for 127.0.0.1 and localhost, valid now.
@@ -188,7 +254,7 @@ pub enum ServerCert {
 
 /// Instance names become token labels (32 bytes at most) and environment variable
 /// names: lowercase letters, digits and '-', 1 to 13 characters, not "software".
-fn check_instance(name: &str) -> Result<(), String> {
+pub(crate) fn check_instance(name: &str) -> Result<(), String> {
     let ok = (1..=13).contains(&name.len())
         && name
             .chars()
@@ -219,7 +285,9 @@ impl SignersSpec {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// What serde cannot check: at least one signer, unique names, exactly one of `on`
+    /// or `software` each, roles naming signers, a default signer among several.
+    pub(crate) fn check(&self) -> Result<(), String> {
         let mut names = HashSet::new();
         if self.signers.is_empty() {
             return Err("signers: needs at least one signer".into());
@@ -258,24 +326,52 @@ impl SignersSpec {
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+/// One case: a named sequence of steps. It passes when every step does what it
+/// expects.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "case")]
 struct RawCase {
+    /// The case's name, unique in the suite; the JUnit testcase name.
+    #[schemars(with = "String")]
     name: Spanned<String>,
+    /// What the case checks, if the name does not say it all.
     #[serde(default)]
     about: Option<String>,
+    /// Tags of this case, in addition to the suite's.
     #[serde(default)]
     tags: Vec<String>,
+    /// Capabilities this case needs in addition to the suite's. Added automatically:
+    /// the algorithm of every create_key and sign_one_off step, and the explicit alg:
+    /// of every sign step, unless the step expects an error; and what the steps and
+    /// settings below say they need (suites/README.md lists them).
     #[serde(default)]
     requires: Vec<Capability>,
+    /// This case's signers; replaces the suite's signers: block (no merging).
     #[serde(default)]
+    #[schemars(with = "Option<SignersSpec>")]
     signers: Option<Spanned<SignersSpec>>,
+    /// This case's instance settings; replaces the suite's instances: block (no
+    /// merging).
     #[serde(default)]
+    #[schemars(with = "Option<MapOf<InstanceName, InstanceSpec>>")]
     instances: Option<Spanned<BTreeMap<String, InstanceSpec>>>,
+    /// Capabilities a backend must not have, in addition to the suite's: the case is
+    /// for backends without them (e.g. lacks: [random] for the fallback of a backend
+    /// without a generator); others skip it with that reason. None may also be
+    /// required.
     #[serde(default)]
     lacks: Vec<Capability>,
+    /// Run the signers' PKCS#11 module through the PKCS#11 shim with these settings;
+    /// replaces the suite's shim: block (no merging), and comes after the backend
+    /// provider's own shim settings. The case then requires `pkcs11-shim`. A case with
+    /// a trace step and no shim settings runs through the shim with nothing injected.
     #[serde(default)]
+    #[schemars(with = "Option<ShimSpec>")]
     shim: Option<Spanned<ShimSpec>>,
+    /// The steps, run in order; the first that does not do what it expects fails the
+    /// case. At least one.
+    #[schemars(with = "Vec<Step>", length(min = 1))]
     steps: Vec<Spanned<Step>>,
 }
 
@@ -304,17 +400,23 @@ pub struct Case {
 }
 
 /// Something a backend can or cannot do, as listed in its capability profile.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, serde::Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
+#[schemars(rename = "capability")]
 pub enum Capability {
+    /// RSA 2048, PKCS#1 v1.5, SHA-256 (algorithm rsa2048).
     #[serde(rename = "rsa2048")]
     Rsa2048,
+    /// RSA 2048, PSS, SHA-256 (algorithm rsa2048-pss).
     #[serde(rename = "rsa2048-pss")]
     Rsa2048Pss,
+    /// ECDSA P-256, SHA-256 (algorithm ecdsa-p256).
     #[serde(rename = "ecdsa-p256")]
     EcdsaP256,
+    /// ECDSA P-384, SHA-384 (algorithm ecdsa-p384).
     #[serde(rename = "ecdsa-p384")]
     EcdsaP384,
+    /// Ed25519 (algorithm ed25519).
     Ed25519,
     /// The backend has its own random generator.
     Random,
@@ -406,348 +508,11 @@ impl fmt::Display for Capability {
     }
 }
 
-/// What a step expects when it is not plain success.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Expect {
-    /// The step must fail with an error of this kind.
-    pub error: Option<ErrorKind>,
-    /// ... and its message must contain this text (compared case-insensitively). Only
-    /// with `error`.
-    #[serde(default)]
-    pub message: Option<String>,
-}
-
-impl Step {
-    /// The step's expectation, for the steps that take one.
-    pub fn expect(&self) -> Option<&Expect> {
-        match self {
-            Step::CreateKey { expect, .. }
-            | Step::Sign { expect, .. }
-            | Step::PublicKey { expect, .. }
-            | Step::DestroyKey { expect, .. }
-            | Step::Random { expect, .. }
-            | Step::SignOneOff { expect, .. } => Some(expect),
-            _ => None,
-        }
-    }
-}
-
-/// The verdict a `verify` step expects from the independent verifier.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Verdict {
-    #[default]
-    Valid,
-    /// Well-formed, but does not verify (tampered data, wrong key).
-    Mismatch,
-    /// Not in the expected encoding (e.g. raw r||s where DER is required).
-    BadEncoding,
-}
-
-/// Where a `random` step expects the bytes to come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RandomFrom {
-    /// The default signer's own generator (the backend's RNG).
-    Backend,
-    /// The router's OpenSSL signer, because the default signer has no generator or
-    /// could not be used.
-    Fallback,
-}
-
-/// One step. Steps speak the signer's language; names (`as: k`) bind results for
-/// later steps of the same case.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Step {
-    /// Create a key pair with the default signer; checks the SPKI parses and the key
-    /// identifier is the SHA-1 of its key bits.
-    CreateKey {
-        alg: Algorithm,
-        #[serde(rename = "as")]
-        name: String,
-        #[serde(default)]
-        expect: Expect,
-    },
-    /// Sign `data` (default: a fixed payload) with a key; `alg` defaults to the key's.
-    Sign {
-        key: Spanned<String>,
-        #[serde(default)]
-        alg: Option<Algorithm>,
-        #[serde(default)]
-        data: Option<String>,
-        #[serde(default, rename = "as")]
-        name: Option<String>,
-        #[serde(default)]
-        expect: Expect,
-    },
-    /// Verify a signature independently (RustCrypto, not the backend). `key` and `data`
-    /// default to the ones the signature was made with; give others for negative checks.
-    Verify {
-        signature: Spanned<String>,
-        #[serde(default)]
-        key: Option<Spanned<String>>,
-        #[serde(default)]
-        data: Option<String>,
-        #[serde(default)]
-        expect: Verdict,
-    },
-    /// Read the public key back through the signer and compare it with the one
-    /// `create_key` returned.
-    PublicKey {
-        key: Spanned<String>,
-        #[serde(default)]
-        expect: Expect,
-    },
-    /// Destroy a key pair.
-    DestroyKey {
-        key: Spanned<String>,
-        #[serde(default)]
-        expect: Expect,
-    },
-    /// Ask the router for random bytes; checks the length and, with `from`, where
-    /// they came from.
-    Random {
-        bytes: usize,
-        #[serde(default)]
-        from: Option<RandomFrom>,
-        #[serde(default)]
-        expect: Expect,
-    },
-    /// Create a one-off key with the one-off signer, sign, destroy the key, in one call.
-    /// The signature can be verified like any other (its key is the one-off key).
-    SignOneOff {
-        alg: Algorithm,
-        #[serde(default)]
-        data: Option<String>,
-        #[serde(default, rename = "as")]
-        name: Option<String>,
-        #[serde(default)]
-        expect: Expect,
-    },
-    /// Drop the router and start a new one, after changing the configuration and the
-    /// backends as given. `restart: {}` restarts with nothing changed.
-    Restart(Restart),
-    /// Read the key pairs a backend instance holds through a session of the harness's
-    /// own (not the signer's), and check it.
-    Inventory(Inventory),
-    /// Check what the key map holds.
-    Keymap(KeymapCheck),
-    /// Replace a signer's identity key in its backend by a different key pair under the
-    /// same handle (an impostor), through the harness's own session.
-    ReplaceIdentityKey { signer: String },
-    /// Check what a configured signer says about itself (its `info` details, e.g. the
-    /// negotiated TLS version); these details also go to the report's properties.
-    Info(InfoCheck),
-    /// Check what went through the TCP proxy in front of an instance (`proxy:` in
-    /// the instance's settings).
-    Traffic(TrafficCheck),
-    /// Kill an instance's server process, or start it again (KMIP backends).
-    Server(ServerStep),
-    /// Change what the proxy in front of an instance does to new connections.
-    Proxy(ProxyStep),
-    /// Check the PKCS#11 shim's trace of the signers' calls, and/or mark a point in it.
-    Trace(TraceCheck),
-    /// Check the operations the KMIP server listed in its Query answer to the default
-    /// signer.
-    KmipQuery(KmipQueryCheck),
-    /// Wait, e.g. to let a timeout pass.
-    Sleep { seconds: f64 },
-    /// Make the cell process misbehave, to check the runner's crash isolation itself:
-    /// `abort` raises SIGABRT, `hang` never returns.
-    SelfTest(SelfTest),
-}
-
-/// What a `restart` changes before the new router starts; applied in this order:
-/// signers, wipe, change_pin, repoint, swap, rename, roles.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Restart {
-    /// A new list of signers, replacing the configured ones (roles are reset to the
-    /// defaults unless given here too).
-    #[serde(default)]
-    pub signers: Option<Vec<SignerSpec>>,
-    /// Old name -> new name.
-    #[serde(default)]
-    pub rename: BTreeMap<String, String>,
-    #[serde(default)]
-    pub default_signer: Option<String>,
-    #[serde(default)]
-    pub one_off_signer: Option<String>,
-    /// Signer -> the backend instance it now talks to.
-    #[serde(default)]
-    pub repoint: BTreeMap<String, String>,
-    /// Two signers that exchange their backends.
-    #[serde(default)]
-    pub swap: Vec<String>,
-    /// Backend instances emptied and re-initialised (same label and PIN).
-    #[serde(default)]
-    pub wipe: Vec<String>,
-    /// Backend instances whose user PIN is changed (the configuration follows).
-    #[serde(default)]
-    pub change_pin: Vec<String>,
-    /// New PKCS#11 shim settings, replacing the case's from now on (the backend's
-    /// still come first); the running shim reads them on its next call.
-    #[serde(default)]
-    pub shim: Option<ShimSpec>,
-}
-
-/// An inventory check of one backend instance (`of: a`) or of the OpenSSL signer's
-/// keys directory (`of: software`). Names are keys (`create_key ... as:`) or one-off
-/// signatures (their key).
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Inventory {
-    pub of: String,
-    #[serde(default)]
-    pub has: Vec<String>,
-    #[serde(default)]
-    pub lacks: Vec<String>,
-    /// Remember this inventory under a name.
-    #[serde(default, rename = "as")]
-    pub name: Option<String>,
-    /// The inventory must equal one remembered earlier.
-    #[serde(default)]
-    pub same_as: Option<String>,
-}
-
-/// A key map check.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct KeymapCheck {
-    #[serde(default)]
-    pub has: Vec<String>,
-    #[serde(default)]
-    pub lacks: Vec<String>,
-    /// Key -> the configured signer that must own it now.
-    #[serde(default)]
-    pub owner: BTreeMap<String, String>,
-}
-
-/// An `info` check: every listed detail of the signer must have exactly this value.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct InfoCheck {
-    /// A configured signer; default: the default signer.
-    #[serde(default)]
-    pub signer: Option<String>,
-    pub has: BTreeMap<String, String>,
-}
-
-/// A `traffic` check of the proxy in front of instance `of`.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TrafficCheck {
-    pub of: String,
-    /// TLS application-data records the client sent: 0 means no KMIP request bytes
-    /// reached the server (meaningful when the handshake was refused).
-    #[serde(default)]
-    pub client_application_records: Option<u64>,
-    /// Connections the proxy accepted.
-    #[serde(default)]
-    pub connections: Option<u64>,
-}
-
-/// A `server` step.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ServerStep {
-    pub of: String,
-    pub action: ServerAction,
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum ServerAction {
-    /// SIGKILL: the process dies without a word to its clients.
-    Kill,
-    /// Start it again on the port it had, with its data.
-    Start,
-}
-
-/// A `proxy` step: the fault for connections from now on.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ProxyStep {
-    pub of: String,
-    pub fault: crate::backends::proxy::Fault,
-}
-
-/// A `trace` step: checks on the calls the signers made through the PKCS#11 shim
-/// (all of them, or those after a mark), then optionally a new mark. Function names
-/// are PKCS#11 2.40 names (`C_Sign`).
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TraceCheck {
-    /// Look only at the calls made after the mark of this name (default: every call
-    /// since the cell started).
-    #[serde(default)]
-    pub since: Option<String>,
-    /// Each was called at least once.
-    #[serde(default)]
-    pub called: Vec<String>,
-    /// None was called.
-    #[serde(default)]
-    pub not_called: Vec<String>,
-    /// Each was called exactly this many times.
-    #[serde(default)]
-    pub count: BTreeMap<String, u64>,
-    /// After the checks: remember this point of the trace under a name for `since`.
-    #[serde(default)]
-    pub mark: Option<String>,
-}
-
-/// A `kmip_query` step: operations (as KMIP 1.2 names them, e.g. `RNG Retrieve`) the
-/// server's Query answer lists, and ones it does not.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct KmipQueryCheck {
-    #[serde(default)]
-    pub has: Vec<String>,
-    #[serde(default)]
-    pub lacks: Vec<String>,
-}
-
 /// KMIP 1.2's operation names, as `kmip_query` takes them.
 pub fn kmip_operation_names() -> Vec<String> {
     (0x01..=0x29)
         .map(hsm_signers::kmip::operation_name)
         .collect()
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SelfTest {
-    Abort,
-    Hang,
-}
-
-impl Step {
-    /// The step's name as written in YAML.
-    pub fn keyword(&self) -> &'static str {
-        match self {
-            Step::CreateKey { .. } => "create_key",
-            Step::Sign { .. } => "sign",
-            Step::Verify { .. } => "verify",
-            Step::PublicKey { .. } => "public_key",
-            Step::DestroyKey { .. } => "destroy_key",
-            Step::Random { .. } => "random",
-            Step::SignOneOff { .. } => "sign_one_off",
-            Step::Restart(_) => "restart",
-            Step::Inventory(_) => "inventory",
-            Step::Keymap(_) => "keymap",
-            Step::ReplaceIdentityKey { .. } => "replace_identity_key",
-            Step::Info(_) => "info",
-            Step::Traffic(_) => "traffic",
-            Step::Server(_) => "server",
-            Step::Proxy(_) => "proxy",
-            Step::Trace(_) => "trace",
-            Step::KmipQuery(_) => "kmip_query",
-            Step::Sleep { .. } => "sleep",
-            Step::SelfTest(_) => "self_test",
-        }
-    }
 }
 
 /// A suite that could not be loaded, with where and why.
@@ -868,29 +633,6 @@ impl Suite {
                     .check()
                     .map_err(|m| SuiteError::at(path, &shim.referenced, format!("shim: {m}")))?;
             }
-            for step in &case.steps {
-                if let Step::Restart(Restart {
-                    shim: Some(spec), ..
-                }) = &step.value
-                {
-                    spec.check().map_err(|m| {
-                        SuiteError::at(path, &step.referenced, format!("restart: shim: {m}"))
-                    })?;
-                }
-            }
-            // A trace, or shim settings changed by a restart, need the shim from the start.
-            let traces = case.steps.iter().any(|s| {
-                matches!(
-                    s.value,
-                    Step::Trace(_) | Step::Restart(Restart { shim: Some(_), .. })
-                )
-            });
-            let shim = case
-                .shim
-                .as_ref()
-                .or(raw.shim.as_ref())
-                .map(|s| s.value.clone())
-                .or_else(|| traces.then(ShimSpec::default));
             let signers = case
                 .signers
                 .as_ref()
@@ -914,15 +656,33 @@ impl Suite {
                 }
             }
             let instances = instances_spec.map(|s| s.value.clone()).unwrap_or_default();
-            check_steps(path, &case, signers.as_ref(), &instances)?;
-            let mut requires = raw.requires.clone();
-            let mut need = |c: Capability| {
-                if !requires.contains(&c) {
-                    requires.push(c);
-                }
+            let mut ctx = CheckContext::new(signers.as_ref(), &instances);
+            for step in &case.steps {
+                step.value.check(&mut ctx).map_err(|e| {
+                    SuiteError::at(path, e.at.as_ref().unwrap_or(&step.referenced), e.message)
+                })?;
+            }
+            // A trace, or shim settings changed by a restart, need the shim from the start.
+            let shim = case
+                .shim
+                .as_ref()
+                .or(raw.shim.as_ref())
+                .map(|s| s.value.clone())
+                .or_else(|| ctx.needs_shim.then(ShimSpec::default));
+            // One-off keys are made and destroyed on the backend when one of its
+            // signers is the one-off signer (else the router's OpenSSL signer does it).
+            let hsm_one_off = |spec: &SignersSpec| {
+                spec.one_off_signer
+                    .as_ref()
+                    .is_some_and(|n| spec.signers.iter().any(|s| &s.name == n && !s.software))
+            };
+            let mut needs = Needs {
+                caps: raw.requires.clone(),
+                one_off_on_backend: signers.as_ref().is_some_and(hsm_one_off)
+                    || ctx.changes_one_off_signer,
             };
             for c in &case.requires {
-                need(*c);
+                needs.add(*c);
             }
             if !instances.is_empty()
                 || signers
@@ -930,7 +690,7 @@ impl Suite {
                     .flat_map(|s| &s.signers)
                     .any(|s| s.kmip.is_some())
             {
-                need(Capability::Kmip);
+                needs.add(Capability::Kmip);
             }
             if instances.values().any(|i| {
                 i.tls
@@ -938,7 +698,7 @@ impl Suite {
                     .and_then(|t| t.versions.as_ref())
                     .is_some_and(|v| v.contains(&TlsVersion::Tls13))
             }) {
-                need(Capability::Tls13);
+                needs.add(Capability::Tls13);
             }
             if instances.values().any(|i| {
                 i.tls
@@ -948,66 +708,25 @@ impl Suite {
                         v.contains(&TlsVersion::Tls12) && !v.contains(&TlsVersion::Tls13)
                     })
             }) {
-                need(Capability::Tls12Only);
+                needs.add(Capability::Tls12Only);
             }
             if shim.is_some() {
-                need(Capability::Pkcs11Shim);
+                needs.add(Capability::Pkcs11Shim);
             }
             if instances.values().any(|i| !i.withhold.is_empty()) {
-                need(Capability::KmipWithhold);
+                needs.add(Capability::KmipWithhold);
             }
             if signers
                 .iter()
                 .flat_map(|s| &s.signers)
                 .any(|s| s.pkcs11.is_some())
             {
-                need(Capability::Pkcs11);
+                needs.add(Capability::Pkcs11);
             }
-            // One-off keys are made and destroyed on the backend when one of its
-            // signers is the one-off signer (else the router's OpenSSL signer does it).
-            let hsm_one_off = |spec: &SignersSpec| {
-                spec.one_off_signer
-                    .as_ref()
-                    .is_some_and(|n| spec.signers.iter().any(|s| &s.name == n && !s.software))
-            };
-            let one_off_on_backend = signers.as_ref().is_some_and(hsm_one_off)
-                || case
-                    .steps
-                    .iter()
-                    .any(|s| matches!(&s.value, Step::Restart(r) if r.one_off_signer.is_some()));
             for step in &case.steps {
-                match &step.value {
-                    // A step expected to fail does not need the algorithm.
-                    Step::CreateKey { alg, expect, .. } if expect.error.is_none() => {
-                        need(Capability::of(*alg))
-                    }
-                    Step::SignOneOff { alg, expect, .. } if expect.error.is_none() => {
-                        need(Capability::of(*alg));
-                        if one_off_on_backend {
-                            need(Capability::Destroy);
-                        }
-                    }
-                    Step::Sign {
-                        alg: Some(alg),
-                        expect,
-                        ..
-                    } if expect.error.is_none() => need(Capability::of(*alg)),
-                    Step::DestroyKey { expect, .. } if expect.error.is_none() => {
-                        need(Capability::Destroy)
-                    }
-                    Step::Restart(r) if !r.change_pin.is_empty() => need(Capability::Credentials),
-                    Step::ReplaceIdentityKey { .. } => need(Capability::ReplaceKeys),
-                    Step::Server(_) | Step::Proxy(_) | Step::Traffic(_) => need(Capability::Kmip),
-                    Step::Restart(r) if r.signers.iter().flatten().any(|s| s.kmip.is_some()) => {
-                        need(Capability::Kmip)
-                    }
-                    Step::KmipQuery(_) => need(Capability::Kmip),
-                    Step::Restart(r) if r.signers.iter().flatten().any(|s| s.pkcs11.is_some()) => {
-                        need(Capability::Pkcs11)
-                    }
-                    _ => {}
-                }
+                step.value.requires(&mut needs);
             }
+            let requires = needs.caps;
             let mut lacks = raw.lacks.clone();
             for c in &case.lacks {
                 if !lacks.contains(c) {
@@ -1047,248 +766,9 @@ impl Suite {
     }
 }
 
-/// Checks what serde cannot: every name a step uses was bound by an earlier step that
-/// succeeds, no name is bound twice, signer and instance names exist, values are in
-/// range.
-fn check_steps(
-    path: &Path,
-    case: &RawCase,
-    signers: Option<&SignersSpec>,
-    instances: &BTreeMap<String, InstanceSpec>,
-) -> Result<(), SuiteError> {
-    let mut keys: HashSet<&str> = HashSet::new();
-    let mut signatures: HashSet<&str> = HashSet::new();
-    let mut one_off: HashSet<&str> = HashSet::new();
-    let mut inventories: HashSet<&str> = HashSet::new();
-    let mut marks: HashSet<&str> = HashSet::new();
-    // `None`: the default single signer, named after the backend (not known here).
-    let mut signer_names: Option<Vec<String>> =
-        signers.map(|s| s.signers.iter().map(|s| s.name.clone()).collect());
-    for step in &case.steps {
-        let err = |m: String| SuiteError::at(path, &step.referenced, m);
-        if let Some(Expect {
-            error: None,
-            message: Some(_),
-        }) = step.value.expect()
-        {
-            return Err(err(
-                "expect: message needs error: KIND (the kind of error whose message it is)".into(),
-            ));
-        }
-        let unknown = |what: &str, name: &str, known: &HashSet<&str>| {
-            let mut known: Vec<&str> = known.iter().copied().collect();
-            known.sort();
-            err(format!(
-                "no earlier step made a {what} named '{name}' (known: {})",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            ))
-        };
-        let key = |k: &Spanned<String>, keys: &HashSet<&str>| {
-            if keys.contains(k.value.as_str()) {
-                Ok(())
-            } else {
-                let mut e = unknown("key", &k.value, keys);
-                e.line = k.referenced.line();
-                e.column = k.referenced.column();
-                Err(e)
-            }
-        };
-        let signer_known = |name: &str, names: &Option<Vec<String>>| -> Result<(), SuiteError> {
-            match names {
-                Some(names) if !names.iter().any(|n| n == name) => Err(err(format!(
-                    "no signer named '{name}' (signers: {})",
-                    names.join(", ")
-                ))),
-                _ => Ok(()),
-            }
-        };
-        match &step.value {
-            Step::CreateKey { name, expect, .. } => {
-                if expect.error.is_none() && !keys.insert(name) {
-                    return Err(err(format!("key name '{name}' is already bound")));
-                }
-            }
-            Step::Sign {
-                key: k,
-                name,
-                expect,
-                ..
-            } => {
-                key(k, &keys)?;
-                if let (Some(n), None) = (name, &expect.error) {
-                    if !signatures.insert(n) {
-                        return Err(err(format!("signature name '{n}' is already bound")));
-                    }
-                }
-            }
-            Step::SignOneOff { name, expect, .. } => {
-                if let (Some(n), None) = (name, &expect.error) {
-                    if !signatures.insert(n) {
-                        return Err(err(format!("signature name '{n}' is already bound")));
-                    }
-                    one_off.insert(n);
-                }
-            }
-            Step::Verify {
-                signature, key: k, ..
-            } => {
-                if !signatures.contains(signature.value.as_str()) {
-                    let mut e = unknown("signature", &signature.value, &signatures);
-                    e.line = signature.referenced.line();
-                    e.column = signature.referenced.column();
-                    return Err(e);
-                }
-                if let Some(k) = k {
-                    key(k, &keys)?;
-                }
-            }
-            Step::PublicKey { key: k, .. } | Step::DestroyKey { key: k, .. } => key(k, &keys)?,
-            Step::Random { bytes, .. } => {
-                if !(1..=65536).contains(bytes) {
-                    return Err(err(format!("random bytes must be 1 to 65536, not {bytes}")));
-                }
-            }
-            Step::Info(c) => {
-                if let Some(name) = &c.signer {
-                    signer_known(name, &signer_names)?;
-                }
-                if c.has.is_empty() {
-                    return Err(err("info: has needs at least one detail".into()));
-                }
-            }
-            Step::Traffic(TrafficCheck { of, .. }) | Step::Proxy(ProxyStep { of, .. }) => {
-                if instances.get(of).is_none_or(|i| i.proxy.is_none()) {
-                    return Err(err(format!(
-                        "{}: instance '{of}' has no proxy (give it `proxy: none` under instances:)",
-                        step.value.keyword()
-                    )));
-                }
-            }
-            Step::Server(ServerStep { of, .. }) => check_instance(of).map_err(err)?,
-            Step::Sleep { seconds } => {
-                if !(seconds.is_finite() && (0.0..=3600.0).contains(seconds)) {
-                    return Err(err(format!(
-                        "sleep seconds must be 0 to 3600, not {seconds}"
-                    )));
-                }
-            }
-            Step::Restart(r) => {
-                for inst in r.repoint.values().chain(&r.wipe).chain(&r.change_pin) {
-                    check_instance(inst).map_err(err)?;
-                }
-                if let Some(list) = &r.signers {
-                    let spec = SignersSpec {
-                        default_signer: r.default_signer.clone(),
-                        one_off_signer: r.one_off_signer.clone(),
-                        signers: list.clone(),
-                    };
-                    spec.check().map_err(err)?;
-                    signer_names = Some(list.iter().map(|s| s.name.clone()).collect());
-                }
-                for old in r.rename.keys().chain(r.repoint.keys()).chain(r.swap.iter()) {
-                    signer_known(old, &signer_names)?;
-                }
-                if !r.swap.is_empty() && (r.swap.len() != 2 || r.swap[0] == r.swap[1]) {
-                    return Err(err("swap names exactly two different signers".into()));
-                }
-                for (old, new) in &r.rename {
-                    if let Some(n) = signer_names.iter_mut().flatten().find(|n| *n == old) {
-                        *n = new.clone();
-                    }
-                }
-                for role in [&r.default_signer, &r.one_off_signer].into_iter().flatten() {
-                    signer_known(role, &signer_names)?;
-                }
-            }
-            Step::Inventory(inv) => {
-                if inv.of != "software" {
-                    check_instance(&inv.of).map_err(err)?;
-                }
-                for n in inv.has.iter().chain(&inv.lacks) {
-                    if !keys.contains(n.as_str()) && !one_off.contains(n.as_str()) {
-                        let mut known: HashSet<&str> = keys.clone();
-                        known.extend(one_off.iter().copied());
-                        return Err(unknown("key or one-off signature", n, &known));
-                    }
-                }
-                if let Some(s) = &inv.same_as {
-                    if !inventories.contains(s.as_str()) {
-                        return Err(unknown("inventory", s, &inventories));
-                    }
-                }
-                if let Some(n) = &inv.name {
-                    if !inventories.insert(n) {
-                        return Err(err(format!("inventory name '{n}' is already bound")));
-                    }
-                }
-            }
-            Step::Keymap(m) => {
-                for n in m.has.iter().chain(&m.lacks).chain(m.owner.keys()) {
-                    if !keys.contains(n.as_str()) {
-                        return Err(unknown("key", n, &keys));
-                    }
-                }
-                for s in m.owner.values() {
-                    signer_known(s, &signer_names)?;
-                }
-            }
-            Step::ReplaceIdentityKey { signer } => signer_known(signer, &signer_names)?,
-            Step::Trace(t) => {
-                if t.called.is_empty()
-                    && t.not_called.is_empty()
-                    && t.count.is_empty()
-                    && t.mark.is_none()
-                {
-                    return Err(err(
-                        "trace checks nothing: give called, not_called, count or mark".into(),
-                    ));
-                }
-                for f in t.called.iter().chain(&t.not_called).chain(t.count.keys()) {
-                    if !crate::backends::shim::is_function(f) {
-                        return Err(err(format!(
-                            "unknown PKCS#11 function '{f}' (PKCS#11 2.40 names, e.g. C_Sign)"
-                        )));
-                    }
-                }
-                if let Some(f) = t.called.iter().find(|f| t.not_called.contains(f)) {
-                    return Err(err(format!("'{f}' is both called and not_called")));
-                }
-                if let Some(m) = &t.since {
-                    if !marks.contains(m.as_str()) {
-                        return Err(unknown("trace mark", m, &marks));
-                    }
-                }
-                if let Some(m) = &t.mark {
-                    if !marks.insert(m) {
-                        return Err(err(format!("trace mark '{m}' is already bound")));
-                    }
-                }
-            }
-            Step::KmipQuery(q) => {
-                if q.has.is_empty() && q.lacks.is_empty() {
-                    return Err(err("kmip_query checks nothing: give has or lacks".into()));
-                }
-                let known = kmip_operation_names();
-                for op in q.has.iter().chain(&q.lacks) {
-                    if !known.contains(op) {
-                        return Err(err(format!(
-                            "unknown KMIP operation '{op}' (KMIP 1.2 names: {})",
-                            known.join(", ")
-                        )));
-                    }
-                }
-                if let Some(op) = q.has.iter().find(|o| q.lacks.contains(o)) {
-                    return Err(err(format!("'{op}' is both in has and in lacks")));
-                }
-            }
-            Step::SelfTest(_) => {}
-        }
-    }
-    Ok(())
+/// The JSON Schema of suite files (`suites/schema.json`), generated from the model.
+pub fn schema() -> serde_json::Value {
+    crate::model::schema::generate::<RawSuite>("urn:hsm-harness:schema:suite", "hsm-harness suite")
 }
 
 /// Every `*.yaml` / `*.yml` file directly in `dir`, sorted by name.
