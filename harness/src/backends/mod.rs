@@ -191,6 +191,13 @@ pub trait Instance {
     /// Starts a killed server again on its port, with its data.
     fn start_server(&mut self) -> anyhow::Result<()>;
 
+    /// How the oracle's own KMIP client reaches the instance's server: straight to its
+    /// port (not through a proxy), with the client certificate and credentials the
+    /// signers get. `None`: the instance is not a KMIP server.
+    fn kmip_endpoint(&self) -> Option<anyhow::Result<oracle::kmip::Endpoint>> {
+        None
+    }
+
     /// Facts for the report, each named `<fact>.<instance>` there.
     fn properties(&self) -> Vec<(String, String)> {
         Vec::new()
@@ -433,6 +440,15 @@ impl Instances {
             return software::replace_key(&self.workdir, &self.router_keys(), id, alg);
         }
         self.ensure(name)?.replace_key(id, alg)
+    }
+
+    /// How the oracle's KMIP client reaches instance `name` (see
+    /// [`Instance::kmip_endpoint`]).
+    pub fn kmip_endpoint(&mut self, name: &str) -> anyhow::Result<oracle::kmip::Endpoint> {
+        match self.ensure(name)?.kmip_endpoint() {
+            Some(endpoint) => endpoint,
+            None => bail!("instance '{name}' is not a KMIP server"),
+        }
     }
 
     /// Where the router's own software signer (one-off and random fallback) keeps keys.

@@ -125,6 +125,14 @@ impl Instance for PykmipInstance {
         Some(&mut self.server)
     }
 
+    fn kmip_endpoint(&self) -> Option<anyhow::Result<oracle::kmip::Endpoint>> {
+        Some(
+            self.server
+                .direct_port(&self.name)
+                .map(|port| inventory_endpoint(port, &self.pki)),
+        )
+    }
+
     fn start_server(&mut self) -> anyhow::Result<()> {
         let (dir, pki, spec) = (&self.dir, &self.pki, &self.spec);
         self.server

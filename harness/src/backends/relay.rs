@@ -13,7 +13,9 @@ use hsm_signers::{Algorithm, KeyIdentifier};
 use serde::Deserialize;
 
 use super::pki::{self, Pki};
-use super::server::{kmip_config, wait_until, with_options, with_proxy, Server, ServerSlot};
+use super::server::{
+    inventory_endpoint, kmip_config, wait_until, with_options, with_proxy, Server, ServerSlot,
+};
 use super::shim::{self, ShimSpec};
 use super::token::{softhsm_module, Module, Token};
 use super::{log_line, CellBackend, Instance, Provider, SignerOptions};
@@ -326,6 +328,19 @@ impl Instance for RelayInstance {
         let result = slot.start_again(&self.name, |port| self.start(port));
         self.server = slot;
         result
+    }
+
+    fn kmip_endpoint(&self) -> Option<anyhow::Result<oracle::kmip::Endpoint>> {
+        Some(self.server.direct_port(&self.name).map(|port| {
+            let mut e = inventory_endpoint(port, &self.pki);
+            if self.mimic.is_some() {
+                e.credential = Some(oracle::kmip::Credential {
+                    username: self.token.label.clone(),
+                    password: Some(self.token.user_pin().to_string()),
+                });
+            }
+            e
+        }))
     }
 
     fn properties(&self) -> Vec<(String, String)> {

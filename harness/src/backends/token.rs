@@ -267,6 +267,12 @@ impl Token {
             .with_context(|| format!("replacing {}", self.pin_file.display()))
     }
 
+    /// The user PIN, for clients that log in with it (the oracle's KMIP client before
+    /// a relay standing in for seed 003).
+    pub fn user_pin(&self) -> &str {
+        &self.user_pin
+    }
+
     /// The signer configuration's source of the user PIN.
     pub fn pin_source(&self) -> Secret {
         Secret::File(self.pin_file.clone())

@@ -7,8 +7,8 @@ use super::{log, CellContext, CheckContext, CheckError, Needs, StepError, StepKi
 use crate::model::schema::KmipOperation;
 use crate::model::suite::{kmip_operation_names, Capability};
 
-/// Check the operations the KMIP server listed in its Query answer to the default
-/// signer (which connects if it has not). Operations are KMIP 1.2 names (`RNG
+/// Check the operations the KMIP server of the default signer lists in its Query
+/// answer, asked by the harness's own KMIP client (not the signer). Operations are KMIP 1.2 names (`RNG
 /// Retrieve`). The case then requires `kmip`. Gives has, lacks or both.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -54,32 +54,50 @@ impl StepKind for KmipQuery {
     }
 
     fn run(&self, cell: &mut CellContext) -> Result<(), StepError> {
-        let router = cell.router()?;
-        let info = router.default_signer().info().map_err(|e| {
-            StepError::Failed(format!("the default signer has no Query answer: {e}"))
-        })?;
-        if info.signer_type != "KMIP" {
-            return Err(StepError::Harness(format!(
-                "the default signer is a {} signer, not a KMIP one",
-                info.signer_type
-            )));
-        }
-        let listed: Vec<&str> = info
-            .details
+        // Asked by the oracle's own KMIP client, straight to the default signer's
+        // server: the signer's view of Query is what some cases test, so it cannot be
+        // the evidence.
+        let default = cell.default_signer_name();
+        let instance = cell
+            .spec
+            .signers
             .iter()
-            .find(|(k, _)| k == "operations")
-            .map(|(_, v)| v.split(", ").filter(|o| !o.is_empty()).collect())
-            .unwrap_or_default();
-        log(format!("  Query lists: {}", listed.join(", ")));
+            .find(|s| s.name == default)
+            .and_then(|s| s.on.clone())
+            .ok_or_else(|| {
+                StepError::Harness(format!(
+                    "the default signer '{default}' is on no backend instance"
+                ))
+            })?;
+        let endpoint = cell
+            .instances
+            .kmip_endpoint(&instance)
+            .map_err(|e| StepError::Harness(format!("{e:#}")))?;
+        let codes = oracle::kmip::query_operations(&endpoint).map_err(|e| {
+            StepError::Failed(format!(
+                "the server of instance '{instance}' did not answer Query: {e}"
+            ))
+        })?;
+        let listed: Vec<String> = codes
+            .iter()
+            .map(|&c| match oracle::kmip::operation_name(c) {
+                Some(name) => name.to_string(),
+                None => format!("operation {c:#x}"),
+            })
+            .collect();
+        log(format!(
+            "  Query (asked by the oracle) lists: {}",
+            listed.join(", ")
+        ));
         for op in &self.has {
-            if !listed.contains(&op.as_str()) {
+            if !listed.contains(op) {
                 return Err(StepError::Failed(format!(
                     "the server's Query does not list '{op}'"
                 )));
             }
         }
         for op in &self.lacks {
-            if listed.contains(&op.as_str()) {
+            if listed.contains(op) {
                 return Err(StepError::Failed(format!(
                     "the server's Query lists '{op}'"
                 )));

@@ -33,7 +33,8 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
 
 use crate::keyid::KeyId;
-use message::{object_type, operation, reason, tag, Answer, Credential, MAX_RESPONSE};
+pub use message::Credential;
+use message::{object_type, operation, reason, tag, Answer, MAX_RESPONSE};
 use ttlv::Item;
 
 pub use key_block::public_key_spki;
@@ -132,6 +133,57 @@ pub fn inventory(endpoint: &Endpoint) -> Result<Vec<KeyId>, KmipError> {
     session.close();
     keys.sort();
     Ok(keys)
+}
+
+/// The KMIP 1.2 name of an Operation enumeration value (KMIP 1.2, 9.1.3.2.27), or
+/// `None` for a value 1.2 does not define. The oracle's own table: a server's Query is
+/// judged by it, not by the product's.
+pub fn operation_name(code: u32) -> Option<&'static str> {
+    const NAMES: [&str; 0x29] = [
+        "Create",
+        "Create Key Pair",
+        "Register",
+        "Re-key",
+        "Derive Key",
+        "Certify",
+        "Re-certify",
+        "Locate",
+        "Check",
+        "Get",
+        "Get Attributes",
+        "Get Attribute List",
+        "Add Attribute",
+        "Modify Attribute",
+        "Delete Attribute",
+        "Obtain Lease",
+        "Get Usage Allocation",
+        "Activate",
+        "Revoke",
+        "Destroy",
+        "Archive",
+        "Recover",
+        "Validate",
+        "Query",
+        "Cancel",
+        "Poll",
+        "Notify",
+        "Put",
+        "Re-key Key Pair",
+        "Discover Versions",
+        "Encrypt",
+        "Decrypt",
+        "Sign",
+        "Signature Verify",
+        "MAC",
+        "MAC Verify",
+        "RNG Retrieve",
+        "RNG Seed",
+        "Hash",
+        "Create Split Key",
+        "Join Split Key",
+    ];
+    let index = usize::try_from(code).ok()?.checked_sub(1)?;
+    NAMES.get(index).copied()
 }
 
 /// The Operation values (KMIP 1.2 section 9.1.3.2.27: 0x01 Create, 0x08 Locate, 0x0A
@@ -308,6 +360,21 @@ impl<'a> Session<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[rstest::rstest]
+    #[case(0x01, Some("Create"))]
+    #[case(0x02, Some("Create Key Pair"))]
+    #[case(0x0A, Some("Get"))]
+    #[case(0x18, Some("Query"))]
+    #[case(0x21, Some("Sign"))]
+    #[case(0x25, Some("RNG Retrieve"))]
+    #[case(0x29, Some("Join Split Key"))]
+    #[case(0x00, None)]
+    #[case(0x2A, None)]
+    #[case(u32::MAX, None)]
+    fn operations_have_their_kmip_1_2_names(#[case] code: u32, #[case] name: Option<&str>) {
+        assert_eq!(operation_name(code), name);
+    }
 
     /// A Query Operations answer as a KMIP 1.2 server sends it, built by hand.
     const QUERY_RESPONSE: &[&str] = &[
