@@ -28,24 +28,24 @@ use testkit::softhsm::{HsmOptions, Token};
 const MODULE: &str = testkit::softhsm::MODULE;
 const PIN_VAR: &str = "HSM_HARNESS_TEST_SOFTHSM_USER_PIN";
 
-/// The token directory, the tokens and the shared signer.
-struct Hsm {
+/// What the tests of this process share: the token directory, the tokens, the signer.
+struct Shared {
     softhsm: testkit::softhsm::Hsm,
     /// A token no one logs in to, for the wrong-PIN test.
     other: Token,
     signer: Pkcs11Signer,
 }
 
-impl Hsm {
+impl Shared {
     /// The token the tests use.
     fn token(&self) -> &Token {
         self.softhsm.token()
     }
 }
 
-static HSM: OnceLock<Hsm> = OnceLock::new();
+static HSM: OnceLock<Shared> = OnceLock::new();
 
-fn hsm() -> &'static Hsm {
+fn hsm() -> &'static Shared {
     HSM.get_or_init(|| {
         // Held in a static, never dropped: so under the build's directory, where the
         // next run removes what this one leaves.
@@ -67,7 +67,7 @@ fn hsm() -> &'static Hsm {
                 Secret::Env(PIN_VAR.into()),
             ),
         );
-        Hsm {
+        Shared {
             softhsm,
             other,
             signer,
@@ -121,7 +121,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// processes on one SoftHSM file store contend for its file locks, and this process
 /// then sees CKR_FUNCTION_FAILED from C_GenerateKeyPair now and then. The snapshot
 /// may catch another test's object half written, so a failing listing is retried.
-fn tool_objects(h: &Hsm) -> Vec<ToolObject> {
+fn tool_objects(h: &Shared) -> Vec<ToolObject> {
     if Command::new("pkcs11-tool")
         .arg("--version")
         .output()
@@ -180,7 +180,7 @@ fn tool_objects(h: &Hsm) -> Vec<ToolObject> {
 }
 
 /// The objects pkcs11-tool shows with CKA_ID = `id`.
-fn tool_objects_with_id(h: &Hsm, id: &KeyIdentifier) -> Vec<ToolObject> {
+fn tool_objects_with_id(h: &Shared, id: &KeyIdentifier) -> Vec<ToolObject> {
     let hex_id = id.to_string();
     tool_objects(h)
         .into_iter()
