@@ -23,50 +23,31 @@ use base64::Engine;
 use rstest::rstest;
 use serde_json::Value;
 use sha1::{Digest, Sha1};
-use tempfile::TempDir;
 
 /// One test's SoftHSMv2 world: token directory, softhsm2.conf, signer config, state.
-struct Hsm {
-    dir: TempDir,
-    softhsm_conf: PathBuf,
+struct World {
+    softhsm: testkit::softhsm::Hsm,
     config: PathBuf,
     state: PathBuf,
 }
 
-impl Hsm {
+impl World {
     /// A fresh token labelled "My token 1" (SO PIN 1234, user PIN 5678, as the seed
     /// makes it) and seed 001's configuration for it.
     fn new() -> Self {
         require_tools();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let softhsm_conf = support::softhsm_conf(dir.path());
-        let config = dir.path().join("krill.conf");
+        let softhsm = seed_softhsm();
+        let config = softhsm.dir().join("krill.conf");
         std::fs::write(&config, SEED_CONFIG).expect("signer config");
-        let hsm = Hsm {
-            state: dir.path().join("state"),
-            dir,
-            softhsm_conf,
+        World {
+            state: softhsm.dir().join("state"),
+            softhsm,
             config,
-        };
-        hsm.tool(
-            "softhsm2-util",
-            &[
-                "--init-token",
-                "--free",
-                "--label",
-                TOKEN_LABEL,
-                "--so-pin",
-                SO_PIN,
-                "--pin",
-                USER_PIN,
-            ],
-        )
-        .success();
-        hsm
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.softhsm.dir().join(name)
     }
 
     /// Writes a file in the test directory and returns its path.
@@ -80,8 +61,8 @@ impl Hsm {
     fn tool(&self, program: &str, args: &[&str]) -> Run {
         let out = Command::new(program)
             .args(args)
-            .env("SOFTHSM2_CONF", &self.softhsm_conf)
-            .current_dir(self.dir.path())
+            .env("SOFTHSM2_CONF", self.softhsm.conf())
+            .current_dir(self.softhsm.dir())
             .output()
             .unwrap_or_else(|e| panic!("cannot run {program}: {e}. {INSTALL_HINT}"));
         Run::from_output(format!("{program} {}", args.join(" ")), out)
@@ -103,9 +84,9 @@ impl Hsm {
             .arg("--state")
             .arg(&self.state)
             .args(args)
-            .env("SOFTHSM2_CONF", &self.softhsm_conf)
+            .env("SOFTHSM2_CONF", self.softhsm.conf())
             .env_remove("RUST_LOG")
-            .current_dir(self.dir.path());
+            .current_dir(self.softhsm.dir());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -195,7 +176,7 @@ fn key_id_of_pem(pem: &str) -> String {
 
 /// `openssl` verifying `sig` over `data` with the public key in `pem`, the way an
 /// operator would for each algorithm.
-fn openssl_verify(hsm: &Hsm, alg: &str, pem: &Path, sig: &Path, data: &Path) -> Run {
+fn openssl_verify(hsm: &World, alg: &str, pem: &Path, sig: &Path, data: &Path) -> Run {
     let (pem, sig, data) = (
         pem.to_str().unwrap(),
         sig.to_str().unwrap(),
@@ -242,7 +223,7 @@ fn created_key_is_on_the_token_and_openssl_verifies_its_signature(
     #[case] alg: &str,
     #[case] pkcs11_type: &str,
 ) {
-    let hsm = Hsm::new();
+    let hsm = World::new();
     let key = hsm.create_key(alg);
 
     // pkcs11-tool sees both halves, with CKA_ID = the printed identifier.
@@ -336,7 +317,7 @@ fn non_empty_str<'a>(v: &'a Value, field: &str) -> &'a str {
 
 #[test]
 fn list_shows_the_key_with_its_signer() {
-    let hsm = Hsm::new();
+    let hsm = World::new();
     let key = hsm.create_key("ecdsa-p256");
     let listed = hsm.signer(&["list"]).json();
     let entry = listed["keys"]
@@ -366,7 +347,7 @@ fn list_shows_the_key_with_its_signer() {
 
 #[test]
 fn destroyed_key_is_gone_and_cannot_sign() {
-    let hsm = Hsm::new();
+    let hsm = World::new();
     let key = hsm.create_key("ecdsa-p256");
     let destroyed = hsm.signer(&["destroy", "--key", &key]).json();
     assert_eq!(destroyed["destroyed"], key.as_str(), "{destroyed}");
@@ -410,7 +391,7 @@ fn destroyed_key_is_gone_and_cannot_sign() {
 
 #[test]
 fn random_gives_the_bytes_asked_for_as_hex() {
-    let hsm = Hsm::new();
+    let hsm = World::new();
     let mut seen = Vec::new();
     for _ in 0..2 {
         let random = hsm.signer(&["random", "--bytes", "16"]).json();
@@ -427,7 +408,7 @@ fn random_gives_the_bytes_asked_for_as_hex() {
 
 #[test]
 fn status_shows_softhsm_bound_as_the_default_signer() {
-    let hsm = Hsm::new();
+    let hsm = World::new();
     let status = hsm.signer(&["status"]).json();
     let softhsm = status_of(&status, SIGNER_NAME);
     // "bound" is the usable state: connected, logged in, bound to a signer id.
@@ -440,7 +421,7 @@ fn status_shows_softhsm_bound_as_the_default_signer() {
 
 #[test]
 fn wrong_pin_fails_without_showing_the_pin() {
-    let hsm = Hsm::new();
+    let hsm = World::new();
     let wrong_pin = "1111";
     let seed_pin_line = format!("user_pin = {USER_PIN}\n");
     assert!(SEED_CONFIG.contains(&seed_pin_line));
@@ -470,7 +451,7 @@ fn wrong_pin_fails_without_showing_the_pin() {
 
 #[test]
 fn unknown_config_key_exits_2_naming_file_and_line() {
-    let hsm = Hsm::new();
+    let hsm = World::new();
     // Line 7, inside the signer's table.
     let config = hsm.write(
         "unknown-key.conf",
@@ -491,7 +472,7 @@ fn unknown_config_key_exits_2_naming_file_and_line() {
 /// checked by `signer_with`).
 #[test]
 fn pin_stays_out_of_output_even_with_trace_logging() {
-    let hsm = Hsm::new();
+    let hsm = World::new();
     let trace = [("RUST_LOG", "trace")];
     let run = |args: &[&str]| hsm.signer_with(&hsm.config, USER_PIN, &trace, args);
     let created = run(&["create-key", "--alg", "ecdsa-p256"]).json();

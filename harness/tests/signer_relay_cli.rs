@@ -12,15 +12,15 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use hsm_harness::backends::pki::{self, ServerFlaw};
 use serde_json::Value;
-use tempfile::TempDir;
+use testkit::pki::Pki;
+use testkit::softhsm::{Hsm, HsmOptions, Token};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const MODULE: &str = testkit::softhsm::MODULE;
 const LABEL: &str = "relay-cli";
 const SO_PIN: &str = "so-pin-3141";
 const USER_PIN: &str = "user-pin-2718";
@@ -46,11 +46,10 @@ enum Mode {
 
 /// A relay on a fresh token, stopped (SIGTERM) when dropped.
 struct Relay {
-    dir: TempDir,
-    softhsm_conf: PathBuf,
+    softhsm: Hsm,
     child: Child,
     port: u16,
-    pki: pki::Pki,
+    pki: Pki,
     mode: Mode,
 }
 
@@ -66,45 +65,24 @@ impl Drop for Relay {
 
 impl Relay {
     fn start(mode: Mode) -> Relay {
-        assert!(
-            Path::new(MODULE).exists(),
-            "{MODULE} is missing: {INSTALL_HINT}"
-        );
-        let dir = tempfile::tempdir().expect("tempdir");
-        let softhsm_conf = support::softhsm_conf(dir.path());
-        if mode == (Mode::Seed003 { ec: false }) {
-            let mut conf = std::fs::read_to_string(&softhsm_conf).expect("softhsm2.conf");
-            // A list of what stays: SoftHSMv2 2.6.1 ignores a "-CKM_..." entry for EC
-            // key generation.
-            conf.push_str(
+        // A list of what stays: SoftHSMv2 2.6.1 ignores a "-CKM_..." entry for EC key
+        // generation.
+        let conf_lines = match mode {
+            Mode::Seed003 { ec: false } => {
                 "slots.mechanisms = CKM_RSA_PKCS_KEY_PAIR_GEN,CKM_RSA_PKCS,\
-                 CKM_SHA256_RSA_PKCS,CKM_RSA_PKCS_PSS,CKM_SHA256_RSA_PKCS_PSS,CKM_SHA256\n",
-            );
-            std::fs::write(&softhsm_conf, conf).expect("softhsm2.conf");
-        }
-        let init = Command::new("softhsm2-util")
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                LABEL,
-                "--so-pin",
-                SO_PIN,
-                "--pin",
-                USER_PIN,
-            ])
-            .env("SOFTHSM2_CONF", &softhsm_conf)
-            .output()
-            .unwrap_or_else(|e| panic!("softhsm2-util: {e}: {INSTALL_HINT}"));
-        assert!(
-            init.status.success(),
-            "{}",
-            describe("softhsm2-util", &init)
-        );
-
-        let pki = pki::generate(&dir.path().join("pki"), ServerFlaw::None).expect("test PKI");
-        let ready = dir.path().join("relay.ready");
-        let config = dir.path().join("relay.toml");
+                 CKM_SHA256_RSA_PKCS,CKM_RSA_PKCS_PSS,CKM_SHA256_RSA_PKCS_PSS,CKM_SHA256\n"
+            }
+            _ => "",
+        };
+        let softhsm = Hsm::with(HsmOptions {
+            token: Token::new(LABEL, USER_PIN, SO_PIN),
+            conf_lines: conf_lines.into(),
+            ..HsmOptions::default()
+        });
+        let dir = softhsm.dir();
+        let pki = Pki::new();
+        let ready = dir.join("relay.ready");
+        let config = dir.join("relay.toml");
         // The seed-003 relay takes the PIN from each client's credential.
         let rest = match mode {
             Mode::Standard => "user_pin = \"env:RELAY_TEST_PIN\"\n",
@@ -127,16 +105,15 @@ impl Relay {
         let child = Command::new(relay_binary())
             .arg("--config")
             .arg(&config)
-            .env("SOFTHSM2_CONF", &softhsm_conf)
+            .env("SOFTHSM2_CONF", softhsm.conf())
             .env("RELAY_TEST_PIN", USER_PIN)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("relay.stderr")).expect("log"))
+            .stderr(std::fs::File::create(dir.join("relay.stderr")).expect("log"))
             .spawn()
             .expect("start the relay");
         let mut relay = Relay {
-            dir,
-            softhsm_conf,
+            softhsm,
             child,
             port: 0,
             pki,
@@ -153,7 +130,7 @@ impl Relay {
             if let Ok(Some(status)) = relay.child.try_wait() {
                 panic!(
                     "the relay exited ({status}): {}",
-                    std::fs::read_to_string(relay.dir.path().join("relay.stderr"))
+                    std::fs::read_to_string(relay.softhsm.dir().join("relay.stderr"))
                         .unwrap_or_default()
                 );
             }
@@ -164,7 +141,7 @@ impl Relay {
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.softhsm.dir().join(name)
     }
 
     /// A signer configuration with one KMIP signer at the relay, default TLS settings;
@@ -419,7 +396,7 @@ fn public_keys_on_token(relay: &Relay) -> usize {
             "--type",
             "pubkey",
         ])
-        .env("SOFTHSM2_CONF", &relay.softhsm_conf)
+        .env("SOFTHSM2_CONF", relay.softhsm.conf())
         .output()
         .unwrap_or_else(|e| panic!("pkcs11-tool: {e}: {INSTALL_HINT}"));
     assert!(

@@ -34,7 +34,6 @@ use rand::{Rng, SeedableRng};
 use rstest::rstest;
 use serde_json::Value;
 use sha1::{Digest, Sha1};
-use tempfile::TempDir;
 
 /// Where Debian's opensc-pkcs11 package puts OpenSC's PKCS#11 tracing module.
 const SPY_MODULES: [&str; 2] = [
@@ -83,52 +82,35 @@ fn assert_no_pin(run: &Run, pin: &str) {
 
 /// One test's SoftHSMv2 world: token directory, softhsm2.conf, seed configuration,
 /// signer state.
-struct Hsm {
-    dir: TempDir,
-    softhsm_conf: PathBuf,
+struct World {
+    softhsm: testkit::softhsm::Hsm,
     config: PathBuf,
     state: PathBuf,
 }
 
-impl Hsm {
+impl World {
     /// A fresh token labelled "My token 1" (SO PIN 1234, user PIN 5678, as the seed
     /// makes it) and seed 001's configuration for it.
     fn new() -> Self {
         require_tools();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let softhsm_conf = support::softhsm_conf(dir.path());
-        let config = dir.path().join("krill.conf");
+        let softhsm = seed_softhsm();
+        let config = softhsm.dir().join("krill.conf");
         std::fs::write(&config, SEED_CONFIG).expect("signer config");
-        let hsm = Hsm {
-            state: dir.path().join("state"),
-            dir,
-            softhsm_conf,
+        World {
+            state: softhsm.dir().join("state"),
+            softhsm,
             config,
-        };
-        hsm.init_token(TOKEN_LABEL);
-        hsm
+        }
     }
 
     /// Initialises a new token in the next free slot (SO PIN 1234, user PIN 5678).
     fn init_token(&self, label: &str) {
-        self.tool(
-            "softhsm2-util",
-            &[
-                "--init-token",
-                "--free",
-                "--label",
-                label,
-                "--so-pin",
-                SO_PIN,
-                "--pin",
-                USER_PIN,
-            ],
-        )
-        .success();
+        self.softhsm
+            .init_token(&testkit::softhsm::Token::new(label, USER_PIN, SO_PIN));
     }
 
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.softhsm.dir().join(name)
     }
 
     /// Writes a file in the test directory and returns its path.
@@ -142,8 +124,8 @@ impl Hsm {
     fn tool(&self, program: &str, args: &[&str]) -> Run {
         let out = Command::new(program)
             .args(args)
-            .env("SOFTHSM2_CONF", &self.softhsm_conf)
-            .current_dir(self.dir.path())
+            .env("SOFTHSM2_CONF", self.softhsm.conf())
+            .current_dir(self.softhsm.dir())
             .output()
             .unwrap_or_else(|e| panic!("cannot run {program}: {e}. {INSTALL_HINT}"));
         Run::from_output(format!("{program} {}", args.join(" ")), out)
@@ -182,11 +164,11 @@ impl Hsm {
         cmd.arg("--state")
             .arg(state)
             .args(args)
-            .env("SOFTHSM2_CONF", &self.softhsm_conf)
+            .env("SOFTHSM2_CONF", self.softhsm.conf())
             .env_remove("RUST_LOG")
             .env_remove("PKCS11SPY")
             .env_remove("PKCS11SPY_OUTPUT")
-            .current_dir(self.dir.path());
+            .current_dir(self.softhsm.dir());
         cmd
     }
 
@@ -290,7 +272,7 @@ fn key_id_of_pem(pem: &str) -> String {
 }
 
 /// `openssl dgst -sha256 -verify PEM -signature SIG DATA` (ECDSA P-256, DER signature).
-fn openssl_verify(hsm: &Hsm, pem: &Path, sig: &Path, data: &Path) -> Run {
+fn openssl_verify(hsm: &World, pem: &Path, sig: &Path, data: &Path) -> Run {
     hsm.tool(
         "openssl",
         &[
@@ -307,7 +289,7 @@ fn openssl_verify(hsm: &Hsm, pem: &Path, sig: &Path, data: &Path) -> Run {
 
 /// Asserts that openssl verifies `sig` over `data` with `pem` and refuses it over
 /// other data.
-fn assert_openssl_verifies(hsm: &Hsm, pem: &Path, sig: &Path, data: &Path) {
+fn assert_openssl_verifies(hsm: &World, pem: &Path, sig: &Path, data: &Path) {
     let verified = openssl_verify(hsm, pem, sig, data);
     assert!(
         verified.success().contains("Verified OK"),
@@ -377,7 +359,7 @@ fn orphans_of(listed: &Value, name: &str) -> BTreeSet<String> {
 /// The identity key of the SoftHSMv2 signer on `token`: from `status` if it shows
 /// one (an `identity_key` field), else the one CKA_ID on the token that is not among
 /// `own_keys`.
-fn identity_key(hsm: &Hsm, status: &Value, token: &str, own_keys: &[&str]) -> String {
+fn identity_key(hsm: &World, status: &Value, token: &str, own_keys: &[&str]) -> String {
     if let Some(id) = status_of(status, SIGNER_NAME)["identity_key"].as_str() {
         return id.to_string();
     }
@@ -399,7 +381,7 @@ fn identity_key(hsm: &Hsm, status: &Value, token: &str, own_keys: &[&str]) -> St
 /// again when configured again.
 #[test]
 fn renamed_signer_keeps_its_keys_and_a_fresh_token_names_the_missing_signer() {
-    let hsm = Hsm::new();
+    let hsm = World::new();
     let key = hsm.create_key();
     let original_id = bound_id(&hsm.signer(&["status"]).json(), SIGNER_NAME);
     let data = hsm.write("data", "RPKI manifest stand-in\n".repeat(50));
@@ -478,7 +460,7 @@ fn renamed_signer_keeps_its_keys_and_a_fresh_token_names_the_missing_signer() {
 /// with pkcs11-tool) does not bind, with a warning about the identity key.
 #[test]
 fn an_impostor_key_under_the_identity_key_id_does_not_bind() {
-    let hsm = Hsm::new();
+    let hsm = World::new();
     let key = hsm.create_key();
     let data = hsm.write("data", "RPKI manifest stand-in\n".repeat(50));
     let sig = hsm.path("data.sig");
@@ -559,7 +541,7 @@ fn spy_calls(log: &str, function: &str) -> usize {
 #[test]
 fn wrong_pin_makes_the_signer_unusable_after_exactly_one_login() {
     let spy = spy_module();
-    let hsm = Hsm::new();
+    let hsm = World::new();
     let wrong_pin = "4321";
     let config = hsm.write(
         "spy-wrong-pin.conf",
@@ -642,7 +624,7 @@ enum Backend {
 /// it has exited already: it is not reaped yet). Returns the run and whether the kill
 /// ended it.
 fn create_key_killed_after(
-    hsm: &Hsm,
+    hsm: &World,
     config: Option<&Path>,
     state: &Path,
     delay: Duration,
@@ -691,7 +673,7 @@ fn reported_key(run: &Run, killed: bool, signer_name: &str, context: &str) -> Op
 /// every C_Login; a SIGKILL in between leaves it empty and the token gone, keys and
 /// all. That happens with plain `pkcs11-tool --login` too: it is SoftHSM's, not the
 /// router's.
-fn softhsm_token_present(hsm: &Hsm, label: &str) -> bool {
+fn softhsm_token_present(hsm: &World, label: &str) -> bool {
     hsm.tool("softhsm2-util", &["--show-slots"])
         .success()
         .lines()
@@ -699,7 +681,7 @@ fn softhsm_token_present(hsm: &Hsm, label: &str) -> bool {
 }
 
 /// The sizes of the `token.object` files in this test's token directory.
-fn token_object_sizes(hsm: &Hsm) -> Vec<u64> {
+fn token_object_sizes(hsm: &World) -> Vec<u64> {
     let mut sizes = Vec::new();
     for token in std::fs::read_dir(hsm.path("tokens")).into_iter().flatten() {
         let file = token.expect("token dir entry").path().join("token.object");
@@ -723,7 +705,7 @@ fn token_object_sizes(hsm: &Hsm) -> Vec<u64> {
 #[case::softhsm(Backend::SoftHsm)]
 fn kill_9_during_create_key_never_loses_a_reported_key(#[case] backend: Backend) {
     const RUNS: usize = 15;
-    let hsm = Hsm::new();
+    let hsm = World::new();
     let (config, signer_name) = match backend {
         Backend::Software => (None, IMPLICIT_NAME),
         Backend::SoftHsm => (Some(hsm.config.as_path()), SIGNER_NAME),
@@ -815,7 +797,7 @@ fn kill_9_during_create_key_never_loses_a_reported_key(#[case] backend: Backend)
 /// plus a few extra microseconds.
 #[test]
 fn kill_9_while_the_key_map_is_created_leaves_a_usable_state() {
-    let hsm = Hsm::new();
+    let hsm = World::new();
     for (i, extra_us) in [
         0, 0, 0, 50, 100, 150, 200, 300, 400, 600, 800, 1200, 2000, 5000,
     ]
@@ -864,7 +846,7 @@ fn kill_9_while_the_key_map_is_created_leaves_a_usable_state() {
 /// orphans); keys made with another state on the same token are.
 #[test]
 fn orphans_are_keys_the_key_map_does_not_know() {
-    let hsm = Hsm::new();
+    let hsm = World::new();
     let listed = hsm.signer(&["list", "--orphans"]).json();
     assert_eq!(listed["keys"], serde_json::json!([]), "{listed}");
     assert!(orphans_of(&listed, SIGNER_NAME).is_empty(), "{listed}");
@@ -917,7 +899,7 @@ fn orphans_are_keys_the_key_map_does_not_know() {
 /// the token has no new object.
 #[test]
 fn sign_one_off_uses_the_openssl_signer_and_leaves_the_token_alone() {
-    let hsm = Hsm::new();
+    let hsm = World::new();
     // A token with something on it, so "unchanged" is not "empty".
     let key = hsm.create_key();
     let before = hsm.list_objects(TOKEN_LABEL);

@@ -11,59 +11,14 @@ use aws_lc_rs::signature::{self as sig, KeyPair as _};
 use oracle::kmip::message::{tag, Credential};
 use oracle::kmip::ttlv::{Item, Value};
 use oracle::kmip::{inventory, query_operations, ClientIdentity, Endpoint, KmipError};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair,
-};
 use rstest::rstest;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, ServerConnection, StreamOwned};
 use sha1::{Digest, Sha1};
+use testkit::pki::Pki;
 
 const PUBLIC_KEY: u32 = 3;
 const PRIVATE_KEY: u32 = 4;
-
-/// A test PKI's files, in a temporary directory.
-struct Pki {
-    _dir: tempfile::TempDir,
-    ca: std::path::PathBuf,
-    client_cert: std::path::PathBuf,
-    client_key: std::path::PathBuf,
-    server_chain: Vec<CertificateDer<'static>>,
-    server_key: Vec<u8>,
-}
-
-fn pki() -> Pki {
-    let dir = tempfile::tempdir().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "oracle test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let mut server_params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-    server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let server_key = KeyPair::generate().unwrap();
-    let server = server_params.signed_by(&server_key, &ca).unwrap();
-    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let client_key = KeyPair::generate().unwrap();
-    let client = client_params.signed_by(&client_key, &ca).unwrap();
-    let write = |name: &str, text: String| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    Pki {
-        ca: write("ca.pem", ca.pem()),
-        client_cert: write("client.pem", client.pem()),
-        client_key: write("client.key", client_key.serialize_pem()),
-        server_chain: vec![server.der().clone()],
-        server_key: server_key.serialize_der(),
-        _dir: dir,
-    }
-}
 
 /// A KMIP object the fake server holds.
 struct Object {
@@ -207,9 +162,7 @@ fn answer(objects: &[Object], behaviour: Behaviour, request: &Item) -> Item {
 fn serve(pki: &Pki, objects: Vec<Object>, behaviour: Behaviour) -> (u16, JoinHandle<Vec<Item>>) {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = RootCertStore::empty();
-    for c in rustls::pki_types::pem::PemObject::pem_file_iter(&pki.ca).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
+    roots.add(pki.ca_der()).unwrap();
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .unwrap();
@@ -218,14 +171,12 @@ fn serve(pki: &Pki, objects: Vec<Object>, behaviour: Behaviour) -> (u16, JoinHan
     } else {
         &[&rustls::version::TLS13]
     };
+    let (chain, key) = pki.server_identity();
     let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)
         .unwrap()
         .with_client_cert_verifier(verifier)
-        .with_single_cert(
-            pki.server_chain.clone(),
-            PrivateKeyDer::try_from(pki.server_key.clone()).unwrap(),
-        )
+        .with_single_cert(chain, key)
         .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -253,7 +204,7 @@ fn serve(pki: &Pki, objects: Vec<Object>, behaviour: Behaviour) -> (u16, JoinHan
 }
 
 fn endpoint(pki: &Pki, port: u16) -> Endpoint {
-    let mut e = Endpoint::new("127.0.0.1", port, &pki.ca);
+    let mut e = Endpoint::new("127.0.0.1", port, &pki.ca_cert);
     e.identity = Some(ClientIdentity {
         cert: pki.client_cert.clone(),
         key: pki.client_key.clone(),
@@ -341,7 +292,7 @@ fn ids(found: Result<Vec<oracle::KeyId>, KmipError>) -> Vec<String> {
 
 #[test]
 fn key_pairs_are_listed_by_the_identifiers_of_their_keys() {
-    let pki = pki();
+    let pki = Pki::new();
     let (rsa, ec, ed) = (rsa_key(), ec_key(), ed25519_key());
     let lonely = rsa_key();
     let mut objects: Vec<Object> = [
@@ -378,7 +329,7 @@ fn key_pairs_are_listed_by_the_identifiers_of_their_keys() {
 #[case::item_not_found(0x01)]
 #[case::object_not_found(0x37)]
 fn a_server_with_no_keys_has_an_empty_inventory(#[case] reason: u32) {
-    let pki = pki();
+    let pki = Pki::new();
     let behaviour = Behaviour {
         locate_fails: Some(reason),
         ..Behaviour::default()
@@ -389,7 +340,7 @@ fn a_server_with_no_keys_has_an_empty_inventory(#[case] reason: u32) {
 
 #[test]
 fn query_operations_lists_what_the_server_answers() {
-    let pki = pki();
+    let pki = Pki::new();
     let (port, requests) = serve(&pki, vec![], Behaviour::default());
     assert_eq!(
         query_operations(&endpoint(&pki, port)),
@@ -400,7 +351,7 @@ fn query_operations_lists_what_the_server_answers() {
 
 #[test]
 fn a_refused_locate_fails_the_inventory() {
-    let pki = pki();
+    let pki = Pki::new();
     let behaviour = Behaviour {
         locate_fails: Some(0x05),
         ..Behaviour::default()
@@ -424,7 +375,7 @@ fn a_failed_get_skips_the_key_unless_it_is_about_access(
     #[case] reason: u32,
     #[case] expected: Result<(), &str>,
 ) {
-    let pki = pki();
+    let pki = Pki::new();
     let (a, b) = (rsa_key(), ec_key());
     let objects = [pair("1", "2", &a), pair("3", "4", &b)]
         .into_iter()
@@ -447,7 +398,7 @@ fn a_failed_get_skips_the_key_unless_it_is_about_access(
 
 #[test]
 fn an_unreadable_public_key_fails_the_inventory() {
-    let pki = pki();
+    let pki = Pki::new();
     let objects = vec![Object {
         uid: "1",
         object_type: PUBLIC_KEY,
@@ -464,7 +415,7 @@ fn an_unreadable_public_key_fails_the_inventory() {
 
 #[test]
 fn a_tls_1_2_server_is_reached_too() {
-    let pki = pki();
+    let pki = Pki::new();
     let k = rsa_key();
     let behaviour = Behaviour {
         tls12_only: true,
@@ -476,7 +427,7 @@ fn a_tls_1_2_server_is_reached_too() {
 
 #[test]
 fn the_credential_goes_in_every_request_header() {
-    let pki = pki();
+    let pki = Pki::new();
     let k = ec_key();
     let (port, server) = serve(&pki, pair("1", "2", &k).into(), Behaviour::default());
     let mut e = endpoint(&pki, port);
@@ -504,7 +455,7 @@ fn the_credential_goes_in_every_request_header() {
 
 #[test]
 fn a_server_the_ca_did_not_certify_is_refused() {
-    let (server_pki, other) = (pki(), pki());
+    let (server_pki, other) = (Pki::new(), Pki::new());
     let (port, _) = serve(&server_pki, vec![], Behaviour::default());
     let mut e = endpoint(&other, port);
     // The client certificate the server knows, the CA it does not.
@@ -529,7 +480,7 @@ fn unusable_ca_files_are_configuration_errors(#[case] file: &str) {
 
 #[test]
 fn nobody_listening_is_a_connection_error() {
-    let pki = pki();
+    let pki = Pki::new();
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -4,7 +4,6 @@
 //! `cargo bench -p p11shim --bench overhead`. Needs SoftHSMv2 (ci/install-deps).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -15,9 +14,7 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use p11shim::config::{Config, CONFIG_VAR};
 
-const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
-const LABEL: &str = "shim-bench";
-const PIN: &str = "bench-pin-1234";
+use testkit::softhsm::{Hsm, Token, MODULE as SOFTHSM};
 
 /// The shim built with this bench, in `target/<profile>/deps/` next to it.
 fn shim_library() -> PathBuf {
@@ -29,7 +26,7 @@ fn shim_library() -> PathBuf {
 
 /// A logged-in session through `lib`. Both modules end in the same SoftHSMv2 in this
 /// process, so the second C_Initialize and C_Login are "already" answers.
-fn session(lib: &Path) -> (Pkcs11, Session) {
+fn session(lib: &Path, token: &Token) -> (Pkcs11, Session) {
     let p = Pkcs11::new(lib).expect("load module");
     match p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(Error::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
@@ -39,10 +36,13 @@ fn session(lib: &Path) -> (Pkcs11, Session) {
         .get_slots_with_token()
         .unwrap()
         .into_iter()
-        .find(|s| p.get_token_info(*s).is_ok_and(|t| t.label() == LABEL))
+        .find(|s| p.get_token_info(*s).is_ok_and(|t| t.label() == token.label))
         .expect("the bench token");
     let s = p.open_rw_session(slot).expect("C_OpenSession");
-    match s.login(UserType::User, Some(&AuthPin::new(PIN.into()))) {
+    match s.login(
+        UserType::User,
+        Some(&AuthPin::new(token.pin.clone().into())),
+    ) {
         Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
         Err(e) => panic!("C_Login: {e}"),
     }
@@ -50,37 +50,20 @@ fn session(lib: &Path) -> (Pkcs11, Session) {
 }
 
 fn bench(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens");
-    std::fs::create_dir(&tokens).unwrap();
-    let conf = dir.path().join("softhsm2.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
-            tokens.display()
-        ),
-    )
-    .unwrap();
-    let init = Command::new("softhsm2-util")
-        .args(["--init-token", "--free", "--label", LABEL, "--pin", PIN])
-        .args(["--so-pin", "so-bench-5678"])
-        .env("SOFTHSM2_CONF", &conf)
-        .output()
-        .expect("softhsm2-util (ci/install-deps)");
-    assert!(init.status.success(), "{init:?}");
-    let shim_conf = dir.path().join("shim.toml");
+    let hsm = Hsm::new();
+    let dir = hsm.dir();
+    let shim_conf = dir.join("shim.toml");
     let config = Config {
         module: SOFTHSM.into(),
-        trace: Some(dir.path().join("trace.jsonl")),
+        trace: Some(dir.join("trace.jsonl")),
         ..Config::default()
     };
     std::fs::write(&shim_conf, config.to_toml()).unwrap();
-    std::env::set_var("SOFTHSM2_CONF", &conf);
+    std::env::set_var("SOFTHSM2_CONF", hsm.conf());
     std::env::set_var(CONFIG_VAR, &shim_conf);
 
-    let (_direct_ctx, direct) = session(Path::new(SOFTHSM));
-    let (_shim_ctx, shimmed) = session(&shim_library());
+    let (_direct_ctx, direct) = session(Path::new(SOFTHSM), hsm.token());
+    let (_shim_ctx, shimmed) = session(&shim_library(), hsm.token());
     let p256_oid = vec![0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07];
     let (_public, private) = direct
         .generate_key_pair(

@@ -25,8 +25,9 @@ use p11shim::config::{Action, Config, Rule, CONFIG_VAR};
 use p256::ecdsa::signature::hazmat::PrehashVerifier;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
+use testkit::softhsm::{Hsm, HsmOptions, Token};
 
-const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const SOFTHSM: &str = testkit::softhsm::MODULE;
 const SCENARIO_VAR: &str = "P11SHIM_TEST_SCENARIO";
 const LIB_VAR: &str = "P11SHIM_TEST_LIB";
 const LABEL: &str = "shim-test";
@@ -53,41 +54,26 @@ fn shim_library() -> PathBuf {
 
 /// A fresh token and a shim configuration, in one temp dir.
 struct Setup {
-    dir: tempfile::TempDir,
+    hsm: Hsm,
 }
 
 impl Setup {
     fn new() -> Setup {
-        let dir = tempfile::Builder::new()
-            .prefix("p11shim-")
-            .tempdir()
-            .unwrap();
-        testkit::softhsm::conf_in(dir.path());
-        let setup = Setup { dir };
-        let out = Command::new("softhsm2-util")
-            .args([
-                "--init-token",
-                "--free",
-                "--label",
-                LABEL,
-                "--pin",
-                PIN,
-                "--so-pin",
-                SO_PIN,
-            ])
-            .env("SOFTHSM2_CONF", setup.softhsm_conf())
-            .output()
-            .expect("softhsm2-util (apt-get install softhsm2)");
-        assert!(out.status.success(), "softhsm2-util: {out:?}");
-        setup
+        // Fixed label and PINs: the child process, which has no fixture, uses them too.
+        Setup {
+            hsm: Hsm::with(HsmOptions {
+                token: Token::new(LABEL, PIN, SO_PIN),
+                ..HsmOptions::default()
+            }),
+        }
     }
 
-    fn softhsm_conf(&self) -> PathBuf {
-        self.dir.path().join("softhsm2.conf")
+    fn softhsm_conf(&self) -> &Path {
+        self.hsm.conf()
     }
 
     fn trace_path(&self) -> PathBuf {
-        self.dir.path().join("trace.jsonl")
+        self.hsm.dir().join("trace.jsonl")
     }
 
     /// A configuration for SoftHSM with a trace in this dir.
@@ -102,7 +88,7 @@ impl Setup {
     /// Runs `scenario` in a child process with `lib` as its PKCS#11 module and
     /// `config` (if any) as the shim's configuration.
     fn run(&self, scenario: &str, lib: &Path, config: Option<&Config>) -> Output {
-        let shim_conf = self.dir.path().join("shim.toml");
+        let shim_conf = self.hsm.dir().join("shim.toml");
         if let Some(c) = config {
             std::fs::write(&shim_conf, c.to_toml()).unwrap();
         }
@@ -428,7 +414,7 @@ fn wrong_pin_passes_through_once_and_is_not_traced() {
 #[test]
 fn bad_configuration_refuses_to_load_and_says_why() {
     let s = Setup::new();
-    let dir = s.dir.path();
+    let dir = s.hsm.dir();
     std::fs::write(
         dir.join("bad.toml"),
         format!("module = \"{SOFTHSM}\"\ncolour = \"red\"\n"),

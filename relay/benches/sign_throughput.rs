@@ -20,8 +20,8 @@ use support::*;
 const DATA: &[u8] = b"benchmark payload: 32 bytes long";
 
 fn bench(c: &mut Criterion) {
-    let hsm = SoftHsm::new();
-    std::env::set_var("SOFTHSM2_CONF", &hsm.conf);
+    let hsm = softhsm();
+    std::env::set_var("SOFTHSM2_CONF", hsm.conf());
     let pkcs11 = Pkcs11::new(LIB).expect("module");
     pkcs11
         .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))

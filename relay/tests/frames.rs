@@ -27,11 +27,11 @@ fn cases() -> u32 {
 }
 
 fn dispatcher() -> &'static Dispatcher {
-    static D: OnceLock<(SoftHsm, Dispatcher)> = OnceLock::new();
+    static D: OnceLock<(Hsm, Dispatcher)> = OnceLock::new();
     &D.get_or_init(|| {
-        let hsm = SoftHsm::new();
+        let hsm = softhsm();
         // Before the module is loaded: the module reads it at C_Initialize.
-        std::env::set_var("SOFTHSM2_CONF", &hsm.conf);
+        std::env::set_var("SOFTHSM2_CONF", hsm.conf());
         let config = Pkcs11Config {
             lib_path: LIB.into(),
             slot: SlotSelector::Label(LABEL.into()),

@@ -20,8 +20,8 @@ use kmip_relay::ttlv::{Item, Value};
 use rstest::rstest;
 use support::*;
 
-fn mimic_relay() -> (SoftHsm, Relay) {
-    let hsm = SoftHsm::new();
+fn mimic_relay() -> (Hsm, Relay) {
+    let hsm = softhsm();
     let relay = Relay::start(
         &hsm,
         &RelayOptions {
@@ -229,7 +229,7 @@ fn an_unknown_attribute_fails_the_whole_request(
     }
     // No key was made.
     let out = std::process::Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", &hsm.conf)
+        .env("SOFTHSM2_CONF", hsm.conf())
         .args(["--module", LIB, "--token-label", LABEL, "--login"])
         .args(["--pin", PIN, "--list-objects"])
         .output()
@@ -365,7 +365,7 @@ fn modify_attribute_renames_by_seed003_identifier() {
     );
     assert_eq!(text_of(a.ok(), tag::UNIQUE_IDENTIFIER), private);
     let out = std::process::Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", &hsm.conf)
+        .env("SOFTHSM2_CONF", hsm.conf())
         .args(["--module", LIB, "--token-label", LABEL, "--login"])
         .args(["--pin", PIN, "--list-objects", "--type", "privkey"])
         .output()

@@ -21,8 +21,8 @@ use kmip_relay::ttlv::Item;
 use rstest::rstest;
 use support::*;
 
-fn started() -> (SoftHsm, Relay) {
-    let hsm = SoftHsm::new();
+fn started() -> (Hsm, Relay) {
+    let hsm = softhsm();
     let relay = Relay::start(&hsm, &RelayOptions::default());
     (hsm, relay)
 }
@@ -355,7 +355,7 @@ fn private_keys_are_never_exported_and_made_non_extractable() {
     }
     // The token agrees: sensitive, never extractable.
     let out = std::process::Command::new("pkcs11-tool")
-        .env("SOFTHSM2_CONF", &hsm.conf)
+        .env("SOFTHSM2_CONF", hsm.conf())
         .args([
             "--module",
             LIB,
@@ -847,7 +847,7 @@ fn create_key_pair_refuses(#[case] payload: Vec<Item>, #[case] reason: ResultRea
 
 #[test]
 fn identifiers_survive_a_restart() {
-    let hsm = SoftHsm::new();
+    let hsm = softhsm();
     let relay = Relay::start(&hsm, &RelayOptions::default());
     let mut c = relay.connect();
     let (private, public) = create_rsa(&mut c, 2048, "durable");
@@ -898,7 +898,7 @@ fn concurrent_clients_share_the_pool() {
 #[test]
 fn token_credentials_map_to_label_and_pin() {
     use kmip_protocol::auth::{CredentialType, UsernameAndPasswordCredential};
-    let hsm = SoftHsm::new();
+    let hsm = softhsm();
     let relay = Relay::start(
         &hsm,
         &RelayOptions {

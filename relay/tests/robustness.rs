@@ -12,9 +12,10 @@ use kmip_relay::kmip::{operation as op, tag, ResultReason};
 use kmip_relay::ttlv::{self, Item};
 use rand::{Rng, SeedableRng};
 use support::*;
+use testkit::pki::{Pki, PkiOptions};
 
-fn relay_with(limits: &str) -> (SoftHsm, Relay) {
-    let hsm = SoftHsm::new();
+fn relay_with(limits: &str) -> (Hsm, Relay) {
+    let hsm = softhsm();
     let relay = Relay::start(
         &hsm,
         &RelayOptions {
@@ -128,7 +129,7 @@ fn idle_connections_are_closed() {
 
 #[test]
 fn tls_1_2_is_refused_by_default_and_accepted_on_opt_in() {
-    let hsm = SoftHsm::new();
+    let hsm = softhsm();
     let relay = Relay::start(&hsm, &RelayOptions::default());
     let opts = ClientOptions {
         tls12_only: true,
@@ -193,27 +194,9 @@ fn openssl_s_client_tls1_2_is_refused_and_tls1_3_completes() {
 
 #[test]
 fn client_certificates_are_required_when_a_ca_is_configured() {
-    use rcgen::{
-        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    };
-    let hsm = SoftHsm::new();
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let ca_file = hsm.dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let make_client = |issuer: &Issuer<'_, KeyPair>| {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec!["client".to_string()]).unwrap();
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let cert = p.signed_by(&key, issuer).unwrap();
-        (
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-    };
+    let hsm = softhsm();
+    let pki = Pki::new();
+    let ca_file = &pki.ca_cert;
     let relay = Relay::start(
         &hsm,
         &RelayOptions {
@@ -229,12 +212,9 @@ fn client_certificates_are_required_when_a_ca_is_configured() {
     };
     assert!(refused, "a client without a certificate must be refused");
     // A certificate from another CA: refused.
-    let other_key = KeyPair::generate().unwrap();
-    let mut other_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    other_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let other = Issuer::new(other_params, other_key);
+    let other = Pki::new();
     let stranger = ClientOptions {
-        client_cert: Some(make_client(&other)),
+        client_cert: Some(other.client_identity()),
         ..Default::default()
     };
     let refused = match Client::connect(&relay.addr, &relay.fingerprint, &stranger) {
@@ -244,7 +224,7 @@ fn client_certificates_are_required_when_a_ca_is_configured() {
     assert!(refused, "a certificate from another CA must be refused");
     // From the configured CA: served.
     let good = ClientOptions {
-        client_cert: Some(make_client(&issuer)),
+        client_cert: Some(pki.client_identity()),
         ..Default::default()
     };
     let mut c = Client::connect(&relay.addr, &relay.fingerprint, &good).expect("connects");
@@ -379,8 +359,8 @@ fn random_and_mutated_frames_leave_the_relay_serving() {
 
 #[test]
 fn check_validates_configs_without_starting() {
-    let hsm = SoftHsm::new();
-    let dir = hsm.dir.path();
+    let hsm = softhsm();
+    let dir = hsm.dir();
     let good = dir.join("good.toml");
     std::fs::write(
         &good,
@@ -425,7 +405,7 @@ fn check_validates_configs_without_starting() {
 
 #[test]
 fn a_wrong_pin_stops_the_start_without_showing_the_pin() {
-    let hsm = SoftHsm::new();
+    let hsm = softhsm();
     let e = Relay::try_start(
         &hsm,
         &RelayOptions {
@@ -442,7 +422,7 @@ fn a_wrong_pin_stops_the_start_without_showing_the_pin() {
 
 #[test]
 fn the_pin_never_appears_in_logs() {
-    let hsm = SoftHsm::new();
+    let hsm = softhsm();
     let relay = Relay::start(&hsm, &RelayOptions::default());
     let mut c = relay.connect();
     answers(&ttlv::decode(&c.round_trip(&query_frame())).unwrap())[0].ok();
@@ -453,14 +433,11 @@ fn the_pin_never_appears_in_logs() {
 
 #[test]
 fn server_certificate_from_files() {
-    let hsm = SoftHsm::new();
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    let (cert, key) = (
-        hsm.dir.path().join("server.pem"),
-        hsm.dir.path().join("server.key"),
-    );
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let hsm = softhsm();
+    let pki = Pki::with(&PkiOptions {
+        server_names: vec!["localhost".into()],
+    });
+    let (cert, key) = (&pki.server_cert, &pki.server_key);
     let relay = Relay::start(
         &hsm,
         &RelayOptions {
@@ -470,11 +447,11 @@ fn server_certificate_from_files() {
     );
     assert_eq!(
         relay.fingerprint,
-        kmip_relay::tls::fingerprint(ck.cert.der())
+        kmip_relay::tls::fingerprint(&pki.server_identity().0[0])
     );
     assert_query_works(&relay);
     // A key file that is not a key stops the start, naming the file.
-    std::fs::write(&key, "not a key").unwrap();
+    std::fs::write(key, "not a key").unwrap();
     let e = Relay::try_start(
         &hsm,
         &RelayOptions {

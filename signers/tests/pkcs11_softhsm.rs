@@ -16,113 +16,60 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use aws_lc_rs::signature::{self, ParsedPublicKey, UnparsedPublicKey, VerificationAlgorithm};
 use hsm_signers::config::{Pkcs11Config, SlotSelector};
 use hsm_signers::{Algorithm, ErrorKind, KeyIdentifier, Pkcs11Signer, Secret, Signer, SignerError};
 use rstest::rstest;
 use spki::SubjectPublicKeyInfoRef;
+use testkit::softhsm::{HsmOptions, Token};
 
-const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+const MODULE: &str = testkit::softhsm::MODULE;
 const PIN_VAR: &str = "HSM_HARNESS_TEST_SOFTHSM_USER_PIN";
 
-/// The token directory, the tokens and the shared signer.
-struct Hsm {
-    dir: PathBuf,
-    conf: PathBuf,
-    label: String,
-    pin: String,
+/// What the tests of this process share: the token directory, the tokens, the signer.
+struct Shared {
+    softhsm: testkit::softhsm::Hsm,
     /// A token no one logs in to, for the wrong-PIN test.
-    other_label: String,
-    other_pin: String,
+    other: Token,
     signer: Pkcs11Signer,
 }
 
-static HSM: OnceLock<Hsm> = OnceLock::new();
-
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    aws_lc_rs::rand::fill(&mut buf).expect("system random generator");
-    hex::encode(buf)
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (apt-get install softhsm2 opensc)"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd:?} failed: {text}");
-    text
-}
-
-/// Removes token directories left by earlier runs (an hour old or more).
-fn remove_stale_dirs(parent: &Path) {
-    let Ok(entries) = std::fs::read_dir(parent) else {
-        return;
-    };
-    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
-    for e in entries.flatten() {
-        let old = e
-            .metadata()
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t < hour_ago);
-        if old && e.file_name().to_string_lossy().starts_with("softhsm-") {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
+impl Shared {
+    /// The token the tests use.
+    fn token(&self) -> &Token {
+        self.softhsm.token()
     }
 }
 
-fn hsm() -> &'static Hsm {
+static HSM: OnceLock<Shared> = OnceLock::new();
+
+fn hsm() -> &'static Shared {
     HSM.get_or_init(|| {
-        assert!(
-            Path::new(MODULE).exists(),
-            "{MODULE} is missing: install SoftHSMv2 and OpenSC (apt-get install softhsm2 opensc) \
-             to run the PKCS#11 tests"
-        );
-        let parent = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        remove_stale_dirs(parent);
-        let dir = tempfile::Builder::new()
-            .prefix("softhsm-")
-            .tempdir_in(parent)
-            .expect("temporary token directory")
-            .keep();
-        let conf = testkit::softhsm::conf_in(&dir);
+        // Held in a static, never dropped: so under the build's directory, where the
+        // next run removes what this one leaves.
+        let softhsm = testkit::softhsm::Hsm::with(HsmOptions {
+            token: Token::random("harness"),
+            parent: Some(env!("CARGO_TARGET_TMPDIR").into()),
+            ..HsmOptions::default()
+        });
         // Before the module is loaded (by anyone in this process).
-        std::env::set_var("SOFTHSM2_CONF", &conf);
+        std::env::set_var("SOFTHSM2_CONF", softhsm.conf());
+        let other = Token::random("other");
+        softhsm.init_token(&other);
 
-        let init = |label: &str, pin: &str| {
-            run(Command::new("softhsm2-util")
-                .env("SOFTHSM2_CONF", &conf)
-                .args(["--init-token", "--free", "--label", label])
-                .args(["--so-pin", &random_hex(8), "--pin", pin]));
-        };
-        let label = format!("harness-{}", random_hex(4));
-        let pin = random_hex(8);
-        init(&label, &pin);
-        let other_label = format!("other-{}", random_hex(4));
-        let other_pin = random_hex(8);
-        init(&other_label, &other_pin);
-
-        std::env::set_var(PIN_VAR, &pin);
+        std::env::set_var(PIN_VAR, &softhsm.token().pin);
         let signer = Pkcs11Signer::new(
             "SoftHSMv2",
             &config(
-                SlotSelector::Label(label.clone()),
+                SlotSelector::Label(softhsm.token().label.clone()),
                 Secret::Env(PIN_VAR.into()),
             ),
         );
-        Hsm {
-            dir,
-            conf,
-            label,
-            pin,
-            other_label,
-            other_pin,
+        Shared {
+            softhsm,
+            other,
             signer,
         }
     })
@@ -174,7 +121,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// processes on one SoftHSM file store contend for its file locks, and this process
 /// then sees CKR_FUNCTION_FAILED from C_GenerateKeyPair now and then. The snapshot
 /// may catch another test's object half written, so a failing listing is retried.
-fn tool_objects(h: &Hsm) -> Vec<ToolObject> {
+fn tool_objects(h: &Shared) -> Vec<ToolObject> {
     if Command::new("pkcs11-tool")
         .arg("--version")
         .output()
@@ -187,14 +134,17 @@ fn tool_objects(h: &Hsm) -> Vec<ToolObject> {
         attempt += 1;
         let snapshot = tempfile::Builder::new()
             .prefix("softhsm-snapshot-")
-            .tempdir_in(&h.dir)
+            .tempdir_in(h.softhsm.dir())
             .unwrap();
-        copy_dir(&h.dir.join("tokens"), &snapshot.path().join("tokens"));
+        copy_dir(
+            &h.softhsm.dir().join("tokens"),
+            &snapshot.path().join("tokens"),
+        );
         let conf = testkit::softhsm::conf_in(snapshot.path());
         let out = Command::new("pkcs11-tool")
             .env("SOFTHSM2_CONF", &conf)
-            .args(["--module", MODULE, "--token-label", &h.label])
-            .args(["--login", "--pin", &h.pin, "--list-objects"])
+            .args(["--module", MODULE, "--token-label", &h.token().label])
+            .args(["--login", "--pin", &h.token().pin, "--list-objects"])
             .output()
             .expect("running pkcs11-tool");
         let text = format!(
@@ -230,7 +180,7 @@ fn tool_objects(h: &Hsm) -> Vec<ToolObject> {
 }
 
 /// The objects pkcs11-tool shows with CKA_ID = `id`.
-fn tool_objects_with_id(h: &Hsm, id: &KeyIdentifier) -> Vec<ToolObject> {
+fn tool_objects_with_id(h: &Shared, id: &KeyIdentifier) -> Vec<ToolObject> {
     let hex_id = id.to_string();
     tool_objects(h)
         .into_iter()
@@ -505,7 +455,7 @@ fn info_names_the_library_and_the_token() {
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| panic!("no {k} in {:?}", info.details))
     };
-    assert_eq!(get("token_label"), h.label);
+    assert_eq!(get("token_label"), h.token().label);
     assert_eq!(get("lib_path"), MODULE);
     assert!(
         get("library_manufacturer").contains("SoftHSM"),
@@ -538,7 +488,10 @@ fn a_second_signer_shares_the_module_and_the_login() {
     let id = u64::from_str_radix(slot.trim_start_matches("0x"), 16).unwrap();
     let second = Pkcs11Signer::new(
         "second",
-        &config(SlotSelector::Id(id), Secret::Literal(h.pin.clone().into())),
+        &config(
+            SlotSelector::Id(id),
+            Secret::Literal(h.token().pin.clone().into()),
+        ),
     );
     assert!(second.list_keys().unwrap().contains(&key.id));
     let sig = second
@@ -557,14 +510,21 @@ fn an_unknown_label_is_unavailable_and_lists_the_labels_seen() {
         "nowhere",
         &config(
             SlotSelector::Label("no such token".into()),
-            Secret::Literal(h.pin.clone().into()),
+            Secret::Literal(h.token().pin.clone().into()),
         ),
     );
     let e = expect_kind(s.list_keys(), ErrorKind::Unavailable);
-    for needle in ["no such token", h.label.as_str(), h.other_label.as_str()] {
+    for needle in [
+        "no such token",
+        h.token().label.as_str(),
+        h.other.label.as_str(),
+    ] {
         assert!(e.message.contains(needle), "'{needle}' missing from: {e}");
     }
-    assert!(!e.message.contains(&h.pin), "PIN in the message: {e}");
+    assert!(
+        !e.message.contains(&h.token().pin),
+        "PIN in the message: {e}"
+    );
 }
 
 #[test]
@@ -574,31 +534,31 @@ fn an_unknown_slot_id_is_unavailable() {
         "nowhere",
         &config(
             SlotSelector::Id(0xdead_beef_0000),
-            Secret::Literal(h.pin.clone().into()),
+            Secret::Literal(h.token().pin.clone().into()),
         ),
     );
     let e = expect_kind(s.random(1), ErrorKind::Unavailable);
-    assert!(e.message.contains(&h.label), "{e}");
+    assert!(e.message.contains(&h.token().label), "{e}");
 }
 
 #[test]
 fn a_wrong_pin_is_unusable_and_never_shown() {
     let h = hsm();
-    let wrong = format!("{}0", h.other_pin);
+    let wrong = format!("{}0", h.other.pin);
     // The other token: nobody logs in to it, so the PIN is really checked.
     let s = Pkcs11Signer::new(
         "wrong pin",
         &config(
-            SlotSelector::Label(h.other_label.clone()),
+            SlotSelector::Label(h.other.label.clone()),
             Secret::Literal(wrong.clone().into()),
         ),
     );
     for _ in 0..2 {
         let e = expect_kind(s.random(8), ErrorKind::Unusable);
         assert!(e.message.contains("wrong PIN"), "{e}");
-        assert!(e.message.contains(&h.other_label), "{e}");
+        assert!(e.message.contains(&h.other.label), "{e}");
         assert!(!e.message.contains(&wrong), "PIN in the message: {e}");
-        assert!(!e.message.contains(&h.other_pin), "PIN in the message: {e}");
+        assert!(!e.message.contains(&h.other.pin), "PIN in the message: {e}");
     }
 }
 
@@ -608,7 +568,7 @@ fn a_missing_pin_variable_is_a_config_error_naming_the_variable() {
     let s = Pkcs11Signer::new(
         "no pin",
         &config(
-            SlotSelector::Label(h.other_label.clone()),
+            SlotSelector::Label(h.other.label.clone()),
             Secret::Env("HSM_HARNESS_TEST_SURELY_UNSET_PIN".into()),
         ),
     );
@@ -622,9 +582,9 @@ fn a_missing_pin_variable_is_a_config_error_naming_the_variable() {
 #[test]
 fn the_token_directory_is_the_fixtures_own() {
     let h = hsm();
-    assert!(h.dir.join("tokens").is_dir());
+    assert!(h.softhsm.dir().join("tokens").is_dir());
     assert_eq!(
         std::env::var_os("SOFTHSM2_CONF").as_deref(),
-        Some(h.conf.as_os_str())
+        Some(h.softhsm.conf().as_os_str())
     );
 }

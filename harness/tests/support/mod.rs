@@ -1,10 +1,10 @@
 //! What the command-line tests share: running a command and reading what it did, the
-//! PIN-leak check, and a SoftHSMv2 token directory of a test's own.
+//! PIN-leak check, and a SoftHSMv2 with seed 001's token of a test's own.
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
 use std::io::ErrorKind;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use serde_json::Value;
@@ -64,12 +64,6 @@ pub fn contains_word(text: &str, needle: &str) -> bool {
     })
 }
 
-/// A token directory and a `softhsm2.conf` for it in `dir`; returns the conf's path,
-/// for `SOFTHSM2_CONF` on child processes only (tests run in parallel).
-pub fn softhsm_conf(dir: &Path) -> PathBuf {
-    testkit::softhsm::conf_in(dir)
-}
-
 /// Where Debian's softhsm2 package puts the module (seed 001's lib_path, Debian-style).
 pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 /// Seed 001's token and PINs, as the seed makes them.
@@ -77,6 +71,15 @@ pub const TOKEN_LABEL: &str = "My token 1";
 pub const SO_PIN: &str = "1234";
 pub const USER_PIN: &str = "5678";
 pub const SIGNER_NAME: &str = "SoftHSMv2";
+
+/// A fresh SoftHSMv2 (testkit's) with seed 001's token; its `softhsm2.conf` goes to
+/// child processes only (tests run in parallel).
+pub fn seed_softhsm() -> testkit::softhsm::Hsm {
+    testkit::softhsm::Hsm::with(testkit::softhsm::HsmOptions {
+        token: testkit::softhsm::Token::new(TOKEN_LABEL, USER_PIN, SO_PIN),
+        ..Default::default()
+    })
+}
 
 /// Seed 001's SoftHSMv2 example as the seed writes it (the PIN is a TOML integer).
 pub const SEED_CONFIG: &str = r#"[[signers]]

@@ -1,8 +1,8 @@
-//! Real parts for the relay's tests and benches: a fresh SoftHSMv2 token in a temp dir,
-//! the `kmip2pkcs11` binary started on it (its own process, so C_Initialize happens
-//! once per relay), and a TLS 1.3 KMIP client (kmip-protocol's request and response
-//! types, and the relay's TTLV tree where kmip-protocol has no types, over
-//! tokio-rustls) that pins the relay's certificate fingerprint.
+//! Real parts for the relay's tests and benches: a fresh SoftHSMv2 token in a temp dir
+//! (testkit's), the `kmip2pkcs11` binary started on it (its own process, so
+//! C_Initialize happens once per relay), and a TLS 1.3 KMIP client (kmip-protocol's
+//! request and response types, and the relay's TTLV tree where kmip-protocol has no
+//! types, over tokio-rustls) that pins the relay's certificate fingerprint.
 #![allow(dead_code)]
 
 use std::io::Read;
@@ -18,34 +18,20 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::client::TlsStream;
 
-pub const LIB: &str = "/usr/lib/softhsm/libsofthsm2.so";
+pub use testkit::softhsm::Hsm;
+
+pub const LIB: &str = testkit::softhsm::MODULE;
+/// Fixed rather than random: the tests name the token and PIN in requests and configs.
 pub const LABEL: &str = "relay-test";
 pub const PIN: &str = "relay-pin-7f3a9c";
 pub const SO_PIN: &str = "12345678";
 
-/// A SoftHSMv2 token of its own: a config file and a token directory in a temp dir.
-pub struct SoftHsm {
-    pub dir: tempfile::TempDir,
-    pub conf: PathBuf,
-}
-
-impl SoftHsm {
-    pub fn new() -> SoftHsm {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let conf = testkit::softhsm::conf_in(dir.path());
-        let out = Command::new("softhsm2-util")
-            .env("SOFTHSM2_CONF", &conf)
-            .args(["--init-token", "--free", "--label", LABEL])
-            .args(["--so-pin", SO_PIN, "--pin", PIN])
-            .output()
-            .expect("softhsm2-util runs (apt-get install softhsm2)");
-        assert!(
-            out.status.success(),
-            "softhsm2-util failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        SoftHsm { dir, conf }
-    }
+/// A fresh SoftHSMv2 token of its own, labelled [`LABEL`] with [`PIN`].
+pub fn softhsm() -> Hsm {
+    Hsm::with(testkit::softhsm::HsmOptions {
+        token: testkit::softhsm::Token::new(LABEL, PIN, SO_PIN),
+        ..Default::default()
+    })
 }
 
 /// Settings of a relay under test, written into its TOML file.
@@ -78,7 +64,7 @@ impl Default for RelayOptions {
     }
 }
 
-/// A running `kmip2pkcs11` on a [`SoftHsm`] token; killed when dropped.
+/// A running `kmip2pkcs11` on a [`softhsm`] token; killed when dropped.
 pub struct Relay {
     pub child: Child,
     pub addr: String,
@@ -88,18 +74,18 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn start(hsm: &SoftHsm, opts: &RelayOptions) -> Relay {
+    pub fn start(hsm: &Hsm, opts: &RelayOptions) -> Relay {
         Self::try_start(hsm, opts).unwrap_or_else(|e| panic!("{e}"))
     }
 
-    pub fn try_start(hsm: &SoftHsm, opts: &RelayOptions) -> Result<Relay, String> {
+    pub fn try_start(hsm: &Hsm, opts: &RelayOptions) -> Result<Relay, String> {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let tag = format!(
             "{}-{}",
             std::process::id(),
             N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
-        let dir = hsm.dir.path();
+        let dir = hsm.dir();
         let ready = dir.join(format!("ready-{tag}"));
         let _ = std::fs::remove_file(&ready);
         let pin_line = if opts.with_pin {
@@ -126,7 +112,7 @@ impl Relay {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kmip2pkcs11"))
             .arg("--config")
             .arg(&config)
-            .env("SOFTHSM2_CONF", &hsm.conf)
+            .env("SOFTHSM2_CONF", hsm.conf())
             .env("RELAY_TEST_PIN", PIN)
             .stdout(Stdio::null())
             .stderr(log)
