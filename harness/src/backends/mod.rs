@@ -68,6 +68,13 @@ macro_rules! providers {
                 other => Err(E::unknown_variant(other, PROVIDER_NAMES)),
             }
         }
+
+        /// Each provider's name with the schema of its settings.
+        fn provider_settings_schemas(
+            generator: &mut schemars::SchemaGenerator,
+        ) -> Vec<(&'static str, schemars::Schema)> {
+            vec![$(($name, generator.subschema_for::<$ty>()),)+]
+        }
     };
 }
 
@@ -251,6 +258,26 @@ impl<'de> Deserialize<'de> for ProviderConfig {
             }
         }
         d.deserialize_any(ProviderVisitor)
+    }
+}
+
+impl schemars::JsonSchema for ProviderConfig {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "provider".into()
+    }
+
+    /// A name alone (the defaults), or a map of one name to the provider's settings.
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let mut options = vec![serde_json::json!({ "enum": PROVIDER_NAMES })];
+        for (name, settings) in provider_settings_schemas(generator) {
+            options.push(serde_json::json!({
+                "type": "object",
+                "required": [name],
+                "additionalProperties": false,
+                "properties": { name: settings },
+            }));
+        }
+        schemars::json_schema!({ "oneOf": options })
     }
 }
 

@@ -20,8 +20,10 @@ use super::{log_line, CellBackend, Instance, Provider, SignerOptions};
 use crate::model::suite::{Capability, InstanceSpec, TlsVersion};
 use crate::oracle_terms;
 
-/// `provider: pykmip` (no settings).
-#[derive(Clone, Debug, Default, Deserialize)]
+/// A PyKMIP server (`pykmip-server` on PATH) with generated certificates, a fresh
+/// database and an ephemeral loopback port per instance, TLS 1.2. No settings:
+/// `provider: pykmip`.
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pykmip {}
 

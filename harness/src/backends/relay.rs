@@ -21,8 +21,10 @@ use super::token::{softhsm_module, Module, Token};
 use super::{log_line, CellBackend, Instance, Provider, SignerOptions};
 use crate::model::suite::{Capability, InstanceSpec, TlsVersion};
 
-/// `provider: { relay: { module, shim, mimic } }`.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// Our KMIP relay kmip2pkcs11 (built beside hsm-harness) on a fresh SoftHSMv2 token per
+/// instance, TLS 1.3, through the KMIP signer: `provider: { relay: { module, shim,
+/// mimic } }`.
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Relay {
     /// The PKCS#11 module behind the relay; default: SoftHSMv2 where Debian puts it.
@@ -38,7 +40,7 @@ pub struct Relay {
 }
 
 /// A KMIP server the relay can stand in for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 pub enum Mimic {
     /// The seed-003 relay as released (cascade-hsm-bridge 0.1.0-alpha): Discover
     /// Versions, Query, Create Key Pair, Activate, Get, Sign and Modify Attribute only;

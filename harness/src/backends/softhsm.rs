@@ -14,8 +14,9 @@ use super::token::{softhsm_module, Module, Token};
 use super::{CellBackend, Instance, Provider, SignerOptions};
 use crate::model::suite::{Capability, InstanceSpec};
 
-/// `provider: { softhsm: { module, shim } }`.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// A fresh SoftHSMv2 token per instance, in a token directory of the cell's own,
+/// through the PKCS#11 signer: `provider: { softhsm: { module, shim } }`.
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Softhsm {
     /// The SoftHSMv2 module; default: the first of the usual Debian paths that exists.

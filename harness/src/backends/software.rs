@@ -14,8 +14,9 @@ use super::{CellBackend, Instance, Provider, SignerOptions};
 use crate::model::suite::{Capability, InstanceSpec};
 use crate::oracle_terms;
 
-/// `provider: software` (no settings).
-#[derive(Clone, Debug, Default, Deserialize)]
+/// The software signer (configuration type "OpenSSL") with a fresh keys directory per
+/// instance. No settings: `provider: software`.
+#[derive(Clone, Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Software {}
 
