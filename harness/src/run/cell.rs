@@ -8,33 +8,19 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
-
 use crate::backends::Instances;
 use crate::model::backend::Backend;
 use crate::model::suite::{Case, SignersSpec};
 use crate::report::outcome::Status;
+use crate::run::protocol::CellReport;
 use crate::steps::{log, Bindings, CellContext, StepError};
-
-/// What a cell process leaves for the runner.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CellReport {
-    #[serde(flatten)]
-    pub status: Status,
-    pub properties: Vec<(String, String)>,
-}
-
-pub const RESULT_FILE: &str = "result.json";
 
 /// Runs `case` against `backend` with `workdir` as the cell's private directory and
 /// writes the report file there.
 pub fn run_and_report(case: &Case, backend: &Backend, workdir: &Path) -> anyhow::Result<()> {
     let report = run(case, backend, workdir);
     log(format!("cell result: {}", report.status.label()));
-    let tmp = workdir.join(format!("{RESULT_FILE}.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&report)?)?;
-    std::fs::rename(&tmp, workdir.join(RESULT_FILE))?;
-    Ok(())
+    report.write(workdir)
 }
 
 fn errored(message: String, properties: Vec<(String, String)>) -> CellReport {

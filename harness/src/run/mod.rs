@@ -4,4 +4,5 @@
 
 pub mod cell;
 pub mod plan;
+pub mod protocol;
 pub mod runner;

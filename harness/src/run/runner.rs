@@ -22,8 +22,8 @@ use crate::model::backend::Backend;
 use crate::model::suite::Suite;
 
 use crate::report::outcome::{CellResult, RunResult, Status};
-use crate::run::cell::{CellReport, RESULT_FILE};
 pub use crate::run::plan::{Plan, PlannedCell, Selection};
+use crate::run::protocol::CellReport;
 
 /// How many lines of a dead cell's stderr go into its error message.
 const STDERR_TAIL_LINES: usize = 20;
@@ -213,9 +213,7 @@ fn spawn_and_wait(
     // Whatever the cell left running in its group goes too.
     kill_group(child.id());
     let log = read_log(&log_path);
-    let report = std::fs::read(workdir.join(RESULT_FILE))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<CellReport>(&b).ok());
+    let report = CellReport::read(workdir);
     match (report, status.signal()) {
         (Some(report), None) if status.success() => Ok((report, log)),
         (_, Some(sig)) => Err((
