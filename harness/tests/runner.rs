@@ -254,6 +254,62 @@ fn missing_capabilities_and_absent_backends_are_skipped_with_reasons() {
     );
 }
 
+/// A backend that cannot start is a skip by default, but never a green run when the
+/// run is strict or requires it: its cells are errors naming the backend, exit 1.
+#[rstest]
+#[case::strict(&["--strict"], true)]
+#[case::required(&["--require-backend", "nohsm"], true)]
+#[case::another_required(&["--require-backend", "software"], false)]
+#[case::neither(&[], false)]
+fn a_backend_that_must_start_but_cannot_is_an_error(#[case] flags: &[&str], #[case] error: bool) {
+    let p = Project::new();
+    p.backend(
+        "nohsm",
+        "provider:\n  softhsm: { module: /nonexistent/libsofthsm2.so }\ncapabilities: [rsa2048]\n",
+    );
+    p.suite(
+        "sign.yaml",
+        "suite: sign\nabout: x\ncases:\n  - name: rsa\n    steps:\n      - create_key: { alg: rsa2048, as: k }\n",
+    );
+    let o = p.run(flags);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(if error { 1 } else { 0 }), "{out}");
+    let xml = p.junit_doc();
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let cell = doc
+        .descendants()
+        .find(|n| n.has_tag_name("testcase") && n.attribute("classname") == Some("sign.nohsm"))
+        .expect("a sign.nohsm cell");
+    let verdict = cell
+        .children()
+        .find(|c| ["error", "skipped"].contains(&c.tag_name().name()))
+        .expect("neither error nor skipped");
+    let message = verdict.attribute("message").unwrap_or_default();
+    if error {
+        assert_eq!(verdict.tag_name().name(), "error", "{xml}");
+        assert!(
+            message.contains("backend 'nohsm' cannot start here"),
+            "{message}"
+        );
+        assert!(out.contains("ERROR"), "{out}");
+    } else {
+        assert_eq!(verdict.tag_name().name(), "skipped", "{xml}");
+        assert!(out.contains("Skipped cells by reason:"), "{out}");
+    }
+}
+
+#[test]
+fn requiring_an_unknown_backend_is_bad_input() {
+    let p = Project::new();
+    p.suite(
+        "sign.yaml",
+        "suite: sign\nabout: x\ncases:\n  - name: rsa\n    steps:\n      - create_key: { alg: rsa2048, as: k }\n",
+    );
+    let o = p.run(&["--require-backend", "hal"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("no backend named 'hal'"), "{}", text(&o));
+}
+
 #[test]
 fn list_honours_filter_tag_and_backend() {
     let p = Project::new();

@@ -3,6 +3,7 @@
 
 use super::select::{load, SelectArgs};
 use super::EXIT_OK;
+use crate::run::plan::Before;
 
 pub fn main(select: SelectArgs) -> i32 {
     let plan = match load(&select) {
@@ -16,8 +17,10 @@ pub fn main(select: SelectArgs) -> i32 {
             "{}.{}/{}",
             suite.name, backend.name, suite.cases[cell.case].name
         );
-        if let Some(reason) = plan.skip_reason(cell) {
-            line.push_str(&format!("  (skip: {reason})"));
+        match plan.before(cell) {
+            Before::Run => {}
+            Before::Skip(reason) => line.push_str(&format!("  (skip: {reason})")),
+            Before::Error(message) => line.push_str(&format!("  (error: {message})")),
         }
         println!("{line}");
     }

@@ -26,6 +26,14 @@ pub struct SelectArgs {
     /// Only cases whose suite or case has this tag (repeatable; any matches).
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
+    /// A backend that must start here (repeatable): its cells are errors, not skips,
+    /// when it cannot (a missing module, server program or binary).
+    #[arg(long = "require-backend", value_name = "NAME")]
+    pub required: Vec<String>,
+    /// Every selected backend must start here: a cell whose backend cannot is an
+    /// error, so a run that skipped a whole backend is never green. CI uses it.
+    #[arg(long)]
+    pub strict: bool,
     /// Where the suites are.
     #[arg(long, value_name = "DIR", default_value = "suites")]
     pub suites_dir: PathBuf,
@@ -92,6 +100,8 @@ pub fn load(select: &SelectArgs) -> Result<Plan, i32> {
         backends: select.backends.clone(),
         filter: select.filter.clone(),
         tags: select.tags.clone(),
+        required: select.required.clone(),
+        strict: select.strict,
     };
     Plan::new(suites, backends, &selection).map_err(|e| bad_input(format!("{e:#}")))
 }

@@ -94,6 +94,25 @@ pub fn summary_table(run: &RunResult) -> String {
     }
     row(&mut out, "total", counts(&totals));
 
+    // Skips grouped by reason, most frequent first: a backend that could not start
+    // shows as one line with all its cells, not as a quiet column of numbers.
+    let mut skips: Vec<(&str, usize)> = Vec::new();
+    for cell in &run.cells {
+        if let Status::Skipped { reason } = &cell.status {
+            match skips.iter_mut().find(|(r, _)| *r == reason.as_str()) {
+                Some((_, n)) => *n += 1,
+                None => skips.push((reason, 1)),
+            }
+        }
+    }
+    if !skips.is_empty() {
+        skips.sort_by(|a, b| b.1.cmp(&a.1));
+        out.push_str("\nSkipped cells by reason:\n");
+        for (reason, n) in skips {
+            let _ = writeln!(out, "  {n:>5}  {}", excerpt(reason, 160));
+        }
+    }
+
     let problems: Vec<_> = run
         .cells
         .iter()
@@ -305,6 +324,9 @@ tls-policy-long-name.kmip      1      0      0      0      1
 ------------------------------------------------------------
 total                          3      1      1      1      6
 
+Skipped cells by reason:
+      1  no
+
 Failed and errored cells:
   FAIL  baseline.softhsm  b
         step 1: bad
@@ -313,6 +335,39 @@ Failed and errored cells:
         timeout
 ";
         assert_eq!(summary_table(&run), expected);
+    }
+
+    #[test]
+    fn skips_are_grouped_by_reason_most_frequent_first() {
+        let skip = |b: &str, reason: &str| {
+            cell(
+                "s",
+                b,
+                "c",
+                Status::Skipped {
+                    reason: reason.into(),
+                },
+            )
+        };
+        let run = RunResult {
+            cells: vec![
+                skip("relay", "lacks tls12-only"),
+                skip(
+                    "pykmip",
+                    "backend 'pykmip' cannot start here: pykmip-server not found",
+                ),
+                skip(
+                    "pykmip",
+                    "backend 'pykmip' cannot start here: pykmip-server not found",
+                ),
+            ],
+        };
+        let table = summary_table(&run);
+        let grouped = table.split("Skipped cells by reason:\n").nth(1).unwrap();
+        assert_eq!(
+            grouped,
+            "      2  backend 'pykmip' cannot start here: pykmip-server not found\n      1  lacks tls12-only\n"
+        );
     }
 
     #[test]

@@ -25,6 +25,24 @@ pub struct Selection {
     pub filter: Option<String>,
     /// Suite or case tags; empty = all. A cell is selected if it has any of them.
     pub tags: Vec<String>,
+    /// Backends that must start here: a cell on one that cannot is an error, not a
+    /// skip (`--require-backend`).
+    pub required: Vec<String>,
+    /// Every selected backend must start (`--strict`).
+    pub strict: bool,
+}
+
+/// What happens to a cell before anything is started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Before {
+    /// It runs.
+    Run,
+    /// It is skipped, with the reason: a capability the profile lacks or has, or a
+    /// backend or harness part that is missing here.
+    Skip(String),
+    /// It is an error: a backend that must start cannot (`--strict`,
+    /// `--require-backend`).
+    Error(String),
 }
 
 /// The suites and backends of a run and the cells chosen from them.
@@ -32,22 +50,33 @@ pub struct Plan {
     pub suites: Vec<Suite>,
     pub backends: Vec<Backend>,
     pub cells: Vec<PlannedCell>,
+    /// Names of the backends that must start (see [`Selection::required`]).
+    required: Vec<String>,
+    strict: bool,
 }
 
 impl Plan {
     /// The matrix in order: suite, then backend, then case.
     ///
-    /// Refused: a `--backend` naming no loaded backend, or a filter that is not a glob.
+    /// Refused: a `--backend` or `--require-backend` naming no loaded backend, a
+    /// required backend that `--backend` leaves out, or a filter that is not a glob.
     pub fn new(
         suites: Vec<Suite>,
         backends: Vec<Backend>,
         selection: &Selection,
     ) -> anyhow::Result<Plan> {
-        for wanted in &selection.backends {
+        for wanted in selection.backends.iter().chain(&selection.required) {
             if !backends.iter().any(|b| &b.name == wanted) {
                 let known: Vec<&str> = backends.iter().map(|b| b.name.as_str()).collect();
                 anyhow::bail!("no backend named '{wanted}' (known: {})", known.join(", "));
             }
+        }
+        if let Some(left_out) = selection
+            .required
+            .iter()
+            .find(|r| !selection.backends.is_empty() && !selection.backends.contains(r))
+        {
+            anyhow::bail!("--require-backend {left_out} is not among the --backend selected");
         }
         let filter: Option<GlobMatcher> = selection
             .filter
@@ -89,7 +118,25 @@ impl Plan {
             suites,
             backends,
             cells,
+            required: selection.required.clone(),
+            strict: selection.strict,
         })
+    }
+
+    /// Whether a cell runs, is skipped or is an error before it starts. A backend that
+    /// cannot start here skips its cells, unless the run is strict or requires that
+    /// backend: then they are errors, so a missing backend never makes a green run.
+    pub fn before(&self, cell: &PlannedCell) -> Before {
+        let backend = &self.backends[cell.backend];
+        let must_start = self.strict || self.required.contains(&backend.name);
+        let cannot_start = backend
+            .unavailable_reason()
+            .map(|reason| format!("backend '{}' cannot start here: {reason}", backend.name));
+        match (cannot_start, self.skip_reason(cell)) {
+            (Some(reason), _) if must_start => Before::Error(reason),
+            (_, Some(reason)) => Before::Skip(reason),
+            (_, None) => Before::Run,
+        }
     }
 
     /// Why a cell will not run here, if it will not.

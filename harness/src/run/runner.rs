@@ -22,7 +22,7 @@ use crate::model::backend::Backend;
 use crate::model::suite::Suite;
 
 use crate::report::outcome::{CellResult, RunResult, Status};
-pub use crate::run::plan::{Plan, PlannedCell, Selection};
+pub use crate::run::plan::{Before, Plan, PlannedCell, Selection};
 use crate::run::protocol::CellReport;
 
 /// How many lines of a dead cell's stderr go into its error message.
@@ -105,9 +105,16 @@ fn run_cell(
         ],
         log: String::new(),
     };
-    if let Some(reason) = plan.skip_reason(cell) {
-        result.status = Status::Skipped { reason };
-        return result;
+    match plan.before(cell) {
+        Before::Run => {}
+        Before::Skip(reason) => {
+            result.status = Status::Skipped { reason };
+            return result;
+        }
+        Before::Error(message) => {
+            result.status = Status::Errored { message };
+            return result;
+        }
     }
     let started = Instant::now();
     let workdir = root.join(format!("cell-{index}"));
