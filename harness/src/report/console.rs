@@ -106,7 +106,7 @@ pub fn summary_table(run: &RunResult) -> String {
         }
     }
     if !skips.is_empty() {
-        skips.sort_by(|a, b| b.1.cmp(&a.1));
+        skips.sort_by_key(|s| std::cmp::Reverse(s.1));
         out.push_str("\nSkipped cells by reason:\n");
         for (reason, n) in skips {
             let _ = writeln!(out, "  {n:>5}  {}", excerpt(reason, 160));
