@@ -364,3 +364,135 @@ fn json_twin_holds_the_same_results() {
     assert_eq!(v["tally"]["passed"], 2);
     assert_eq!(v["cells"].as_array().unwrap().len(), 2);
 }
+
+// --- interrupted runs -------------------------------------------------------------------
+
+/// Processes whose command line names `dir` (the run's cells and their servers do).
+fn processes_under(dir: &std::path::Path) -> Vec<String> {
+    let needle = dir.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(&needle) {
+            found.push(format!(
+                "{}: {cmdline}",
+                entry.file_name().to_string_lossy()
+            ));
+        }
+    }
+    found
+}
+
+/// Run directories left in `tmp`.
+fn run_dirs(tmp: &std::path::Path) -> Vec<PathBuf> {
+    std::fs::read_dir(tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains("hsm-harness-run-"))
+        .collect()
+}
+
+fn wait_for(what: &str, timeout: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Ctrl-C, SIGTERM or SIGKILL to a run: within 10 s nothing it started is left, no
+/// run directory remains, and after SIGINT or SIGTERM the report lists every cell,
+/// the unfinished ones as errors, with the exit code 128 + the signal.
+#[rstest]
+#[case::sigint_on_software(libc::SIGINT, "software", false)]
+#[case::sigterm_on_software(libc::SIGTERM, "software", false)]
+#[case::sigkill_on_software(libc::SIGKILL, "software", false)]
+#[case::sigterm_on_relay(libc::SIGTERM, "relay", true)]
+#[case::sigkill_on_relay(libc::SIGKILL, "relay", true)]
+fn an_interrupted_run_reports_every_cell_and_leaves_nothing(
+    #[case] signal: i32,
+    #[case] backend: &str,
+    #[case] server: bool,
+) {
+    let p = Project::new();
+    p.backend(
+        "relay",
+        "provider: relay\ncapabilities: [rsa2048, hsm, kmip, tls13, persistent-keys]\n",
+    );
+    let mut slow = String::new();
+    for i in 0..4 {
+        slow.push_str(&format!(
+            "  - name: slow {i}\n    steps:\n      - create_key: {{ alg: rsa2048, as: k }}\n      - sleep: {{ seconds: 60 }}\n"
+        ));
+    }
+    p.suite(
+        "slow.yaml",
+        &format!("suite: slow\nabout: x\ncases:\n{slow}"),
+    );
+    let tmp = p.dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut child = p
+        .command("run")
+        .arg("--junit")
+        .arg(p.junit())
+        .args(["--backend", backend, "-j", "2", "--timeout", "120"])
+        .env("TMPDIR", &tmp)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Both cells are in their sleep step (and, on the relay, its servers are up).
+    wait_for(
+        "two cells to run",
+        std::time::Duration::from_secs(60),
+        || {
+            let cells = processes_under(&tmp)
+                .iter()
+                .filter(|p| p.contains(" cell "))
+                .count();
+            let servers = processes_under(&tmp)
+                .iter()
+                .filter(|p| p.contains("kmip2pkcs11"))
+                .count();
+            cells == 2 && (!server || servers == 2)
+        },
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+    let started = std::time::Instant::now();
+    let mut status = None;
+    wait_for("the run to end", std::time::Duration::from_secs(10), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    wait_for(
+        "every process of the run to end",
+        std::time::Duration::from_secs(10).saturating_sub(started.elapsed()),
+        || processes_under(&tmp).is_empty(),
+    );
+    wait_for(
+        "the run directory to go",
+        std::time::Duration::from_secs(10).saturating_sub(started.elapsed()),
+        || run_dirs(&tmp).is_empty(),
+    );
+    let status = status.unwrap();
+    if signal == libc::SIGKILL {
+        return;
+    }
+    assert_eq!(status.code(), Some(128 + signal));
+    let xml = p.junit_doc();
+    let all = cases(&xml);
+    assert_eq!(all.len(), 4, "{xml}");
+    for (name, verdict, message) in &all {
+        assert_eq!(verdict, "error", "{name}: {xml}");
+        assert!(message.starts_with("interrupted"), "{name}: {message}");
+    }
+}

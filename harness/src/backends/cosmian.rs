@@ -39,6 +39,7 @@ use super::server::{
 use super::{log_line, CellBackend, Instance, Provider, SignerOptions};
 use crate::model::suite::{Capability, InstanceSpec, TlsVersion};
 use crate::oracle_terms;
+use crate::run::lifeline;
 
 /// The version `ci/install-cosmian` builds.
 pub const VERSION: &str = "5.28.0";
@@ -335,16 +336,18 @@ fn start(dir: &Path, pki: &Pki, spec: &InstanceSpec, port: u16) -> anyhow::Resul
         .append(true)
         .open(&log_path)
         .with_context(|| format!("opening {}", log_path.display()))?;
-    let child = Command::new(&bin)
-        .arg("-c")
-        .arg(&config_path)
-        // It reads a `.env` file from its working directory: make that the instance's.
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
+    let child = lifeline::die_with_parent(
+        Command::new(&bin)
+            .arg("-c")
+            .arg(&config_path)
+            // It reads a `.env` file from its working directory: make that the instance's.
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log),
+    )
+    .spawn()
+    .with_context(|| format!("starting {}", bin.display()))?;
     let mut server = Server::new(child, port, libc::SIGTERM);
     server.wait_for_port(&log_path)?;
     log_line(format!(

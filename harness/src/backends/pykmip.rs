@@ -19,6 +19,7 @@ use super::server::{
 use super::{log_line, CellBackend, Instance, Provider, SignerOptions};
 use crate::model::suite::{Capability, InstanceSpec, TlsVersion};
 use crate::oracle_terms;
+use crate::run::lifeline;
 
 /// A PyKMIP server (`pykmip-server` on PATH) with generated certificates, a fresh
 /// database and an ephemeral loopback port per instance, TLS 1.2. No settings:
@@ -174,16 +175,18 @@ fn start(dir: &Path, pki: &Pki, spec: &InstanceSpec, port: u16) -> anyhow::Resul
             dir.join("pykmip.db").display()
         ),
     )?;
-    let child = Command::new(&bin)
-        .arg("-f")
-        .arg(&config)
-        .arg("-l")
-        .arg(dir.join("pykmip.log"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("pykmip.stderr"))?)
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
+    let child = lifeline::die_with_parent(
+        Command::new(&bin)
+            .arg("-f")
+            .arg(&config)
+            .arg("-l")
+            .arg(dir.join("pykmip.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("pykmip.stderr"))?),
+    )
+    .spawn()
+    .with_context(|| format!("starting {}", bin.display()))?;
     let mut server = Server::new(child, port, libc::SIGINT);
     server.wait_for_port(&dir.join("pykmip.stderr"))?;
     log_line(format!("  PyKMIP listening on 127.0.0.1:{port}"));

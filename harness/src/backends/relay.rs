@@ -20,6 +20,7 @@ use super::shim::{self, ShimSpec};
 use super::token::{softhsm_module, Module, Token};
 use super::{log_line, CellBackend, Instance, Provider, SignerOptions};
 use crate::model::suite::{Capability, InstanceSpec, TlsVersion};
+use crate::run::lifeline;
 
 /// Our KMIP relay kmip2pkcs11 (built beside hsm-harness) on a fresh SoftHSMv2 token per
 /// instance, TLS 1.3, through the KMIP signer: `provider: { relay: { module, shim,
@@ -251,14 +252,16 @@ impl RelayInstance {
         )
         .with_context(|| format!("writing {}", config.display()))?;
         let log = dir.join("relay.log");
-        let child = Command::new(&bin)
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log)?)
-            .stderr(std::fs::File::create(dir.join("relay.stderr"))?)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
+        let child = lifeline::die_with_parent(
+            Command::new(&bin)
+                .arg("--config")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&log)?)
+                .stderr(std::fs::File::create(dir.join("relay.stderr"))?),
+        )
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
         let mut server = Server::new(child, 0, libc::SIGTERM);
         server.port = wait_until(&mut server.child, &dir.join("relay.stderr"), || {
             let text = std::fs::read_to_string(&ready).ok()?;

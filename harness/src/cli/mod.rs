@@ -54,6 +54,13 @@ enum Command {
     /// Print the JSON Schema of suite or backend files (for editors; the committed
     /// suites/schema.json is this output).
     Schema(schema::SchemaArgs),
+    /// Remove a run's work directory once the run is gone (used by `run`; not for
+    /// people).
+    #[command(hide = true)]
+    Janitor {
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Run one cell (used by `run`; not for people).
     #[command(hide = true)]
     Cell {
@@ -85,6 +92,7 @@ pub fn main() -> i32 {
         Command::List(select) => list::main(select),
         Command::Check { files } => check::main(&files),
         Command::Signer(args) => signer::main(args),
+        Command::Janitor { dir } => crate::run::lifeline::janitor_main(&dir),
         Command::Schema(args) => schema::main(args),
         Command::Cell {
             suite,

@@ -11,6 +11,7 @@ use super::select::{load, SelectArgs};
 use super::{bad_input, EXIT_FAILED, EXIT_OK};
 use crate::report::outcome::Tally;
 use crate::report::{console, junit};
+use crate::run::interrupt;
 use crate::run::runner::RunOptions;
 
 #[derive(Args)]
@@ -71,6 +72,7 @@ pub fn main(args: RunArgs) -> i32 {
         used(|c| c.backend),
         jobs.max(1)
     );
+    interrupt::install();
     let result = match crate::run::runner::run(&plan, &options, |done, total, cell| {
         println!("{}", console::progress_line(done, total, cell));
     }) {
@@ -93,6 +95,13 @@ pub fn main(args: RunArgs) -> i32 {
             return EXIT_FAILED;
         }
         println!("JSON report: {}", json.display());
+    }
+    if let Some(sig) = interrupt::received() {
+        eprintln!(
+            "hsm-harness: interrupted by {}; unfinished cells are errors in the report",
+            crate::run::runner::signal_name(sig)
+        );
+        return interrupt::exit_code(sig);
     }
     if Tally::of(&result.cells).is_success() {
         EXIT_OK

@@ -3,6 +3,8 @@
 //! report back through a file in its work directory.
 
 pub mod cell;
+pub mod interrupt;
+pub mod lifeline;
 pub mod plan;
 pub mod protocol;
 pub mod runner;

@@ -6,7 +6,9 @@
 //! and reported as an error carrying the signal or "timeout" and the tail of its
 //! stderr; the run goes on with the next cell. Cells whose backend cannot start here,
 //! or lacks a capability the case needs, are skipped with that reason and never
-//! started.
+//! started. SIGINT and SIGTERM stop the run in order ([`crate::run::interrupt`]);
+//! whatever the run started dies with it, and its work directory goes, even when the
+//! harness is killed ([`crate::run::lifeline`]).
 
 use std::fs::File;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -22,11 +24,15 @@ use crate::model::backend::Backend;
 use crate::model::suite::Suite;
 
 use crate::report::outcome::{CellResult, RunResult, Status};
+use crate::run::interrupt;
+use crate::run::lifeline::{self, Janitor};
 pub use crate::run::plan::{Before, Plan, PlannedCell, Selection};
 use crate::run::protocol::CellReport;
 
 /// How many lines of a dead cell's stderr go into its error message.
 const STDERR_TAIL_LINES: usize = 20;
+/// How long an interrupted cell has between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 /// The most of a cell's log kept for the report.
 const LOG_LIMIT: usize = 256 * 1024;
 
@@ -46,10 +52,10 @@ pub fn run(
     options: &RunOptions,
     mut on_done: impl FnMut(usize, usize, &CellResult),
 ) -> anyhow::Result<RunResult> {
-    let root = tempfile::Builder::new()
-        .prefix("hsm-harness-run-")
-        .tempdir()
-        .context("creating the run's work directory")?;
+    let root = lifeline::run_dir().context("creating the run's work directory")?;
+    // Removes `root` should this process be killed; without it a killed run would
+    // leave its cells' tokens and keys in the temporary directory.
+    let janitor = Janitor::start(&options.program, &root).ok();
     let total = plan.cells.len();
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel::<(usize, CellResult)>();
@@ -58,8 +64,11 @@ pub fn run(
         for _ in 0..options.jobs.max(1).min(total.max(1)) {
             let tx = tx.clone();
             let next = &next;
-            let root = root.path();
+            let root = root.as_path();
             scope.spawn(move || loop {
+                if interrupt::received().is_some() {
+                    break;
+                }
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 if i >= total {
                     break;
@@ -78,9 +87,47 @@ pub fn run(
             results[i] = Some(result);
         }
     });
-    Ok(RunResult {
-        cells: results.into_iter().flatten().collect(),
-    })
+    let _ = std::fs::remove_dir_all(&root);
+    if let Some(j) = janitor {
+        j.finish();
+    }
+    // An interrupted run still reports every cell.
+    let cells = results
+        .into_iter()
+        .zip(&plan.cells)
+        .map(|(result, cell)| {
+            result.unwrap_or_else(|| {
+                let mut r = blank(plan, cell);
+                let sig = interrupt::received().map_or("a signal", signal_name);
+                r.status = Status::Errored {
+                    message: format!(
+                        "interrupted: the run was stopped by {sig} before this cell ran"
+                    ),
+                };
+                r
+            })
+        })
+        .collect();
+    Ok(RunResult { cells })
+}
+
+/// A cell's result before it has one: its names and the backend's properties.
+fn blank(plan: &Plan, cell: &PlannedCell) -> CellResult {
+    let suite = &plan.suites[cell.suite];
+    let case = &suite.cases[cell.case];
+    let backend = &plan.backends[cell.backend];
+    CellResult {
+        suite: suite.name.clone(),
+        backend: backend.name.clone(),
+        case: case.name.clone(),
+        status: Status::Passed,
+        duration: Duration::ZERO,
+        properties: vec![
+            ("backend".into(), backend.name.clone()),
+            ("provider".into(), backend.provider_name().into()),
+        ],
+        log: String::new(),
+    }
 }
 
 fn run_cell(
@@ -93,18 +140,7 @@ fn run_cell(
     let suite = &plan.suites[cell.suite];
     let case = &suite.cases[cell.case];
     let backend = &plan.backends[cell.backend];
-    let mut result = CellResult {
-        suite: suite.name.clone(),
-        backend: backend.name.clone(),
-        case: case.name.clone(),
-        status: Status::Passed,
-        duration: Duration::ZERO,
-        properties: vec![
-            ("backend".into(), backend.name.clone()),
-            ("provider".into(), backend.provider_name().into()),
-        ],
-        log: String::new(),
-    };
+    let mut result = blank(plan, cell);
     match plan.before(cell) {
         Before::Run => {}
         Before::Skip(reason) => {
@@ -171,7 +207,8 @@ fn spawn_and_wait(
         Ok(f) => f,
         Err(e) => return fail(format!("cannot share {}: {e}", log_path.display())),
     };
-    let spawned = Command::new(&options.program)
+    let mut command = Command::new(&options.program);
+    let spawned = command
         .arg("cell")
         .arg("--suite")
         .arg(&suite.path)
@@ -185,8 +222,8 @@ fn spawn_and_wait(
         .stdout(log_file)
         .stderr(stderr)
         // Its own process group, so a timeout kills whatever the cell started too.
-        .process_group(0)
-        .spawn();
+        .process_group(0);
+    let spawned = lifeline::die_with_parent(spawned).spawn();
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => return fail(format!("cannot start {}: {e}", options.program.display())),
@@ -195,6 +232,18 @@ fn spawn_and_wait(
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
+            Ok(None) if interrupt::received().is_some() => {
+                stop_group(&mut child);
+                let log = read_log(&log_path);
+                let sig = interrupt::received().map_or("a signal", signal_name);
+                return Err((
+                    format!(
+                        "interrupted: the run was stopped by {sig} while this cell ran\n{}",
+                        tail(&log)
+                    ),
+                    log,
+                ));
+            }
             Ok(None) if Instant::now() >= deadline => break None,
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => {
@@ -240,6 +289,24 @@ fn spawn_and_wait(
             log,
         )),
     }
+}
+
+/// SIGTERM to the cell's group, so its servers can stop cleanly; SIGKILL to what is
+/// left after [`STOP_GRACE`].
+fn stop_group(child: &mut std::process::Child) {
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory involved.
+    unsafe {
+        libc::kill(-(child.id() as libc::pid_t), libc::SIGTERM);
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill_group(child.id());
+    let _ = child.wait();
 }
 
 fn kill_group(pid: u32) {
