@@ -365,6 +365,31 @@ fn json_twin_holds_the_same_results() {
     assert_eq!(v["cells"].as_array().unwrap().len(), 2);
 }
 
+// --- checks in the backend ---------------------------------------------------------------
+
+/// A module that reports a destroy it did not do (the shim answers C_DestroyObject with
+/// CKR_OK without calling SoftHSMv2): the router forgets the key, but `destroy_key`
+/// checks the token itself and fails the cell.
+#[test]
+fn a_destroy_that_destroys_nothing_fails_the_cell() {
+    let p = Project::new();
+    p.backend(
+        "softhsm",
+        "provider: softhsm\ncapabilities: [rsa2048, ecdsa-p256, hsm, pkcs11, pkcs11-shim, destroy]\n",
+    );
+    p.suite(
+        "destroy.yaml",
+        "suite: destroy\nabout: x\ncases:\n  - name: pretended destroy\n    shim:\n      rules: [ { function: C_DestroyObject, action: pretend } ]\n    steps:\n      - create_key: { alg: ecdsa-p256, as: k }\n      - destroy_key: { key: k }\n  - name: real destroy\n    steps:\n      - create_key: { alg: ecdsa-p256, as: k }\n      - destroy_key: { key: k }\n",
+    );
+    let o = p.run(&["--backend", "softhsm"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let all = cases(&p.junit_doc());
+    let (_, verdict, message) = find(&all, "pretended destroy");
+    assert_eq!(verdict, "failure", "{all:?}");
+    assert!(message.contains("still holds it"), "{message}");
+    assert_eq!(find(&all, "real destroy").1, "passed", "{all:?}");
+}
+
 // --- interrupted runs -------------------------------------------------------------------
 
 /// Processes whose command line names `dir` (the run's cells and their servers do).

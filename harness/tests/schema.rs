@@ -947,6 +947,8 @@ fn both_schemas_describe_the_shim_alike() {
     { "function": "C_Login", "action": "delay", "millis": 10 },
     { "function": "C_Logout", "action": "abort" }
 ] }), true)]
+#[case::pretend_a_destroy(json!({ "rules": [ { "function": "C_DestroyObject", "action": "pretend" } ] }), true)]
+#[case::pretend_a_sign(json!({ "rules": [ { "function": "C_Sign", "action": "pretend" } ] }), false)]
 #[case::unknown_function(json!({ "rules": [ { "function": "C_Nope", "action": "abort" } ] }), false)]
 #[case::unknown_action(json!({ "rules": [ { "function": "C_Sign", "action": "explode" } ] }), false)]
 #[case::return_without_rv(json!({ "rules": [ { "function": "C_Sign", "action": "return" } ] }), false)]

@@ -83,7 +83,14 @@ pub enum Action {
     Delay,
     /// `abort()` the process inside the call.
     Abort,
+    /// Answer CKR_OK without calling the module: a module that says it did what it
+    /// did not (a destroy that destroys nothing). Only for functions with no outputs
+    /// ([`PRETEND_FUNCTIONS`]), so no caller reads values that were never set.
+    Pretend,
 }
+
+/// The functions `pretend` applies to: their success returns nothing but CKR_OK.
+pub const PRETEND_FUNCTIONS: &[&str] = &["C_DestroyObject", "C_SetAttributeValue"];
 
 /// The checked configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +115,7 @@ pub enum Effect {
     Return(CK_RV),
     Delay(u64),
     Abort,
+    Pretend,
 }
 
 /// Which calls of the function a rule applies to (numbered from 1).
@@ -221,6 +229,16 @@ impl Rule {
             }
             Action::Delay => Effect::Delay(self.millis.ok_or("action `delay` needs `millis`")?),
             Action::Abort => Effect::Abort,
+            Action::Pretend if PRETEND_FUNCTIONS.contains(&self.function.as_str()) => {
+                Effect::Pretend
+            }
+            Action::Pretend => {
+                return Err(format!(
+                    "action `pretend` applies only to functions without outputs ({}), not `{}`",
+                    PRETEND_FUNCTIONS.join(", "),
+                    self.function
+                ))
+            }
         };
         Ok(PlannedRule {
             function,
@@ -237,6 +255,7 @@ impl Action {
             Action::Return => "return",
             Action::Delay => "delay",
             Action::Abort => "abort",
+            Action::Pretend => "pretend",
         }
     }
 
@@ -246,6 +265,7 @@ impl Action {
             Effect::Return(_) => Action::Return,
             Effect::Delay(_) => Action::Delay,
             Effect::Abort => Action::Abort,
+            Effect::Pretend => Action::Pretend,
         }
     }
 }
@@ -368,6 +388,28 @@ mod tests {
         assert_eq!(p.decide(sign, 3).delay_ms, 5);
         // Round trip through the serialiser the harness uses.
         assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn pretend_is_for_functions_without_outputs_only() {
+        let plan = |function: &str| {
+            Config::from_toml(&format!(
+                "module = \"/m.so\"\n[[rule]]\nfunction = \"{function}\"\naction = \"pretend\"\n"
+            ))
+            .and_then(|c| c.plan())
+        };
+        let p = plan("C_DestroyObject").unwrap();
+        let destroy = crate::FUNCTIONS
+            .iter()
+            .position(|f| *f == "C_DestroyObject")
+            .unwrap();
+        assert_eq!(
+            p.decide(destroy, 1).answer,
+            Some((Action::Pretend, Effect::Pretend))
+        );
+        assert!(plan("C_Sign")
+            .unwrap_err()
+            .contains("applies only to functions without outputs"));
     }
 
     #[test]

@@ -318,13 +318,13 @@ impl JsonSchema for ShimRule {
     fn json_schema(generator: &mut SchemaGenerator) -> Schema {
         let rv = r"^(CKR_[A-Z0-9_]+|0x[0-9a-fA-F]+|[0-9]+)$";
         json_schema!({
-            "description": "One fault: what the shim does to which calls of a function (counted from 1 per process, or from the last change of the settings). unsupported: answer CKR_FUNCTION_NOT_SUPPORTED. return: answer rv (a CKR_* name or a number, not CKR_OK). delay: wait millis, then go on. abort: abort() the process inside the call. on_call: only that call; from_call: that call and every later one; neither: every call.",
+            "description": "One fault: what the shim does to which calls of a function (counted from 1 per process, or from the last change of the settings). unsupported: answer CKR_FUNCTION_NOT_SUPPORTED. return: answer rv (a CKR_* name or a number, not CKR_OK). delay: wait millis, then go on. abort: abort() the process inside the call. pretend: answer CKR_OK without calling the module (C_DestroyObject, C_SetAttributeValue only: a module that claims what it did not do). on_call: only that call; from_call: that call and every later one; neither: every call.",
             "type": "object",
             "required": ["function", "action"],
             "additionalProperties": false,
             "properties": {
                 "function": generator.subschema_for::<Pkcs11Function>(),
-                "action": { "enum": ["unsupported", "return", "delay", "abort"] },
+                "action": { "enum": ["unsupported", "return", "delay", "abort", "pretend"] },
                 "rv": { "type": "string", "pattern": rv, "not": { "const": "CKR_OK" }, "examples": ["CKR_DEVICE_ERROR"] },
                 "millis": { "type": "integer", "minimum": 0 },
                 "on_call": { "type": "integer", "minimum": 1 },
@@ -333,6 +333,7 @@ impl JsonSchema for ShimRule {
             "allOf": [
                 { "if": { "properties": { "action": { "const": "return" } } }, "then": { "required": ["rv"] }, "else": { "not": { "required": ["rv"] } } },
                 { "if": { "properties": { "action": { "const": "delay" } } }, "then": { "required": ["millis"] }, "else": { "not": { "required": ["millis"] } } },
+                { "if": { "properties": { "action": { "const": "pretend" } } }, "then": { "properties": { "function": { "enum": p11shim::config::PRETEND_FUNCTIONS } } } },
                 { "not": { "required": ["on_call", "from_call"] } }
             ]
         })

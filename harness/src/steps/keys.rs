@@ -331,13 +331,36 @@ impl StepKind for DestroyKey {
         }
     }
 
+    /// A destroy the router reports as done is checked in the backend: the inventory of
+    /// the owner's instance (through the harness's own session or client) must no
+    /// longer hold the key. A signer that only forgets the key in its key map fails.
     fn run(&self, cell: &mut CellContext) -> Result<(), StepError> {
         let key = &self.key.value;
-        let entry = cell.key(key)?;
+        let id = cell.key(key)?.id;
         let router = cell.router()?;
-        if self.expect.judge(router.destroy_key(&entry.id))?.is_some() {
-            log(format!("  destroyed '{key}' ({})", entry.id));
+        // Asked before the destroy: afterwards the key map no longer knows the owner.
+        let owner = router.owner_name(&id).ok();
+        if self.expect.judge(router.destroy_key(&id))?.is_none() {
+            return Ok(());
         }
+        log(format!("  destroyed '{key}' ({id})"));
+        let owner = owner.ok_or_else(|| {
+            StepError::Harness(format!(
+                "the key map named no owner of '{key}' before the destroy succeeded"
+            ))
+        })?;
+        let instance = cell.instance_of(&owner)?;
+        let held = cell
+            .instances
+            .inventory(&instance)
+            .map_err(|e| StepError::Harness(format!("{e:#}")))?;
+        if held.contains(&id) {
+            return Err(StepError::Failed(format!(
+                "the signer reported '{key}' ({id}) destroyed, but instance '{instance}' still \
+                 holds it"
+            )));
+        }
+        log(format!("  instance '{instance}' no longer holds '{key}'"));
         Ok(())
     }
 }

@@ -458,6 +458,22 @@ impl CellContext {
             .ok_or_else(|| StepError::Harness(format!("no signer named '{name}'")))
     }
 
+    /// Where signer `name` keeps its keys, as `inventory` names it: its instance, or
+    /// `software` for a software signer (the cell's state directory).
+    pub fn instance_of(&self, name: &str) -> Result<String, StepError> {
+        let spec = self
+            .spec
+            .signers
+            .iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| {
+                StepError::Harness(format!(
+                    "signer '{name}' is not among the case's signers; where it keeps keys is unknown"
+                ))
+            })?;
+        Ok(spec.on.clone().unwrap_or_else(|| "software".to_string()))
+    }
+
     /// The name of the default signer as configured.
     pub fn default_signer_name(&self) -> String {
         let i = self
