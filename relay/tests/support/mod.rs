@@ -422,7 +422,7 @@ pub fn request_tree(items: &[(u32, Vec<Item>)], credential: Option<(&str, &str)>
             tag::BATCH_ITEM,
             vec![
                 Item::enumeration(tag::OPERATION, *op),
-                Item::bytes(tag::UNIQUE_BATCH_ITEM_ID, vec![i as u8 + 1]),
+                Item::bytes(tag::UNIQUE_BATCH_ITEM_ID, vec![(i % 255) as u8 + 1]),
                 Item::structure(tag::REQUEST_PAYLOAD, payload.clone()),
             ],
         ));
