@@ -966,11 +966,12 @@ fn token_credentials_map_to_label_and_pin() {
 }
 
 /// 200 wrong passwords from 4 connections at once cost the token at most
-/// `max_logins_per_minute` C_Logins (each failed C_Login is one "refused by the token"
-/// line in the relay's log), and the right password still works after the delay.
+/// `max_logins_per_minute` (8) C_Logins, counted in the PKCS#11 shim's trace, and the
+/// right password still works after the delay.
 #[test]
 fn wrong_passwords_are_throttled_before_they_reach_the_token() {
     let hsm = softhsm();
+    let shim = Shim::new(hsm.dir(), "");
     let relay = Relay::start(
         &hsm,
         &RelayOptions {
@@ -978,13 +979,14 @@ fn wrong_passwords_are_throttled_before_they_reach_the_token() {
             auth: "credentials = \"token\"\nlogin_delay_ms = 300\nlogin_delay_max_ms = 1000\n\
                    max_logins_per_minute = 8"
                 .into(),
+            lib: Some(Shim::lib()),
+            env: shim.env(),
             ..Default::default()
         },
     );
     let query = |c: &mut Client, pw: &str| {
         answers(&c.tree(&request_tree(&[(op::QUERY, vec![])], Some((LABEL, pw))))).remove(0)
     };
-    let c_logins = |log: &str| log.matches("refused by the token").count();
     std::thread::scope(|s| {
         for t in 0..4 {
             let relay = &relay;
@@ -996,11 +998,16 @@ fn wrong_passwords_are_throttled_before_they_reach_the_token() {
             });
         }
     });
-    let guessed = c_logins(&relay.log());
+    let guessed = shim.calls("C_Login");
     assert!(
         (1..=8).contains(&guessed),
         "{guessed} C_Logins for 200 wrong passwords\n{}",
         relay.log()
+    );
+    assert_eq!(
+        relay.log().matches("refused by the token").count(),
+        guessed,
+        "each failed C_Login is logged"
     );
     // The right password: refused while a delay runs (without a C_Login), then good.
     let mut c = relay.connect();
@@ -1021,14 +1028,13 @@ fn wrong_passwords_are_throttled_before_they_reach_the_token() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    assert_eq!(shim.calls("C_Login"), guessed + 1);
     // Logged in: wrong passwords are compared in memory and never reach the token.
-    let before = c_logins(&relay.log());
     for i in 0..20 {
         query(&mut c, &format!("late-guess-{i}")).failed(ResultReason::PermissionDenied);
     }
     query(&mut c, PIN).ok();
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    assert_eq!(c_logins(&relay.log()), before, "{}", relay.log());
+    assert_eq!(shim.calls("C_Login"), guessed + 1, "{}", relay.log());
 }
 
 #[test]
