@@ -35,6 +35,7 @@
 //! max_connections_per_client = 16  # connections from one IP address at once
 //! max_batch_items = 64             # batch items in one request
 //! pool_wait_secs = 10              # how long a request waits for a free session
+//! operation_timeout_secs = 30      # a request's PKCS#11 work (session wait included)
 //!
 //! [testing]                        # for conformance tests of KMIP clients only
 //! withhold_operations = ["Revoke"] # left out of Query, answered Operation Not Supported
@@ -248,6 +249,8 @@ pub struct Limits {
     pub max_batch_items: usize,
     #[serde(default = "default_pool_wait")]
     pub pool_wait_secs: u64,
+    #[serde(default = "default_operation_timeout")]
+    pub operation_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -261,6 +264,7 @@ impl Default for Limits {
             max_connections_per_client: default_max_connections_per_client(),
             max_batch_items: default_max_batch_items(),
             pool_wait_secs: default_pool_wait(),
+            operation_timeout_secs: default_operation_timeout(),
         }
     }
 }
@@ -270,6 +274,9 @@ fn default_max_message() -> usize {
 }
 fn default_read_timeout() -> u64 {
     10
+}
+fn default_operation_timeout() -> u64 {
+    30
 }
 fn default_write_timeout() -> u64 {
     30
@@ -443,6 +450,7 @@ impl Config {
             || l.max_connections_per_client == 0
             || l.max_batch_items == 0
             || l.pool_wait_secs == 0
+            || l.operation_timeout_secs == 0
         {
             return Err(
                 "[limits] timeouts, 'max_connections', 'max_connections_per_client' and \
@@ -528,6 +536,7 @@ user_pin = "1234"
     #[case::zero_write_timeout("[limits]\nwrite_timeout_secs = 0\n")]
     #[case::zero_per_client("[limits]\nmax_connections_per_client = 0\n")]
     #[case::zero_batch("[limits]\nmax_batch_items = 0\n")]
+    #[case::zero_operation_timeout("[limits]\noperation_timeout_secs = 0\n")]
     #[case::zero_login_delay("[auth]\nlogin_delay_ms = 0\n")]
     #[case::max_delay_below_delay("[auth]\nlogin_delay_ms = 10\nlogin_delay_max_ms = 5\n")]
     #[case::zero_logins("[auth]\nmax_logins_per_minute = 0\n")]

@@ -54,7 +54,8 @@ pub fn run(config: Config) -> Result<(), String> {
         config.auth.credentials,
         Duration::from_secs(config.limits.pool_wait_secs),
     )?
-    .with_login_policy(logins::LoginPolicy::from(&config.auth));
+    .with_login_policy(logins::LoginPolicy::from(&config.auth))
+    .with_operation_deadline(Duration::from_secs(config.limits.operation_timeout_secs));
     tracing::info!(
         "token {:?} ({}), module {}; RNG {}",
         token.facts.label,

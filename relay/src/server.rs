@@ -19,7 +19,10 @@
 //!   response ("truncated") and is closed.
 //! - Everything else gets a response (see [`Dispatcher::handle`]). Dispatch runs on the
 //!   blocking pool; a dispatch that panicked would be answered as General Failure
-//!   without taking the process down.
+//!   without taking the process down. A dispatch that has not finished within
+//!   `operation_timeout_secs` (a hung module) is answered as Operation Failed (General
+//!   Failure naming the deadline) and left to finish on its own; the session pool
+//!   abandons and replaces its session (see [`crate::pool`]), so other clients go on.
 //! - At most `max_connections` connections are served at once; more wait in the
 //!   listen backlog. At most `max_connections_per_client` of them come from one IP
 //!   address: more from it are closed right after accept, before TLS, and logged.
@@ -142,6 +145,7 @@ where
     let idle = Duration::from_secs(limits.idle_timeout_secs);
     let read_timeout = Duration::from_secs(limits.read_timeout_secs);
     let write_timeout = Duration::from_secs(limits.write_timeout_secs);
+    let op_timeout = Duration::from_secs(limits.operation_timeout_secs);
     let mut served = 0u64;
     loop {
         let mut head = [0u8; HEADER_LEN];
@@ -211,18 +215,33 @@ where
             Ok(Ok(_)) => {}
         }
         let d = dispatcher.clone();
-        let response =
-            match tokio::task::spawn_blocking(move || d.handle_from(&frame, client)).await {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    tracing::error!("dispatch failed: {e}");
-                    Response::failure(
-                        Version::HIGHEST,
-                        KmipError::general("internal error while handling the request"),
-                    )
-                    .to_bytes()
-                }
-            };
+        let dispatch = tokio::task::spawn_blocking(move || d.handle_from(&frame, client));
+        let response = match tokio::time::timeout(op_timeout, dispatch).await {
+            Ok(Ok(bytes)) => bytes,
+            Err(_) => {
+                tracing::error!(
+                    "a request did not finish within {}s (operation_timeout_secs): answered \
+                         as failed, left to finish on its own",
+                    op_timeout.as_secs()
+                );
+                Response::failure(
+                    Version::HIGHEST,
+                    KmipError::general(format!(
+                        "the PKCS#11 module did not finish the request within {}s",
+                        op_timeout.as_secs()
+                    )),
+                )
+                .to_bytes()
+            }
+            Ok(Err(e)) => {
+                tracing::error!("dispatch failed: {e}");
+                Response::failure(
+                    Version::HIGHEST,
+                    KmipError::general("internal error while handling the request"),
+                )
+                .to_bytes()
+            }
+        };
         if let Err(e) = write(&mut stream, &response, write_timeout).await {
             return format!("write error: {e}");
         }

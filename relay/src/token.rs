@@ -353,6 +353,13 @@ impl Token {
         })
     }
 
+    /// Abandons and replaces sessions whose PKCS#11 calls run longer than `deadline`
+    /// (see [`crate::pool`]).
+    pub fn with_operation_deadline(mut self, deadline: Duration) -> Self {
+        self.pool = self.pool.with_deadline(deadline);
+        self
+    }
+
     /// Bounds C_Login for KMIP clients by `policy` (see [`crate::logins`]) instead of
     /// the defaults.
     pub fn with_login_policy(self, policy: LoginPolicy) -> Self {

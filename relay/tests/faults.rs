@@ -5,7 +5,7 @@
 mod support;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kmip_relay::config::{CredentialMode, Pkcs11Config, SlotSelector};
 use kmip_relay::kmip::{operation as op, tag, ResultReason};
@@ -79,4 +79,58 @@ fn a_panic_in_an_operation_is_a_general_failure_and_the_session_comes_back() {
         })
         .expect("a session after the panic");
     assert_eq!(bytes.len(), 8);
+}
+
+#[test]
+fn a_hung_module_call_fails_at_the_deadline_and_others_go_on() {
+    let hsm = softhsm();
+    // C_GenerateRandom call 1 is the start's probe; call 2 hangs for 4 s.
+    let shim = Shim::new(
+        hsm.dir(),
+        "[[rule]]\nfunction = \"C_GenerateRandom\"\naction = \"delay\"\nmillis = 4000\n\
+         on_call = 2\n",
+    );
+    let relay = Relay::start(
+        &hsm,
+        &RelayOptions {
+            pkcs11: "pool_size = 1".into(),
+            limits: "operation_timeout_secs = 1".into(),
+            lib: Some(Shim::lib()),
+            env: shim.env(),
+            ..Default::default()
+        },
+    );
+    let start = Instant::now();
+    let mut hung = relay.connect();
+    let a = rng(&mut hung);
+    assert!(
+        a.failed(ResultReason::GeneralFailure).contains("within 1s"),
+        "{a:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    // The only session is stuck in the module: another client gets a replacement.
+    let mut other = relay.connect();
+    rng(&mut other).ok();
+    assert!(
+        start.elapsed() < Duration::from_millis(3500),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        relay.log().contains("abandoned and replaced"),
+        "{}",
+        relay.log()
+    );
+    // When the hung call returns, its session is closed, not reused.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shim.calls("C_CloseSession") == 0 {
+        assert!(Instant::now() < deadline, "{}", relay.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    rng(&mut hung).ok();
+    rng(&mut other).ok();
 }
