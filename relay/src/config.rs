@@ -131,6 +131,16 @@ pub enum TlsVersion {
     Tls13,
 }
 
+impl std::fmt::Display for TlsVersion {
+    /// As the configuration spells it ("1.2", "1.3").
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TlsVersion::Tls12 => "1.2",
+            TlsVersion::Tls13 => "1.3",
+        })
+    }
+}
+
 /// How KMIP credentials are used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]

@@ -118,7 +118,7 @@ pub fn run(config: Config) -> Result<(), String> {
             .local_addr()
             .map_err(|e| format!("no local address: {e}"))?;
         tracing::info!(
-            "listening on {addr}, TLS {:?} to {:?}, certificate SHA-256 {fingerprint}",
+            "listening on {addr}, TLS {} to {}, certificate SHA-256 {fingerprint}",
             config.tls.min_version,
             config.tls.max_version
         );

@@ -568,6 +568,10 @@ fn logs_are_plain_exact_and_quiet() {
     assert!(m.contains("Get Attributes is not supported"), "{m}");
     let log = relay.log();
     assert!(log.contains("TLS 1.2 clients are accepted"), "{log}");
+    assert!(
+        log.contains("TLS 1.2 to 1.3"),
+        "versions as configured: {log}"
+    );
     assert!(!log.contains("Mechanism type"), "{log}");
     assert!(!log.contains("ERROR"), "{log}");
     assert!(!log.contains('\x1b'), "colour codes in a log file: {log:?}");
