@@ -21,13 +21,21 @@
 //!
 //! [auth]
 //! credentials = "none"             # or "token": Username = token label, Password = user PIN
+//! allow_unauthenticated = false    # true: serve unauthenticated clients beyond loopback
+//! login_delay_ms = 1000            # credentials = "token": wait after a failed C_Login ...
+//! login_delay_max_ms = 60000       # ... doubling per failure up to this
+//! max_logins_per_minute = 10       # C_Login calls for KMIP clients, all clients together
 //!
 //! [limits]
 //! max_message_size = 65536         # bytes, TTLV header included
-//! read_timeout_secs = 10           # a started message must arrive within this
+//! read_timeout_secs = 10           # a started message (header included) must arrive within this
+//! write_timeout_secs = 30          # a response must be taken by the client within this
 //! idle_timeout_secs = 300          # a connection with no request for this long is closed
 //! max_connections = 256
+//! max_connections_per_client = 16  # connections from one IP address at once
+//! max_batch_items = 64             # batch items in one request
 //! pool_wait_secs = 10              # how long a request waits for a free session
+//! operation_timeout_secs = 30      # a request's PKCS#11 work (session wait included)
 //!
 //! [testing]                        # for conformance tests of KMIP clients only
 //! withhold_operations = ["Revoke"] # left out of Query, answered Operation Not Supported
@@ -50,6 +58,22 @@
 //! `[auth] credentials = "token"` (the released relay logs in with the token label and
 //! user PIN), so any other credential mode is refused with it. The relay logs a warning
 //! at start when it mimics.
+//!
+//! Closed by default: a relay without client authentication (no `[tls] client_ca` and
+//! `credentials = "none"`) lets every peer that can connect create, use and destroy
+//! keys, so it is refused unless `listen` is a loopback address (`127.0.0.0/8`, `::1`,
+//! `localhost`) or `[auth] allow_unauthenticated = true` says so explicitly (the relay
+//! then logs a warning at start). Unauthenticated clients get Query's Server
+//! Information without the module and the token's details (see
+//! [`crate::operations`]).
+//!
+//! In `credentials = "token"` mode a wrong password reaches the module (C_Login) only
+//! until the first good one, and even then only at a bounded rate: after each failed
+//! C_Login the next one waits `login_delay_ms`, doubling per consecutive failure up to
+//! `login_delay_max_ms`, both per client address and for all clients together, and at
+//! most `max_logins_per_minute` C_Login calls are made in any minute. Attempts inside
+//! a delay are refused (Permission Denied) without touching the token. See
+//! [`crate::logins`].
 //!
 //! Refused, with the offending key or value named: unknown keys anywhere, a missing
 //! `listen` or `[pkcs11]`, only one of `cert`/`key`, `min_version`/`max_version` other than
@@ -105,6 +129,16 @@ pub enum TlsVersion {
     #[default]
     #[serde(rename = "1.3")]
     Tls13,
+}
+
+impl std::fmt::Display for TlsVersion {
+    /// As the configuration spells it ("1.2", "1.3").
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TlsVersion::Tls12 => "1.2",
+            TlsVersion::Tls13 => "1.3",
+        })
+    }
 }
 
 /// How KMIP credentials are used.
@@ -165,11 +199,45 @@ fn default_pool() -> usize {
     4
 }
 
-#[derive(Clone, Debug, Deserialize, Default)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     #[serde(default)]
     pub credentials: CredentialMode,
+    /// Serve clients without any authentication on a non-loopback address.
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
+    /// Delay after the first failed C_Login of a KMIP client, in milliseconds.
+    #[serde(default = "default_login_delay")]
+    pub login_delay_ms: u64,
+    /// The longest delay after consecutive failed C_Logins, in milliseconds.
+    #[serde(default = "default_login_delay_max")]
+    pub login_delay_max_ms: u64,
+    /// C_Login calls made for KMIP clients in any minute, all clients together.
+    #[serde(default = "default_logins_per_minute")]
+    pub max_logins_per_minute: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            credentials: CredentialMode::default(),
+            allow_unauthenticated: false,
+            login_delay_ms: default_login_delay(),
+            login_delay_max_ms: default_login_delay_max(),
+            max_logins_per_minute: default_logins_per_minute(),
+        }
+    }
+}
+
+fn default_login_delay() -> u64 {
+    1000
+}
+fn default_login_delay_max() -> u64 {
+    60_000
+}
+fn default_logins_per_minute() -> u32 {
+    10
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -179,12 +247,20 @@ pub struct Limits {
     pub max_message_size: usize,
     #[serde(default = "default_read_timeout")]
     pub read_timeout_secs: u64,
+    #[serde(default = "default_write_timeout")]
+    pub write_timeout_secs: u64,
     #[serde(default = "default_idle_timeout")]
     pub idle_timeout_secs: u64,
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: usize,
+    #[serde(default = "default_max_batch_items")]
+    pub max_batch_items: usize,
     #[serde(default = "default_pool_wait")]
     pub pool_wait_secs: u64,
+    #[serde(default = "default_operation_timeout")]
+    pub operation_timeout_secs: u64,
 }
 
 impl Default for Limits {
@@ -192,9 +268,13 @@ impl Default for Limits {
         Limits {
             max_message_size: default_max_message(),
             read_timeout_secs: default_read_timeout(),
+            write_timeout_secs: default_write_timeout(),
             idle_timeout_secs: default_idle_timeout(),
             max_connections: default_max_connections(),
+            max_connections_per_client: default_max_connections_per_client(),
+            max_batch_items: default_max_batch_items(),
             pool_wait_secs: default_pool_wait(),
+            operation_timeout_secs: default_operation_timeout(),
         }
     }
 }
@@ -204,6 +284,18 @@ fn default_max_message() -> usize {
 }
 fn default_read_timeout() -> u64 {
     10
+}
+fn default_operation_timeout() -> u64 {
+    30
+}
+fn default_write_timeout() -> u64 {
+    30
+}
+fn default_max_connections_per_client() -> usize {
+    16
+}
+fn default_max_batch_items() -> usize {
+    64
 }
 fn default_idle_timeout() -> u64 {
     300
@@ -321,6 +413,23 @@ impl Config {
         Config::parse(&text, base).map_err(|e| format!("{}: {e}", path.display()))
     }
 
+    /// Whether clients must authenticate: by certificate (`client_ca`) or by
+    /// credentials (`credentials = "token"`).
+    pub fn authenticates_clients(&self) -> bool {
+        self.tls.client_ca.is_some() || self.auth.credentials == CredentialMode::Token
+    }
+
+    /// Whether `listen` is a loopback address (an IP literal in 127.0.0.0/8 or ::1, or
+    /// the name `localhost`). Anything else, names included, counts as reachable.
+    pub fn loopback_only(&self) -> bool {
+        if let Ok(addr) = self.listen.parse::<std::net::SocketAddr>() {
+            return addr.ip().is_loopback();
+        }
+        self.listen
+            .rsplit_once(':')
+            .is_some_and(|(host, _)| host.eq_ignore_ascii_case("localhost"))
+    }
+
     fn validate(&self) -> Result<(), String> {
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err("[tls] needs both 'cert' and 'key', or neither (self-signed)".into());
@@ -345,11 +454,38 @@ impl Config {
             return Err("[limits] 'max_message_size' must be between 1024 and 16777216".into());
         }
         if l.read_timeout_secs == 0
+            || l.write_timeout_secs == 0
             || l.idle_timeout_secs == 0
             || l.max_connections == 0
+            || l.max_connections_per_client == 0
+            || l.max_batch_items == 0
             || l.pool_wait_secs == 0
+            || l.operation_timeout_secs == 0
         {
-            return Err("[limits] timeouts and 'max_connections' must be above zero".into());
+            return Err(
+                "[limits] timeouts, 'max_connections', 'max_connections_per_client' and \
+                 'max_batch_items' must be above zero"
+                    .into(),
+            );
+        }
+        let a = &self.auth;
+        if a.login_delay_ms == 0 || a.login_delay_max_ms < a.login_delay_ms {
+            return Err(
+                "[auth] 'login_delay_ms' must be above zero and 'login_delay_max_ms' not below it"
+                    .into(),
+            );
+        }
+        if a.max_logins_per_minute == 0 {
+            return Err("[auth] 'max_logins_per_minute' must be above zero".into());
+        }
+        if !self.authenticates_clients() && !a.allow_unauthenticated && !self.loopback_only() {
+            return Err(format!(
+                "no client authentication (neither [tls] client_ca nor [auth] credentials = \
+                 \"token\") and 'listen' = {:?} is not a loopback address: every peer could \
+                 use and destroy the token's keys. Configure client authentication, listen on \
+                 127.0.0.1, or set [auth] allow_unauthenticated = true",
+                self.listen
+            ));
         }
         self.testing.withheld()?;
         if let Some(m) = self.testing.mimic()? {
@@ -407,6 +543,13 @@ user_pin = "1234"
     #[case::unknown_testing("[testing]\nchaos = true\n")]
     #[case::unknown_mimic("[testing]\nmimic = \"pykmip\"\n")]
     #[case::mimic_without_token_credentials("[testing]\nmimic = \"seed-003\"\n")]
+    #[case::zero_write_timeout("[limits]\nwrite_timeout_secs = 0\n")]
+    #[case::zero_per_client("[limits]\nmax_connections_per_client = 0\n")]
+    #[case::zero_batch("[limits]\nmax_batch_items = 0\n")]
+    #[case::zero_operation_timeout("[limits]\noperation_timeout_secs = 0\n")]
+    #[case::zero_login_delay("[auth]\nlogin_delay_ms = 0\n")]
+    #[case::max_delay_below_delay("[auth]\nlogin_delay_ms = 10\nlogin_delay_max_ms = 5\n")]
+    #[case::zero_logins("[auth]\nmax_logins_per_minute = 0\n")]
     fn refuses(#[case] extra: &str) {
         let text = format!("{MINIMAL}{extra}");
         assert!(Config::parse(&text, Path::new("/")).is_err(), "{text}");
@@ -417,7 +560,7 @@ user_pin = "1234"
     #[case("slot = \"0x1f\"", SlotSelector::Id(31))]
     #[case("slot = \"tok\"", SlotSelector::Label("tok".into()))]
     fn slots(#[case] line: &str, #[case] want: SlotSelector) {
-        let text = format!("listen = \"x:1\"\n[pkcs11]\nlib_path = \"/l\"\n{line}\n");
+        let text = format!("listen = \"127.0.0.1:1\"\n[pkcs11]\nlib_path = \"/l\"\n{line}\n");
         assert_eq!(
             Config::parse(&text, Path::new("/")).unwrap().pkcs11.slot,
             want
@@ -431,7 +574,8 @@ user_pin = "1234"
     #[case::file("user_pin = \"file:/run/pin\"", Some(Secret::File("/run/pin".into())))]
     #[case::absent("", None)]
     fn user_pins(#[case] line: &str, #[case] want: Option<Secret>) {
-        let text = format!("listen = \"x:1\"\n[pkcs11]\nlib_path = \"/l\"\nslot = 1\n{line}\n");
+        let text =
+            format!("listen = \"127.0.0.1:1\"\n[pkcs11]\nlib_path = \"/l\"\nslot = 1\n{line}\n");
         let c = Config::parse(&text, Path::new("/")).unwrap();
         assert_eq!(c.pkcs11.user_pin, want);
         assert!(!format!("{c:?}").contains("5678"), "PIN in Debug output");
@@ -442,7 +586,8 @@ user_pin = "1234"
     #[case::empty_file("user_pin = \"file:\"", "'file:' needs a path")]
     #[case::boolean("user_pin = true", "user_pin")]
     fn refuses_user_pin(#[case] line: &str, #[case] named: &str) {
-        let text = format!("listen = \"x:1\"\n[pkcs11]\nlib_path = \"/l\"\nslot = 1\n{line}\n");
+        let text =
+            format!("listen = \"127.0.0.1:1\"\n[pkcs11]\nlib_path = \"/l\"\nslot = 1\n{line}\n");
         let e = Config::parse(&text, Path::new("/")).unwrap_err();
         assert!(e.contains(named), "{e}");
     }
@@ -479,6 +624,38 @@ user_pin = "1234"
         let text = format!("{MINIMAL}[testing]\nmimic = \"seed-003\"\n");
         let e = Config::parse(&text, Path::new("/")).unwrap_err();
         assert!(e.contains("credentials = \"token\""), "{e}");
+    }
+
+    #[rstest]
+    #[case::any_v4("0.0.0.0:0")]
+    #[case::public_v4("192.0.2.1:5696")]
+    #[case::any_v6("[::]:5696")]
+    #[case::name("kmip.example:5696")]
+    fn refuses_unauthenticated_beyond_loopback(#[case] listen: &str) {
+        let body = "[pkcs11]\nlib_path = \"/l\"\nslot = 1\n";
+        let text = format!("listen = \"{listen}\"\n{body}");
+        let e = Config::parse(&text, Path::new("/")).unwrap_err();
+        assert!(e.contains("allow_unauthenticated"), "{e}");
+        // Any one of the three ways out is enough.
+        for extra in [
+            "[auth]\nallow_unauthenticated = true\n",
+            "[auth]\ncredentials = \"token\"\n",
+            "[tls]\nclient_ca = \"ca.pem\"\n",
+        ] {
+            let text = format!("{text}{extra}");
+            assert!(Config::parse(&text, Path::new("/")).is_ok(), "{text}");
+        }
+    }
+
+    #[rstest]
+    #[case("127.0.0.1:5696")]
+    #[case("127.1.2.3:0")]
+    #[case("[::1]:5696")]
+    #[case("localhost:5696")]
+    fn loopback_needs_no_client_authentication(#[case] listen: &str) {
+        let text = format!("listen = \"{listen}\"\n[pkcs11]\nlib_path = \"/l\"\nslot = 1\n");
+        let c = Config::parse(&text, Path::new("/")).unwrap();
+        assert!(c.loopback_only() && !c.authenticates_clients());
     }
 
     #[test]

@@ -112,23 +112,55 @@ pub mod operation {
         KNOWN.into_iter().find(|op| self::name(*op) == name)
     }
 
-    /// The operation's name, for logs and messages.
+    /// The operation's KMIP 1.2 name, for logs and messages ("Get Attributes"); codes
+    /// outside KMIP 1.2 are "operation 0x..".
     pub fn name(op: u32) -> String {
-        let known = match op {
-            CREATE => "Create",
-            CREATE_KEY_PAIR => "Create Key Pair",
-            LOCATE => "Locate",
-            GET => "Get",
-            ADD_ATTRIBUTE => "Add Attribute",
-            MODIFY_ATTRIBUTE => "Modify Attribute",
-            ACTIVATE => "Activate",
-            REVOKE => "Revoke",
-            DESTROY => "Destroy",
-            QUERY => "Query",
-            DISCOVER_VERSIONS => "Discover Versions",
-            SIGN => "Sign",
-            RNG_RETRIEVE => "RNG Retrieve",
-            _ => return format!("operation {op:#x}"),
+        const NAMES: [&str; 41] = [
+            "Create",
+            "Create Key Pair",
+            "Register",
+            "Re-key",
+            "Derive Key",
+            "Certify",
+            "Re-certify",
+            "Locate",
+            "Check",
+            "Get",
+            "Get Attributes",
+            "Get Attribute List",
+            "Add Attribute",
+            "Modify Attribute",
+            "Delete Attribute",
+            "Obtain Lease",
+            "Get Usage Allocation",
+            "Activate",
+            "Revoke",
+            "Destroy",
+            "Archive",
+            "Recover",
+            "Validate",
+            "Query",
+            "Cancel",
+            "Poll",
+            "Notify",
+            "Put",
+            "Re-key Key Pair",
+            "Discover Versions",
+            "Encrypt",
+            "Decrypt",
+            "Sign",
+            "Signature Verify",
+            "MAC",
+            "MAC Verify",
+            "RNG Retrieve",
+            "RNG Seed",
+            "Hash",
+            "Create Split Key",
+            "Join Split Key",
+        ];
+        let known = match op.checked_sub(1).and_then(|i| NAMES.get(i as usize)) {
+            Some(n) => *n,
+            None => return format!("operation {op:#x}"),
         };
         known.to_string()
     }

@@ -14,6 +14,7 @@
 //! | [`mimic`] | `[testing] mimic`: standing in for a released server |
 //! | [`identifiers`] | Unique Identifiers <-> PKCS#11 objects |
 //! | [`token`], [`pool`] | the module, the token, the session pool |
+//! | [`logins`] | bounding C_Login for KMIP credentials (no PIN guessing) |
 //! | [`tls`] | rustls (aws-lc-rs), certificates, fingerprints |
 //! | [`server`] | connections, framing, limits, timeouts |
 //! | [`config`] | the TOML configuration |
@@ -25,6 +26,7 @@ pub mod formats;
 pub mod fuzz;
 pub mod identifiers;
 pub mod kmip;
+pub mod logins;
 pub mod message;
 pub mod mimic;
 pub mod operations;
@@ -51,7 +53,9 @@ pub fn run(config: Config) -> Result<(), String> {
         &config.pkcs11,
         config.auth.credentials,
         Duration::from_secs(config.limits.pool_wait_secs),
-    )?;
+    )?
+    .with_login_policy(logins::LoginPolicy::from(&config.auth))
+    .with_operation_deadline(Duration::from_secs(config.limits.operation_timeout_secs));
     tracing::info!(
         "token {:?} ({}), module {}; RNG {}",
         token.facts.label,
@@ -77,10 +81,29 @@ pub fn run(config: Config) -> Result<(), String> {
             m.describe()
         );
     }
+    if !config.authenticates_clients() {
+        if config.auth.allow_unauthenticated {
+            tracing::warn!(
+                "[auth] allow_unauthenticated = true: clients need neither a certificate nor \
+                 credentials, and every peer that reaches {} may create, use and destroy the \
+                 token's keys",
+                config.listen
+            );
+        } else {
+            tracing::info!("no client authentication: serving loopback clients only");
+        }
+    }
+    if config.tls.min_version == config::TlsVersion::Tls12 {
+        tracing::warn!(
+            "[tls] min_version = \"1.2\": TLS 1.2 clients are accepted (opt-in; 1.3 is the default)"
+        );
+    }
     let dispatcher = Arc::new(
         operations::Dispatcher::new(Arc::new(token), config.limits.max_message_size)
             .withholding(withheld)
-            .mimicking(mimic),
+            .mimicking(mimic)
+            .authenticated_clients(config.authenticates_clients())
+            .max_batch_items(config.limits.max_batch_items),
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -95,7 +118,7 @@ pub fn run(config: Config) -> Result<(), String> {
             .local_addr()
             .map_err(|e| format!("no local address: {e}"))?;
         tracing::info!(
-            "listening on {addr}, TLS {:?} to {:?}, certificate SHA-256 {fingerprint}",
+            "listening on {addr}, TLS {} to {}, certificate SHA-256 {fingerprint}",
             config.tls.min_version,
             config.tls.max_version
         );

@@ -27,9 +27,15 @@ fn main() -> ExitCode {
         }
     };
     let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| config.log_level.clone());
+    // cryptoki logs an ERROR for every vendor or newer mechanism type it has no name
+    // for while converting C_GetMechanismList (SoftHSMv2 has several): not an error of
+    // the relay, and it hides real ones, so that target is silenced.
+    let filter = format!("{filter},cryptoki::mechanism=off");
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: log files and harness captures stay plain.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if cli.check {
         return match check(&config) {

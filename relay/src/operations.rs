@@ -18,8 +18,16 @@
 //!   failure are answered as failed and not run; with Continue they all run.
 //! - An item without a Unique Identifier uses the ID Placeholder: the private key of the
 //!   last Create Key Pair in the batch, or the single result of the last Locate.
+//! - More batch items than `[limits] max_batch_items`: one failed item, Invalid Message,
+//!   naming the limit; nothing runs.
 //! - A response larger than the request's Maximum Response Size (or the configured
-//!   message limit) has every successful item replaced by Response Too Large.
+//!   message limit) has every successful item replaced by Response Too Large; if the
+//!   failures alone still exceed the message limit, the response is one Response Too
+//!   Large item, so no answer, error or not, is larger than `max_message_size`.
+//!
+//! Query's Server Information names the PKCS#11 module and the token's manufacturer,
+//! model, serial and slot only when clients are authenticated (see
+//! [`Dispatcher::authenticated_clients`]); otherwise only the token label.
 //!
 //! Get answers public keys only (private keys are Permission Denied, whatever the
 //! format), in the formats of [`crate::formats`]: with no Key Format Type named, RSA as
@@ -34,6 +42,7 @@
 //! the object exists, Revoke clears CKA_SIGN on a private key (so it cannot sign again,
 //! across restarts) and checks that a public key exists.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
@@ -65,6 +74,10 @@ pub struct Dispatcher {
     withheld: Vec<u32>,
     /// The released server the relay stands in for (`[testing] mimic`), if any.
     mimic: Option<Mimic>,
+    /// Whether clients are authenticated, so Query may name the module and the token.
+    authenticated: bool,
+    /// The most batch items one request may carry.
+    max_batch_items: usize,
 }
 
 /// Name Value of a Name attribute value structure.
@@ -340,7 +353,24 @@ impl Dispatcher {
             max_message,
             withheld: Vec::new(),
             mimic: None,
+            authenticated: false,
+            max_batch_items: crate::config::Limits::default().max_batch_items,
         }
+    }
+
+    /// Refuses requests with more than `max` batch items (`[limits] max_batch_items`).
+    pub fn max_batch_items(mut self, max: usize) -> Self {
+        self.max_batch_items = max;
+        self
+    }
+
+    /// Says whether every client is authenticated (client certificates or credentials).
+    /// Only then does Query's Server Information name the PKCS#11 module and the
+    /// token's model and serial: an unknown peer learns the vendor string and the token
+    /// label, nothing that helps it pick an attack on the module.
+    pub fn authenticated_clients(mut self, yes: bool) -> Self {
+        self.authenticated = yes;
+        self
     }
 
     /// Behaves like a released server (for testing clients; see [`crate::mimic`]).
@@ -367,13 +397,27 @@ impl Dispatcher {
 
     /// One frame in, one frame out. See the module documentation.
     pub fn handle(&self, frame: &[u8]) -> Vec<u8> {
+        self.handle_from(frame, None)
+    }
+
+    /// [`Dispatcher::handle`] for a client at a known address (for the login
+    /// throttle's per-client delays).
+    pub fn handle_from(&self, frame: &[u8], client: Option<IpAddr>) -> Vec<u8> {
         let response = match ttlv::decode(frame) {
             Err(e) => {
                 Response::failure(Version::HIGHEST, KmipError::invalid_message(e.to_string()))
             }
             Ok(item) => match Request::from_item(&item) {
                 Err(e) => Response::failure(Version::HIGHEST, e),
-                Ok(request) => self.run(&request),
+                Ok(request) if request.items.len() > self.max_batch_items => Response::failure(
+                    Version::HIGHEST,
+                    KmipError::invalid_message(format!(
+                        "the request has {} batch items; this relay runs at most {} per request",
+                        request.items.len(),
+                        self.max_batch_items
+                    )),
+                ),
+                Ok(request) => self.run_from(&request, client),
             },
         };
         let bytes = response.to_bytes();
@@ -390,11 +434,31 @@ impl Dispatcher {
                 ));
             }
         }
-        smaller.to_bytes()
+        let bytes = smaller.to_bytes();
+        if bytes.len() <= limit {
+            return bytes;
+        }
+        // Failures alone are too large (many items, long messages): one item says so.
+        Response::failure(
+            smaller.version,
+            KmipError::new(
+                ResultReason::ResponseTooLarge,
+                format!(
+                    "the response to {} batch items would exceed {limit} bytes",
+                    smaller.items.len()
+                ),
+            ),
+        )
+        .to_bytes()
     }
 
     /// Runs every batch item of a decoded request.
     pub fn run(&self, request: &Request) -> Response {
+        self.run_from(request, None)
+    }
+
+    /// [`Dispatcher::run`] for a client at a known address.
+    pub fn run_from(&self, request: &Request, client: Option<IpAddr>) -> Response {
         let h = &request.header;
         let version_ok = h.version.supported();
         if let Some(m) = self.mimic {
@@ -434,8 +498,8 @@ impl Dispatcher {
             } else {
                 let auth = match &h.credential {
                     Some(Err(e)) => Err(e.clone()),
-                    Some(Ok(c)) => self.token.authenticate(Some(c)),
-                    None => self.token.authenticate(None),
+                    Some(Ok(c)) => self.token.authenticate(Some(c), client),
+                    None => self.token.authenticate(None, client),
                 };
                 auth.and_then(|()| self.operation(item, &mut placeholder))
             };
@@ -607,8 +671,9 @@ impl Dispatcher {
                 vendor.push_str(&format!(", mimicking the {}", m.describe()));
             }
             fields.push(Item::text(tag::VENDOR_IDENTIFICATION, vendor));
-            fields.push(Item::structure(
-                tag::SERVER_INFORMATION,
+            let info = if !self.authenticated {
+                vec![Item::text(tag::X_TOKEN, f.label.clone())]
+            } else {
                 vec![
                     Item::text(tag::X_PKCS11_LIBRARY, f.library.clone()),
                     Item::text(
@@ -618,8 +683,9 @@ impl Dispatcher {
                             f.label, f.manufacturer, f.model, f.serial, f.slot
                         ),
                     ),
-                ],
-            ));
+                ]
+            };
+            fields.push(Item::structure(tag::SERVER_INFORMATION, info));
         }
         Ok(payload(fields))
     }

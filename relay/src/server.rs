@@ -4,8 +4,12 @@
 //!
 //! - The TLS handshake must finish within the read timeout.
 //! - Between requests a connection may stay idle for the idle timeout, then it is
-//!   closed. Once a message has started (its 8-byte header arrived), the rest must
-//!   arrive within the read timeout, or the connection is closed and the reason logged.
+//!   closed. Once a message has started (its first byte arrived), the rest, the 8-byte
+//!   header included, must arrive within the read timeout, or the connection is closed
+//!   and the reason logged (a client trickling a header cannot hold a connection for
+//!   the idle timeout).
+//! - Each response must be taken by the client within the write timeout; a client that
+//!   stops reading loses its connection (and its connection slot).
 //! - A header that is not a Request Message structure (tag 420078, type Structure)
 //!   leaves no way to find where the message ends: the connection is closed and the
 //!   reason logged.
@@ -15,12 +19,17 @@
 //!   response ("truncated") and is closed.
 //! - Everything else gets a response (see [`Dispatcher::handle`]). Dispatch runs on the
 //!   blocking pool; a dispatch that panicked would be answered as General Failure
-//!   without taking the process down.
+//!   without taking the process down. A dispatch that has not finished within
+//!   `operation_timeout_secs` (a hung module) is answered as Operation Failed (General
+//!   Failure naming the deadline) and left to finish on its own; the session pool
+//!   abandons and replaces its session (see [`crate::pool`]), so other clients go on.
 //! - At most `max_connections` connections are served at once; more wait in the
-//!   listen backlog.
+//!   listen backlog. At most `max_connections_per_client` of them come from one IP
+//!   address: more from it are closed right after accept, before TLS, and logged.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -64,6 +73,7 @@ impl Server {
     /// Serves until the task is dropped.
     pub async fn serve(self) {
         let permits = Arc::new(Semaphore::new(self.limits.max_connections));
+        let per_client = Arc::new(Mutex::new(HashMap::<IpAddr, usize>::new()));
         loop {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 return;
@@ -76,11 +86,25 @@ impl Server {
                     continue;
                 }
             };
+            let Some(client_slot) = ClientSlot::take(
+                &per_client,
+                peer.ip(),
+                self.limits.max_connections_per_client,
+            ) else {
+                tracing::warn!(
+                    "{peer}: refused: {} connections from {} already",
+                    self.limits.max_connections_per_client,
+                    peer.ip()
+                );
+                drop(tcp);
+                continue;
+            };
             let acceptor = self.acceptor.clone();
             let dispatcher = self.dispatcher.clone();
             let limits = self.limits.clone();
             tokio::spawn(async move {
                 let _permit = permit;
+                let _client_slot = client_slot;
                 let _ = tcp.set_nodelay(true);
                 let read_timeout = Duration::from_secs(limits.read_timeout_secs);
                 let tls = match tokio::time::timeout(read_timeout, acceptor.accept(tcp)).await {
@@ -101,7 +125,7 @@ impl Server {
                     .map(|v| format!("{v:?}"))
                     .unwrap_or_default();
                 tracing::debug!("{peer}: connected ({version})");
-                let reason = serve_connection(tls, &dispatcher, &limits).await;
+                let reason = serve_connection(tls, &dispatcher, &limits, Some(peer.ip())).await;
                 tracing::info!("{peer}: connection closed: {reason}");
             });
         }
@@ -113,19 +137,37 @@ pub async fn serve_connection<S>(
     mut stream: S,
     dispatcher: &Arc<Dispatcher>,
     limits: &Limits,
+    client: Option<IpAddr>,
 ) -> String
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let idle = Duration::from_secs(limits.idle_timeout_secs);
     let read_timeout = Duration::from_secs(limits.read_timeout_secs);
+    let write_timeout = Duration::from_secs(limits.write_timeout_secs);
+    let op_timeout = Duration::from_secs(limits.operation_timeout_secs);
     let mut served = 0u64;
     loop {
         let mut head = [0u8; HEADER_LEN];
-        match tokio::time::timeout(idle, stream.read_exact(&mut head)).await {
+        // Idle until the first byte; from then on the read timeout (slowloris).
+        match tokio::time::timeout(idle, stream.read_exact(&mut head[..1])).await {
             Err(_) => return format!("idle for {}s after {served} requests", idle.as_secs()),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 return format!("client closed after {served} requests")
+            }
+            Ok(Err(e)) => return format!("read error: {e}"),
+            Ok(Ok(_)) => {}
+        }
+        let started = tokio::time::Instant::now();
+        match tokio::time::timeout(read_timeout, stream.read_exact(&mut head[1..])).await {
+            Err(_) => {
+                return format!(
+                    "message header not complete within {}s",
+                    read_timeout.as_secs()
+                )
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return "client closed within a message header".into()
             }
             Ok(Err(e)) => return format!("read error: {e}"),
             Ok(Ok(_)) => {}
@@ -146,13 +188,13 @@ where
                     limits.max_message_size
                 )),
             );
-            let _ = write(&mut stream, &r.to_bytes()).await;
+            let _ = write(&mut stream, &r.to_bytes(), write_timeout).await;
             return format!("oversized request of {total} bytes refused");
         }
         let mut frame = vec![0u8; total as usize];
         frame[..HEADER_LEN].copy_from_slice(&head);
-        match tokio::time::timeout(read_timeout, stream.read_exact(&mut frame[HEADER_LEN..])).await
-        {
+        let rest = read_timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(rest, stream.read_exact(&mut frame[HEADER_LEN..])).await {
             Err(_) => {
                 return format!(
                     "message not complete within {}s (expected {total} bytes)",
@@ -166,16 +208,32 @@ where
                         "truncated request: the header announced {total} bytes"
                     )),
                 );
-                let _ = write(&mut stream, &r.to_bytes()).await;
+                let _ = write(&mut stream, &r.to_bytes(), write_timeout).await;
                 return "truncated request".into();
             }
             Ok(Err(e)) => return format!("read error: {e}"),
             Ok(Ok(_)) => {}
         }
         let d = dispatcher.clone();
-        let response = match tokio::task::spawn_blocking(move || d.handle(&frame)).await {
-            Ok(bytes) => bytes,
-            Err(e) => {
+        let dispatch = tokio::task::spawn_blocking(move || d.handle_from(&frame, client));
+        let response = match tokio::time::timeout(op_timeout, dispatch).await {
+            Ok(Ok(bytes)) => bytes,
+            Err(_) => {
+                tracing::error!(
+                    "a request did not finish within {}s (operation_timeout_secs): answered \
+                         as failed, left to finish on its own",
+                    op_timeout.as_secs()
+                );
+                Response::failure(
+                    Version::HIGHEST,
+                    KmipError::general(format!(
+                        "the PKCS#11 module did not finish the request within {}s",
+                        op_timeout.as_secs()
+                    )),
+                )
+                .to_bytes()
+            }
+            Ok(Err(e)) => {
                 tracing::error!("dispatch failed: {e}");
                 Response::failure(
                     Version::HIGHEST,
@@ -184,14 +242,66 @@ where
                 .to_bytes()
             }
         };
-        if let Err(e) = write(&mut stream, &response).await {
+        if let Err(e) = write(&mut stream, &response, write_timeout).await {
             return format!("write error: {e}");
         }
         served += 1;
     }
 }
 
-async fn write<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
-    stream.write_all(bytes).await?;
-    stream.flush().await
+/// Writes a response; a client that does not take it within `timeout` fails it.
+async fn write<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+    timeout: Duration,
+) -> std::io::Result<()> {
+    let all = async {
+        stream.write_all(bytes).await?;
+        stream.flush().await
+    };
+    match tokio::time::timeout(timeout, all).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "the client did not take a {}-byte response within {}s",
+                bytes.len(),
+                timeout.as_secs()
+            ),
+        )),
+    }
+}
+
+/// One of a client address's `max_connections_per_client` connections; given back
+/// when dropped.
+struct ClientSlot {
+    table: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl ClientSlot {
+    fn take(table: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<Self> {
+        let mut t = table.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = t.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            table: table.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut t = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = t.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                t.remove(&self.ip);
+            }
+        }
+    }
 }

@@ -21,8 +21,9 @@
 //!   mechanisms, sizes, curves or data Invalid Field, anything else General Failure
 //!   naming the function and the CKR code. A lost session is replaced (see [`Pool`]).
 
+use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -35,6 +36,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{CredentialMode, Pkcs11Config, SlotSelector};
 use crate::identifiers::{Half, ObjectId};
 use crate::kmip::ResultReason;
+use crate::logins::{LoginPolicy, Throttle};
 use crate::message::{Credential, KmipError};
 use crate::pool::{Failure, Pool};
 
@@ -125,6 +127,8 @@ struct LoginState {
     /// SHA-256(salt || PIN) of the PIN the token accepted.
     digest: Option<[u8; 32]>,
     salt: [u8; 16],
+    /// Bounds the C_Logins made before the first good PIN.
+    throttle: Throttle,
 }
 
 /// The token the relay serves.
@@ -135,6 +139,18 @@ pub struct Token {
     pool: Pool,
     mode: CredentialMode,
     login: Mutex<LoginState>,
+}
+
+/// Whether two digests are equal, in time that does not depend on where they differ
+/// (no early exit, and the fold is hidden from the optimiser): the digests are of
+/// salted passwords, so neither their length nor a matching prefix tells a guesser
+/// anything.
+fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    let diff = a
+        .iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y));
+    std::hint::black_box(diff) == 0
 }
 
 /// "C_Sign answered CKR_GENERAL_ERROR" (cryptoki names in PKCS#11 spelling).
@@ -332,8 +348,26 @@ impl Token {
             login: Mutex::new(LoginState {
                 digest: None,
                 salt: rand::random(),
+                throttle: Throttle::new(LoginPolicy::default()),
             }),
         })
+    }
+
+    /// Abandons and replaces sessions whose PKCS#11 calls run longer than `deadline`
+    /// (see [`crate::pool`]).
+    pub fn with_operation_deadline(mut self, deadline: Duration) -> Self {
+        self.pool = self.pool.with_deadline(deadline);
+        self
+    }
+
+    /// Bounds C_Login for KMIP clients by `policy` (see [`crate::logins`]) instead of
+    /// the defaults.
+    pub fn with_login_policy(self, policy: LoginPolicy) -> Self {
+        self.login
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .throttle = Throttle::new(policy);
+        self
     }
 
     /// Whether the token offers a mechanism.
@@ -345,10 +379,17 @@ impl Token {
     /// and the password the user PIN. The first good PIN logs the relay in (C_Login);
     /// later requests are compared with a salted digest of that PIN, because PKCS#11
     /// login state is shared by all sessions of the process and cannot be re-checked
-    /// with C_Login while logged in. Nothing is remembered about failed attempts, and
-    /// every request is checked anew: a connection is never trusted because another one
-    /// logged in. Failures are Permission Denied and never echo the password.
-    pub fn authenticate(&self, cred: Option<&Credential>) -> Result<(), KmipError> {
+    /// with C_Login while logged in. From then on no password, right or wrong, reaches
+    /// the module. Before that, each C_Login must be admitted by the login throttle
+    /// ([`crate::logins`]: growing per-client and global delays after failures, a cap
+    /// per minute); an attempt it refuses is Permission Denied without a C_Login.
+    /// Every request is checked anew: a connection is never trusted because another
+    /// one logged in. Failures are Permission Denied and never echo the password.
+    pub fn authenticate(
+        &self,
+        cred: Option<&Credential>,
+        client: Option<IpAddr>,
+    ) -> Result<(), KmipError> {
         if self.mode == CredentialMode::None {
             return Ok(());
         }
@@ -373,12 +414,17 @@ impl Token {
             d
         };
         if let Some(known) = state.digest {
-            // Constant-time comparison.
-            let diff = known
-                .iter()
-                .zip(digest.iter())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-            return if diff == 0 { Ok(()) } else { Err(denied()) };
+            return if same_digest(&known, &digest) {
+                Ok(())
+            } else {
+                Err(denied())
+            };
+        }
+        if let Err(wait) = state.throttle.admit(client, Instant::now()) {
+            return Err(KmipError::denied(format!(
+                "authentication refused: too many failed logins, retry in {} ms",
+                wait.as_millis()
+            )));
         }
         let pin = AuthPin::from(password.clone());
         let result = self.pool.with_session(|s| {
@@ -395,17 +441,25 @@ impl Token {
         match result {
             Ok(()) => {
                 state.digest = Some(digest);
+                state.throttle.succeeded();
                 Ok(())
             }
-            Err(e) if e.reason == ResultReason::PermissionDenied => {
+            Err(e) => {
+                let wait = state.throttle.failed(client, Instant::now());
                 tracing::warn!(
-                    "KMIP login for token {:?} refused: {}",
+                    "KMIP login for token {:?} from {} refused by the token (C_Login: {}); \
+                     next C_Login for it in {} ms at the earliest",
                     cred.username,
-                    e.message
+                    client.map_or_else(|| "an unknown address".to_string(), |c| c.to_string()),
+                    e.message,
+                    wait.as_millis()
                 );
-                Err(denied())
+                if e.reason == ResultReason::PermissionDenied {
+                    Err(denied())
+                } else {
+                    Err(e)
+                }
             }
-            Err(e) => Err(e),
         }
     }
 

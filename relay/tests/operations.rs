@@ -207,7 +207,8 @@ fn query_is_truthful() {
         .as_deref()
         .unwrap_or("")
         .contains("kmip2pkcs11"));
-    // Server Information names the module and the token.
+    // Unauthenticated clients (loopback, no client_ca, no credentials) learn the token
+    // label, but neither the module nor the token's model and serial.
     let a = one(
         &mut c,
         op::QUERY,
@@ -217,8 +218,8 @@ fn query_is_truthful() {
         .ok()
         .child(tag::SERVER_INFORMATION)
         .expect("Server Information");
-    assert!(text_of(info, tag::X_PKCS11_LIBRARY).contains("SoftHSM"));
-    assert!(text_of(info, tag::X_TOKEN).contains(LABEL));
+    assert!(info.child(tag::X_PKCS11_LIBRARY).is_none(), "{info:?}");
+    assert_eq!(text_of(info, tag::X_TOKEN), LABEL);
 }
 
 #[test]
@@ -903,7 +904,8 @@ fn token_credentials_map_to_label_and_pin() {
         &hsm,
         &RelayOptions {
             with_pin: false,
-            auth: "credentials = \"token\"".into(),
+            // A short login delay: a wrong password delays the next C_Login.
+            auth: "credentials = \"token\"\nlogin_delay_ms = 1".into(),
             ..Default::default()
         },
     );
@@ -919,7 +921,8 @@ fn token_credentials_map_to_label_and_pin() {
     query(&mut c, None).failed(ResultReason::PermissionDenied);
     query(&mut c, cred(LABEL, "wrong-password-9q")).failed(ResultReason::PermissionDenied);
     query(&mut c, cred("other-token", PIN)).failed(ResultReason::PermissionDenied);
-    // A failed login is not remembered: the right one works right after.
+    // A failed login does not lock the right one out (after the login delay).
+    std::thread::sleep(std::time::Duration::from_millis(20));
     query(&mut c, cred(LABEL, PIN)).ok();
     // kmip-protocol's credential form, and a key operation that needs the login.
     let kp = CredentialType::UsernameAndPassword(UsernameAndPasswordCredential::new(
@@ -942,12 +945,96 @@ fn token_credentials_map_to_label_and_pin() {
     query(&mut other, None).failed(ResultReason::PermissionDenied);
     query(&mut other, cred(LABEL, "wrong-password-9q")).failed(ResultReason::PermissionDenied);
     query(&mut other, cred(LABEL, PIN)).ok();
+    // Authenticated clients learn the module and the token's serial from Query.
+    let a = answers(&c.tree(&request_tree(
+        &[(op::QUERY, vec![Item::enumeration(tag::QUERY_FUNCTION, 3)])],
+        cred(LABEL, PIN),
+    )))
+    .remove(0);
+    let info = a
+        .ok()
+        .child(tag::SERVER_INFORMATION)
+        .expect("Server Information");
+    assert!(text_of(info, tag::X_PKCS11_LIBRARY).contains("SoftHSM"));
+    assert!(text_of(info, tag::X_TOKEN).contains("serial"));
     // Passwords never reach the log.
     let log = relay.log();
     assert!(
         !log.contains(PIN) && !log.contains("wrong-password-9q"),
         "{log}"
     );
+}
+
+/// 200 wrong passwords from 4 connections at once cost the token at most
+/// `max_logins_per_minute` (8) C_Logins, counted in the PKCS#11 shim's trace, and the
+/// right password still works after the delay.
+#[test]
+fn wrong_passwords_are_throttled_before_they_reach_the_token() {
+    let hsm = softhsm();
+    let shim = Shim::new(hsm.dir(), "");
+    let relay = Relay::start(
+        &hsm,
+        &RelayOptions {
+            with_pin: false,
+            auth: "credentials = \"token\"\nlogin_delay_ms = 300\nlogin_delay_max_ms = 1000\n\
+                   max_logins_per_minute = 8"
+                .into(),
+            lib: Some(Shim::lib()),
+            env: shim.env(),
+            ..Default::default()
+        },
+    );
+    let query = |c: &mut Client, pw: &str| {
+        answers(&c.tree(&request_tree(&[(op::QUERY, vec![])], Some((LABEL, pw))))).remove(0)
+    };
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let relay = &relay;
+            s.spawn(move || {
+                let mut c = relay.connect();
+                for i in 0..50 {
+                    query(&mut c, &format!("guess-{t}-{i}")).failed(ResultReason::PermissionDenied);
+                }
+            });
+        }
+    });
+    let guessed = shim.calls("C_Login");
+    assert!(
+        (1..=8).contains(&guessed),
+        "{guessed} C_Logins for 200 wrong passwords\n{}",
+        relay.log()
+    );
+    assert_eq!(
+        relay.log().matches("refused by the token").count(),
+        guessed,
+        "each failed C_Login is logged"
+    );
+    // The right password: refused while a delay runs (without a C_Login), then good.
+    let mut c = relay.connect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let a = query(&mut c, PIN);
+        if a.status == 0 {
+            break;
+        }
+        assert!(
+            a.failed(ResultReason::PermissionDenied)
+                .contains("retry in"),
+            "{a:?}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the right PIN never got through"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(shim.calls("C_Login"), guessed + 1);
+    // Logged in: wrong passwords are compared in memory and never reach the token.
+    for i in 0..20 {
+        query(&mut c, &format!("late-guess-{i}")).failed(ResultReason::PermissionDenied);
+    }
+    query(&mut c, PIN).ok();
+    assert_eq!(shim.calls("C_Login"), guessed + 1, "{}", relay.log());
 }
 
 #[test]

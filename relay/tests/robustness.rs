@@ -118,6 +118,113 @@ fn a_truncated_frame_gets_an_error_on_close_and_a_timeout_when_stalled() {
 }
 
 #[test]
+fn a_trickled_header_is_closed_after_the_read_timeout() {
+    // Slowloris: the header started, then nothing; the idle timeout would be 300 s.
+    let (_hsm, relay) = relay_with("read_timeout_secs = 1\nidle_timeout_secs = 300");
+    let mut c = relay.connect();
+    c.send(&query_frame()[..4]).unwrap();
+    assert!(c.closed(), "still open after 10 s");
+    std::thread::sleep(Duration::from_millis(200));
+    let log = relay.log();
+    assert!(log.contains("header not complete within 1s"), "{log}");
+    assert_query_works(&relay);
+}
+
+#[test]
+fn one_address_gets_at_most_max_connections_per_client() {
+    let (_hsm, relay) = relay_with("max_connections_per_client = 2");
+    let mut first = relay.connect();
+    let mut second = relay.connect();
+    let third = Client::connect(&relay.addr, &relay.fingerprint, &ClientOptions::default())
+        .and_then(|mut c| c.send(&query_frame()).and_then(|()| c.receive()));
+    assert!(
+        third.is_err(),
+        "a third connection from 127.0.0.1 was served"
+    );
+    for c in [&mut first, &mut second] {
+        answers(&ttlv::decode(&c.round_trip(&query_frame())).unwrap())[0].ok();
+    }
+    assert!(
+        relay.log().contains("connections from 127.0.0.1 already"),
+        "{}",
+        relay.log()
+    );
+    // A slot given back is usable again.
+    drop(first);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_query_works(&relay);
+}
+
+fn queries(n: usize) -> Vec<u8> {
+    let items: Vec<(u32, Vec<Item>)> = (0..n)
+        .map(|_| (op::QUERY, vec![Item::enumeration(tag::QUERY_FUNCTION, 1)]))
+        .collect();
+    ttlv::encode(&request_tree(&items, None))
+}
+
+#[test]
+fn batches_beyond_max_batch_items_are_invalid_messages() {
+    let (_hsm, relay) = relay_with("max_batch_items = 4");
+    let mut c = relay.connect();
+    let a = answers(&ttlv::decode(&c.round_trip(&queries(5))).unwrap());
+    assert_eq!(a.len(), 1);
+    assert!(a[0]
+        .failed(ResultReason::InvalidMessage)
+        .contains("at most 4"));
+    let a = answers(&ttlv::decode(&c.round_trip(&queries(4))).unwrap());
+    assert_eq!(a.len(), 4);
+    a.iter().for_each(|a| {
+        a.ok();
+    });
+}
+
+#[test]
+fn error_responses_respect_max_message_size() {
+    let (_hsm, relay) = relay_with("max_message_size = 1024");
+    let mut c = relay.connect();
+    // 18 unknown operations: a small request whose failures alone would be ~3 KB.
+    let items: Vec<(u32, Vec<Item>)> = (0..18).map(|_| (0xFF, vec![])).collect();
+    let frame = ttlv::encode(&request_tree(&items, None));
+    assert!(frame.len() <= 1024);
+    let response = c.round_trip(&frame);
+    assert!(response.len() <= 1024, "a {}-byte response", response.len());
+    let a = answers(&ttlv::decode(&response).unwrap());
+    a[0].failed(ResultReason::ResponseTooLarge);
+    assert_query_works(&relay);
+}
+
+#[test]
+fn a_client_that_never_reads_loses_its_connection_and_slot() {
+    let (_hsm, relay) = relay_with(
+        "write_timeout_secs = 1\nmax_message_size = 16777216\nmax_batch_items = 1000\n\
+         max_connections = 1",
+    );
+    let mut c = relay.connect();
+    // Each request asks for 1000 x 4 KiB of random: 4 MiB answers nobody reads.
+    let items: Vec<(u32, Vec<Item>)> = (0..1000)
+        .map(|_| {
+            (
+                op::RNG_RETRIEVE,
+                vec![Item::integer(tag::DATA_LENGTH, 4096)],
+            )
+        })
+        .collect();
+    let frame = ttlv::encode(&request_tree(&items, None));
+    for _ in 0..6 {
+        if c.send(&frame).is_err() {
+            break;
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !relay.log().contains("did not take") {
+        assert!(std::time::Instant::now() < deadline, "{}", relay.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // max_connections = 1: the slot came back.
+    assert_query_works(&relay);
+}
+
+#[test]
 fn idle_connections_are_closed() {
     let (_hsm, relay) = relay_with("idle_timeout_secs = 1");
     let mut c = relay.connect();
@@ -401,6 +508,73 @@ fn check_validates_configs_without_starting() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn no_client_authentication_beyond_loopback_refuses_to_start() {
+    let hsm = softhsm();
+    let file = hsm.dir().join("open.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "listen = \"0.0.0.0:0\"\n[pkcs11]\nlib_path = \"{LIB}\"\nslot = \"{LABEL}\"\n\
+             user_pin = \"{PIN}\"\n"
+        ),
+    )
+    .unwrap();
+    for check in [true, false] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kmip2pkcs11"));
+        cmd.arg("--config")
+            .arg(&file)
+            .env("SOFTHSM2_CONF", hsm.conf());
+        if check {
+            cmd.arg("--check");
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("allow_unauthenticated"), "{stderr}");
+    }
+    // The explicit opt-in starts, with a warning.
+    let relay = Relay::start(
+        &hsm,
+        &RelayOptions {
+            auth: "allow_unauthenticated = true".into(),
+            ..Default::default()
+        },
+    );
+    assert_query_works(&relay);
+    assert!(
+        relay.log().contains("allow_unauthenticated = true"),
+        "{}",
+        relay.log()
+    );
+}
+
+#[test]
+fn logs_are_plain_exact_and_quiet() {
+    let hsm = softhsm();
+    let relay = Relay::start(
+        &hsm,
+        &RelayOptions {
+            tls: "min_version = \"1.2\"".into(),
+            ..Default::default()
+        },
+    );
+    let mut c = relay.connect();
+    // Get Attributes (0x0B): named as KMIP names it.
+    let a = answers(&c.tree(&request_tree(&[(0x0B, vec![])], None)));
+    let m = a[0].failed(ResultReason::OperationNotSupported);
+    assert!(m.contains("Get Attributes is not supported"), "{m}");
+    let log = relay.log();
+    assert!(log.contains("TLS 1.2 clients are accepted"), "{log}");
+    assert!(
+        log.contains("TLS 1.2 to 1.3"),
+        "versions as configured: {log}"
+    );
+    assert!(!log.contains("Mechanism type"), "{log}");
+    assert!(!log.contains("ERROR"), "{log}");
+    assert!(!log.contains('\x1b'), "colour codes in a log file: {log:?}");
 }
 
 #[test]

@@ -48,6 +48,10 @@ pub struct RelayOptions {
     pub testing: String,
     /// Whether the config names the user PIN (mode `none`).
     pub with_pin: bool,
+    /// The PKCS#11 module instead of SoftHSMv2 itself (e.g. [`Shim::lib`]).
+    pub lib: Option<PathBuf>,
+    /// Extra environment of the relay process (e.g. [`Shim::env`]).
+    pub env: Vec<(String, PathBuf)>,
 }
 
 impl Default for RelayOptions {
@@ -60,7 +64,55 @@ impl Default for RelayOptions {
             limits: String::new(),
             testing: String::new(),
             with_pin: true,
+            lib: None,
+            env: Vec::new(),
         }
+    }
+}
+
+/// The PKCS#11 shim (crate p11shim, built as a dev-dependency) in front of SoftHSMv2,
+/// with a trace and fault rules (see p11shim/README.md).
+pub struct Shim {
+    pub config: PathBuf,
+    pub trace: PathBuf,
+}
+
+impl Shim {
+    /// Writes a shim configuration with `rules` (TOML `[[rule]]` tables) in `dir`.
+    pub fn new(dir: &Path, rules: &str) -> Shim {
+        let config = dir.join("shim.toml");
+        let trace = dir.join("shim-trace.jsonl");
+        std::fs::write(
+            &config,
+            format!(
+                "module = \"{LIB}\"\ntrace = \"{}\"\n{rules}\n",
+                trace.display()
+            ),
+        )
+        .expect("write shim config");
+        Shim { config, trace }
+    }
+
+    /// `libp11shim.so` beside this test binary (target/<profile>/deps).
+    pub fn lib() -> PathBuf {
+        let exe = std::env::current_exe().expect("test binary path");
+        let lib = exe.parent().expect("deps dir").join("libp11shim.so");
+        assert!(lib.exists(), "{} is not built", lib.display());
+        lib
+    }
+
+    pub fn env(&self) -> Vec<(String, PathBuf)> {
+        vec![("HSM_HARNESS_SHIM_CONFIG".into(), self.config.clone())]
+    }
+
+    /// How many calls of `function` the trace holds.
+    pub fn calls(&self, function: &str) -> usize {
+        let needle = format!("\"function\":\"{function}\"");
+        std::fs::read_to_string(&self.trace)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .count()
     }
 }
 
@@ -93,13 +145,15 @@ impl Relay {
         } else {
             ""
         };
+        let lib = opts.lib.clone().unwrap_or_else(|| PathBuf::from(LIB));
         let text = format!(
             "listen = \"127.0.0.1:0\"\nready_file = \"{}\"\nlog_level = \"info\"\n{}\n\
-             [tls]\n{}\n[pkcs11]\nlib_path = \"{LIB}\"\nslot = \"{LABEL}\"\n{pin_line}{}\n\
+             [tls]\n{}\n[pkcs11]\nlib_path = \"{}\"\nslot = \"{LABEL}\"\n{pin_line}{}\n\
              [auth]\n{}\n[limits]\n{}\n[testing]\n{}\n",
             ready.display(),
             opts.top,
             opts.tls,
+            lib.display(),
             opts.pkcs11,
             opts.auth,
             opts.limits,
@@ -114,6 +168,7 @@ impl Relay {
             .arg(&config)
             .env("SOFTHSM2_CONF", hsm.conf())
             .env("RELAY_TEST_PIN", PIN)
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -422,7 +477,7 @@ pub fn request_tree(items: &[(u32, Vec<Item>)], credential: Option<(&str, &str)>
             tag::BATCH_ITEM,
             vec![
                 Item::enumeration(tag::OPERATION, *op),
-                Item::bytes(tag::UNIQUE_BATCH_ITEM_ID, vec![i as u8 + 1]),
+                Item::bytes(tag::UNIQUE_BATCH_ITEM_ID, vec![(i % 255) as u8 + 1]),
                 Item::structure(tag::REQUEST_PAYLOAD, payload.clone()),
             ],
         ));
