@@ -17,9 +17,10 @@ use crate::oracle_terms;
 
 /// Create a key pair with the default signer and bind it to a name. Checks that the
 /// public key is a DER SubjectPublicKeyInfo and that the key identifier is the SHA-1 of
-/// its key bits (computed by the harness, not taken from the signer). The key is in the
-/// key map, owned by the default signer's signer id. Unless it expects an error, the
-/// case requires the algorithm's capability.
+/// its key bits (computed by the harness, not taken from the signer), that the key map
+/// holds the key, owned by the default signer, and that the default signer's backend
+/// instance holds the key pair (seen through the harness's own session or client).
+/// Unless it expects an error, the case requires the algorithm's capability.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
@@ -73,6 +74,33 @@ impl StepKind for CreateKey {
             "  created {} key {} as '{}'",
             self.alg, created.id, self.name
         ));
+        // The key map holds the key, owned by the default signer, and the backend
+        // itself (seen through the harness's own session or client) holds the key pair.
+        let default = cell.default_signer_name();
+        let owner = router.owner_name(&created.id).map_err(|e| {
+            StepError::Failed(format!(
+                "the key map does not hold the new key {}: {e}",
+                created.id
+            ))
+        })?;
+        if owner != default {
+            return Err(StepError::Failed(format!(
+                "the key map gives the new key {} to '{owner}', not to the default signer \
+                 '{default}'",
+                created.id
+            )));
+        }
+        let instance = cell.instance_of(&owner)?;
+        let held = cell
+            .instances
+            .inventory(&instance)
+            .map_err(|e| StepError::Harness(format!("{e:#}")))?;
+        if !held.contains(&created.id) {
+            return Err(StepError::Failed(format!(
+                "the signer reported key {} created, but instance '{instance}' does not hold it",
+                created.id
+            )));
+        }
         cell.bindings.keys.insert(
             self.name.clone(),
             KeyEntry {

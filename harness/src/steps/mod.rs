@@ -366,6 +366,9 @@ pub struct Bindings {
     pub inventories: HashMap<String, Vec<KeyIdentifier>>,
     /// Trace marks: name -> how many calls the shim's trace held then.
     pub marks: HashMap<String, usize>,
+    /// Random values drawn so far of at least [`random::COMPARED_LENGTH`] bytes: a
+    /// generator that repeats itself is caught by the next draw.
+    pub draws: Vec<Vec<u8>>,
 }
 
 /// What the steps run against: the cell's backend instances, its signer configuration

@@ -7,7 +7,9 @@ use serde::Deserialize;
 use super::{log, CellContext, CheckContext, CheckError, Expect, StepError, StepKind};
 
 /// Ask the signer router for random bytes and check it returns exactly that many (and,
-/// with `from`, where they came from).
+/// with `from`, where they came from). A value of 16 bytes or more must not be one
+/// byte repeated, nor start like an earlier value of the cell (a generator that
+/// repeats itself); compared over the first 16 bytes.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Random {
@@ -31,6 +33,25 @@ pub enum RandomFrom {
     /// The router's OpenSSL signer, because the default signer has no generator or
     /// could not be used.
     Fallback,
+}
+
+/// Values at least this long are compared (shorter ones may repeat by chance).
+pub const COMPARED_LENGTH: usize = 16;
+
+/// Why `value` (at least [`COMPARED_LENGTH`] bytes) cannot be a fresh random value:
+/// its first bytes are one byte repeated, or the start of an earlier value.
+fn repeats(value: &[u8], earlier: &[Vec<u8>]) -> Option<String> {
+    let head = &value[..COMPARED_LENGTH];
+    if head.iter().all(|b| *b == head[0]) {
+        return Some(format!(
+            "the random value is the byte {:#04x} repeated",
+            head[0]
+        ));
+    }
+    earlier
+        .iter()
+        .any(|d| d[..COMPARED_LENGTH] == *head)
+        .then(|| "the random value starts with the same 16 bytes as an earlier one".into())
 }
 
 impl StepKind for Random {
@@ -63,6 +84,12 @@ impl StepKind for Random {
             RandomSource::Fallback => "the OpenSSL fallback signer",
         };
         log(format!("  {} random bytes from {said}", r.len()));
+        if r.len() >= COMPARED_LENGTH {
+            if let Some(why) = repeats(&r, &cell.bindings.draws) {
+                return Err(StepError::Failed(why));
+            }
+            cell.bindings.draws.push(r.clone());
+        }
         match (self.from, source) {
             (None, _)
             | (Some(RandomFrom::Backend), RandomSource::DefaultSigner)
@@ -75,5 +102,21 @@ impl StepKind for Random {
                 }
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case::fresh(&[7, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 99], false)]
+    #[case::zeros(&[0; 32], true)]
+    #[case::one_byte_repeated(&[0xAB; 16], true)]
+    #[case::an_earlier_value(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 0], true)]
+    fn a_repeating_generator_is_caught(#[case] value: &[u8], #[case] caught: bool) {
+        let earlier = vec![(1..=32).collect::<Vec<u8>>()];
+        assert_eq!(repeats(value, &earlier).is_some(), caught);
     }
 }
