@@ -375,7 +375,7 @@ fn a_destroy_that_destroys_nothing_fails_the_cell() {
     let p = Project::new();
     p.backend(
         "softhsm",
-        "provider: softhsm\ncapabilities: [rsa2048, ecdsa-p256, hsm, pkcs11, pkcs11-shim, destroy]\n",
+        "provider: softhsm\ncapabilities: [rsa2048, rsa2048-pss, ecdsa-p256, ecdsa-p384, ed25519, random, hsm, pkcs11, pkcs11-shim, destroy]\n",
     );
     p.suite(
         "destroy.yaml",
@@ -388,6 +388,46 @@ fn a_destroy_that_destroys_nothing_fails_the_cell() {
     assert_eq!(verdict, "failure", "{all:?}");
     assert!(message.contains("still holds it"), "{message}");
     assert_eq!(find(&all, "real destroy").1, "passed", "{all:?}");
+}
+
+/// A capability profile is compared with the backend on the backend's first cell: a
+/// profile that leaves out what the backend has (so cases would be skipped that could
+/// run) or lists what it lacks makes that cell an error naming the difference.
+#[rstest]
+#[case::agrees("[rsa2048, rsa2048-pss, ecdsa-p256, ecdsa-p384, ed25519, random, hsm, pkcs11]", None)]
+#[case::leaves_out_random(
+    "[rsa2048, rsa2048-pss, ecdsa-p256, ecdsa-p384, ed25519, hsm, pkcs11]",
+    Some("does not list 'random', but C_GenerateRandom gave 16 bytes")
+)]
+fn the_first_cell_of_a_backend_checks_its_capability_profile(
+    #[case] capabilities: &str,
+    #[case] error: Option<&str>,
+) {
+    let p = Project::new();
+    p.backend(
+        "softhsm",
+        &format!("provider: softhsm\ncapabilities: {capabilities}\n"),
+    );
+    p.suite(
+        "two.yaml",
+        "suite: two\nabout: x\ncases:\n  - name: first\n    steps:\n      - create_key: { alg: rsa2048, as: k }\n  - name: second\n    steps:\n      - create_key: { alg: rsa2048, as: k }\n",
+    );
+    let o = p.run(&["--backend", "softhsm", "-j", "1"]);
+    let all = cases(&p.junit_doc());
+    match error {
+        None => {
+            assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+            assert_eq!(find(&all, "first").1, "passed", "{all:?}");
+        }
+        Some(said) => {
+            assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+            let (_, verdict, message) = find(&all, "first");
+            assert_eq!(verdict, "error", "{all:?}");
+            assert!(message.contains(said), "{message}");
+        }
+    }
+    // Only the first cell compares.
+    assert_eq!(find(&all, "second").1, "passed", "{all:?}");
 }
 
 // --- interrupted runs -------------------------------------------------------------------
@@ -449,7 +489,7 @@ fn an_interrupted_run_reports_every_cell_and_leaves_nothing(
     let p = Project::new();
     p.backend(
         "relay",
-        "provider: relay\ncapabilities: [rsa2048, hsm, kmip, tls13, persistent-keys]\n",
+        "provider: relay\ncapabilities: [rsa2048, random, destroy, kmip-modify-attribute, hsm, kmip, tls13, persistent-keys]\n",
     );
     let mut slow = String::new();
     for i in 0..4 {

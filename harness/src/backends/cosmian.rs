@@ -288,6 +288,14 @@ impl Instance for CosmianInstance {
         Some(&mut self.server)
     }
 
+    /// Query, asked by the oracle: what the server says it does.
+    fn probe(&mut self) -> anyhow::Result<Vec<super::Observed>> {
+        match self.kmip_endpoint() {
+            Some(endpoint) => super::probe_kmip(&endpoint?),
+            None => Ok(Vec::new()),
+        }
+    }
+
     fn kmip_endpoint(&self) -> Option<anyhow::Result<oracle::kmip::Endpoint>> {
         Some(
             self.server
@@ -367,6 +375,7 @@ mod tests {
             server_key: dir.join("server.key"),
             client_cert: dir.join("client.pem"),
             client_key: dir.join("client.key"),
+            harness_trust: dir.join("ca.pem"),
         }
     }
 

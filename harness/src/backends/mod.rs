@@ -209,6 +209,47 @@ pub trait Instance {
     fn properties(&self) -> Vec<(String, String)> {
         Vec::new()
     }
+
+    /// What the backend itself says it can do, for the capabilities this kind can
+    /// observe (PKCS#11 mechanisms and C_GenerateRandom, KMIP Query), through the
+    /// harness's own session or client. Kinds that observe nothing say nothing.
+    fn probe(&mut self) -> anyhow::Result<Vec<Observed>> {
+        Ok(Vec::new())
+    }
+}
+
+/// One capability as the backend showed it: there or not, and the evidence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub capability: Capability,
+    pub has: bool,
+    pub evidence: String,
+}
+
+/// What a KMIP server's Query says about the capabilities it decides (asked by the
+/// oracle's own client): `random` (RNG Retrieve), `destroy` (Destroy) and
+/// `kmip-modify-attribute` (Modify Attribute).
+pub(crate) fn probe_kmip(endpoint: &oracle::kmip::Endpoint) -> anyhow::Result<Vec<Observed>> {
+    let listed = oracle::kmip::query_operations(endpoint).map_err(|e| anyhow!("Query: {e}"))?;
+    Ok([
+        (Capability::Random, 0x25),
+        (Capability::Destroy, 0x14),
+        (Capability::KmipModifyAttribute, 0x0E),
+    ]
+    .into_iter()
+    .map(|(capability, op)| {
+        let name = oracle::kmip::operation_name(op).unwrap_or("?");
+        let has = listed.contains(&op);
+        Observed {
+            capability,
+            has,
+            evidence: format!(
+                "the server's Query {} {name}",
+                if has { "lists" } else { "does not list" }
+            ),
+        }
+    })
+    .collect())
 }
 
 /// A backend file's `provider:`, read as `provider: name` or `provider: { name: {...} }`.
@@ -467,6 +508,17 @@ impl Instances {
             return software::replace_key(&self.workdir, &self.router_keys(), id, alg);
         }
         self.ensure(name)?.replace_key(id, alg)
+    }
+
+    /// Probes a fresh instance of the cell's kind, made with the backend's default
+    /// settings for this alone and gone afterwards (so the case's instances are
+    /// untouched), and returns what it showed (see [`Instance::probe`]).
+    pub fn probe(&mut self) -> anyhow::Result<Vec<Observed>> {
+        // Suites cannot name an instance with a capital letter: no collision.
+        let name = "Probe";
+        let dir = self.workdir.join("instances").join(name);
+        let mut instance = self.cell.make(name, &dir, &InstanceSpec::default())?;
+        instance.probe()
     }
 
     /// How the oracle's KMIP client reaches instance `name` (see

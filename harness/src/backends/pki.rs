@@ -35,6 +35,11 @@ pub struct Pki {
     pub server_key: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
+    /// What the harness's own clients (the oracle's inventory and Query) trust for the
+    /// server: the CA, or the server certificate itself when it is self-signed (as an
+    /// operator would pin it), so a case about a signer's `insecure` can still be
+    /// checked in the backend.
+    pub harness_trust: PathBuf,
 }
 
 fn write(path: &Path, text: &str, secret: bool) -> anyhow::Result<()> {
@@ -108,6 +113,10 @@ pub fn generate_for_client(dir: &Path, flaw: ServerFlaw, client_name: &str) -> a
         server_key: dir.join("server.key"),
         client_cert: dir.join("client.pem"),
         client_key: dir.join("client.key"),
+        harness_trust: match flaw {
+            ServerFlaw::SelfSigned => dir.join("server.pem"),
+            _ => dir.join("ca.pem"),
+        },
     };
     write(&pki.ca_cert, &ca.pem(), false)?;
     write(&pki.server_cert, &server.pem(), false)?;

@@ -335,6 +335,14 @@ impl Instance for RelayInstance {
         result
     }
 
+    /// Query, asked by the oracle: what the server says it does.
+    fn probe(&mut self) -> anyhow::Result<Vec<super::Observed>> {
+        match self.kmip_endpoint() {
+            Some(endpoint) => super::probe_kmip(&endpoint?),
+            None => Ok(Vec::new()),
+        }
+    }
+
     fn kmip_endpoint(&self) -> Option<anyhow::Result<oracle::kmip::Endpoint>> {
         Some(self.server.direct_port(&self.name).map(|port| {
             let mut e = inventory_endpoint(port, &self.pki);

@@ -273,7 +273,7 @@ fn apply(c: &mut KmipConfig, options: Option<&KmipOptions>, other_ca: Option<Pat
 /// The oracle's view of a KMIP instance: the instance's CA and client certificate, as
 /// the signers get them, straight to the server's own port.
 pub(crate) fn inventory_endpoint(port: u16, pki: &Pki) -> oracle::kmip::Endpoint {
-    let mut e = oracle::kmip::Endpoint::new("127.0.0.1", port, &pki.ca_cert);
+    let mut e = oracle::kmip::Endpoint::new("127.0.0.1", port, &pki.harness_trust);
     e.identity = Some(oracle::kmip::ClientIdentity {
         cert: pki.client_cert.clone(),
         key: pki.client_key.clone(),

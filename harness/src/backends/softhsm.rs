@@ -143,4 +143,8 @@ impl Instance for TokenInstance {
     fn properties(&self) -> Vec<(String, String)> {
         vec![("token_label".to_string(), self.token.label.clone())]
     }
+
+    fn probe(&mut self) -> anyhow::Result<Vec<super::Observed>> {
+        self.token.probe()
+    }
 }

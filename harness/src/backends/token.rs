@@ -292,6 +292,63 @@ impl Token {
         Ok(ids)
     }
 
+    /// The algorithms the token's mechanism list offers (key generation and signing
+    /// mechanism, as the PKCS#11 signer uses them), and whether C_GenerateRandom works.
+    pub fn probe(&self) -> anyhow::Result<Vec<super::Observed>> {
+        use super::Observed;
+        use crate::model::suite::Capability;
+        use cryptoki::mechanism::MechanismType as M;
+        let p11 = self.p11()?;
+        let slot = slot_of(&p11, &self.label)?;
+        let mechanisms = p11
+            .get_mechanism_list(slot)
+            .map_err(ck("C_GetMechanismList"))?;
+        let pairs: [(Capability, M, M); 5] = [
+            (
+                Capability::Rsa2048,
+                M::RSA_PKCS_KEY_PAIR_GEN,
+                M::SHA256_RSA_PKCS,
+            ),
+            (
+                Capability::Rsa2048Pss,
+                M::RSA_PKCS_KEY_PAIR_GEN,
+                M::SHA256_RSA_PKCS_PSS,
+            ),
+            (Capability::EcdsaP256, M::ECC_KEY_PAIR_GEN, M::ECDSA),
+            (Capability::EcdsaP384, M::ECC_KEY_PAIR_GEN, M::ECDSA),
+            (Capability::Ed25519, M::ECC_EDWARDS_KEY_PAIR_GEN, M::EDDSA),
+        ];
+        let mut seen: Vec<Observed> = pairs
+            .into_iter()
+            .map(|(capability, generate, sign)| {
+                let has = mechanisms.contains(&generate) && mechanisms.contains(&sign);
+                Observed {
+                    capability,
+                    has,
+                    evidence: format!(
+                        "C_GetMechanismList {} {generate} and {sign}",
+                        if has {
+                            "offers"
+                        } else {
+                            "does not offer both of"
+                        }
+                    ),
+                }
+            })
+            .collect();
+        let session = p11.open_ro_session(slot).map_err(ck("C_OpenSession"))?;
+        let random = session.generate_random_vec(16);
+        seen.push(Observed {
+            capability: Capability::Random,
+            has: random.is_ok(),
+            evidence: match random {
+                Ok(_) => "C_GenerateRandom gave 16 bytes".to_string(),
+                Err(e) => format!("C_GenerateRandom: {e}"),
+            },
+        });
+        Ok(seen)
+    }
+
     /// Replaces key pair `id` by a new one of `alg`'s key type with the same CKA_ID
     /// and labels: whoever finds keys by them finds the impostor.
     pub fn replace_key(&self, id: &KeyIdentifier, alg: Algorithm) -> anyhow::Result<()> {

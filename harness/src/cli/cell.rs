@@ -8,7 +8,7 @@ use crate::model::backend::Backend;
 use crate::model::suite::Suite;
 use crate::run::cell;
 
-pub fn main(suite: &Path, case: &str, backend: &Path, workdir: &Path) -> i32 {
+pub fn main(suite: &Path, case: &str, backend: &Path, workdir: &Path, probe: bool) -> i32 {
     init_logging();
     let loaded = Suite::load(suite).and_then(|s| Backend::load(backend).map(|b| (s, b)));
     let (suite, backend) = match loaded {
@@ -18,7 +18,7 @@ pub fn main(suite: &Path, case: &str, backend: &Path, workdir: &Path) -> i32 {
     let Some(case) = suite.cases.iter().find(|c| c.name == case) else {
         return bad_input(format!("suite '{}' has no case '{case}'", suite.name));
     };
-    match cell::run_and_report(case, &backend, workdir) {
+    match cell::run_and_report(case, &backend, workdir, probe) {
         Ok(()) => EXIT_OK,
         Err(e) => {
             eprintln!("error: writing the cell result: {e:#}");

@@ -72,6 +72,9 @@ enum Command {
         backend: PathBuf,
         #[arg(long)]
         workdir: PathBuf,
+        /// Compare the backend's capability profile with the backend first.
+        #[arg(long)]
+        probe: bool,
     },
 }
 
@@ -99,7 +102,8 @@ pub fn main() -> i32 {
             case,
             backend,
             workdir,
-        } => cell::main(&suite, &case, &backend, &workdir),
+            probe,
+        } => cell::main(&suite, &case, &backend, &workdir, probe),
     }
 }
 

@@ -17,8 +17,17 @@ use crate::steps::{log, Bindings, CellContext, StepError};
 
 /// Runs `case` against `backend` with `workdir` as the cell's private directory and
 /// writes the report file there.
-pub fn run_and_report(case: &Case, backend: &Backend, workdir: &Path) -> anyhow::Result<()> {
-    let report = run(case, backend, workdir);
+///
+/// With `probe` (the runner asks it of each backend's first cell), the backend's
+/// capability profile is first compared with what a fresh instance reports; a
+/// disagreement is this cell's `<error>`, and the case does not run.
+pub fn run_and_report(
+    case: &Case,
+    backend: &Backend,
+    workdir: &Path,
+    probe: bool,
+) -> anyhow::Result<()> {
+    let report = run(case, backend, workdir, probe);
     log(format!("cell result: {}", report.status.label()));
     report.write(workdir)
 }
@@ -30,7 +39,7 @@ fn errored(message: String, properties: Vec<(String, String)>) -> CellReport {
     }
 }
 
-fn run(case: &Case, backend: &Backend, workdir: &Path) -> CellReport {
+fn run(case: &Case, backend: &Backend, workdir: &Path, probe: bool) -> CellReport {
     log(format!(
         "case '{}' on backend '{}' ({} provider)",
         case.name,
@@ -60,6 +69,11 @@ fn run(case: &Case, backend: &Backend, workdir: &Path) -> CellReport {
                 ),
                 vec![],
             );
+        }
+    }
+    if probe {
+        if let Some(report) = check_profile(backend, &mut instances) {
+            return report;
         }
     }
     let spec = case
@@ -139,4 +153,51 @@ fn run(case: &Case, backend: &Backend, workdir: &Path) -> CellReport {
         status: Status::Passed,
         properties,
     }
+}
+
+/// Compares the backend's capability profile with what a fresh instance reports; an
+/// errored report when they disagree or the probe fails.
+fn check_profile(backend: &Backend, instances: &mut Instances) -> Option<CellReport> {
+    let observed = match instances.probe() {
+        Ok(o) => o,
+        Err(e) => {
+            return Some(errored(
+                format!(
+                    "backend '{}': probing its capabilities failed: {e:#}",
+                    backend.name
+                ),
+                instances.properties(),
+            ))
+        }
+    };
+    let mut disagreements = Vec::new();
+    for o in &observed {
+        let listed = backend.has(o.capability);
+        log(format!(
+            "  probe: {} {} ({}; the profile {} it)",
+            o.capability,
+            if o.has { "present" } else { "absent" },
+            o.evidence,
+            if listed { "lists" } else { "does not list" }
+        ));
+        if listed != o.has {
+            disagreements.push(format!(
+                "the profile {} '{}', but {}",
+                if listed { "lists" } else { "does not list" },
+                o.capability,
+                o.evidence
+            ));
+        }
+    }
+    if disagreements.is_empty() {
+        return None;
+    }
+    Some(errored(
+        format!(
+            "the capability profile in {} disagrees with the backend: {}",
+            backend.path.display(),
+            disagreements.join("; ")
+        ),
+        instances.properties(),
+    ))
 }

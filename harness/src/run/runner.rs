@@ -57,6 +57,16 @@ pub fn run(
     // leave its cells' tokens and keys in the temporary directory.
     let janitor = Janitor::start(&options.program, &root).ok();
     let total = plan.cells.len();
+    // Each backend's first cell that runs also checks the backend's profile.
+    let mut probed: Vec<usize> = Vec::new();
+    let mut probes = vec![false; total];
+    for (i, cell) in plan.cells.iter().enumerate() {
+        if !probed.contains(&cell.backend) && plan.before(cell) == Before::Run {
+            probed.push(cell.backend);
+            probes[i] = true;
+        }
+    }
+    let probes = &probes;
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel::<(usize, CellResult)>();
     let mut results: Vec<Option<CellResult>> = vec![None; total];
@@ -73,7 +83,7 @@ pub fn run(
                 if i >= total {
                     break;
                 }
-                let result = run_cell(plan, &plan.cells[i], i, root, options);
+                let result = run_cell(plan, &plan.cells[i], i, root, options, probes[i]);
                 if tx.send((i, result)).is_err() {
                     break;
                 }
@@ -136,6 +146,7 @@ fn run_cell(
     index: usize,
     root: &Path,
     options: &RunOptions,
+    probe: bool,
 ) -> CellResult {
     let suite = &plan.suites[cell.suite];
     let case = &suite.cases[cell.case];
@@ -154,7 +165,7 @@ fn run_cell(
     }
     let started = Instant::now();
     let workdir = root.join(format!("cell-{index}"));
-    let outcome = spawn_and_wait(&workdir, suite, &case.name, backend, options);
+    let outcome = spawn_and_wait(&workdir, suite, &case.name, backend, options, probe);
     result.duration = started.elapsed();
     match outcome {
         Ok((report, log)) => {
@@ -193,6 +204,7 @@ fn spawn_and_wait(
     case: &str,
     backend: &Backend,
     options: &RunOptions,
+    probe: bool,
 ) -> CellOutcome {
     let fail = |m: String| Err((m, String::new()));
     if let Err(e) = std::fs::create_dir_all(workdir) {
@@ -218,6 +230,7 @@ fn spawn_and_wait(
         .arg(&backend.path)
         .arg("--workdir")
         .arg(workdir)
+        .args(probe.then_some("--probe"))
         .stdin(Stdio::null())
         .stdout(log_file)
         .stderr(stderr)
