@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 const BIN: &str = env!("CARGO_BIN_EXE_hsm-harness");
 
 const SOFTHSM: &str =
-    "provider:\n  softhsm: {}\ncapabilities: [rsa2048, ecdsa-p256, random, hsm, pkcs11-shim]\n";
+    "provider:\n  softhsm: {}\ncapabilities: [rsa2048, rsa2048-pss, ecdsa-p256, ecdsa-p384, ed25519, random, hsm, pkcs11-shim]\n";
 
 /// A scratch project with one SoftHSMv2 backend (the shim only when a case asks).
 struct Project {
@@ -270,7 +270,7 @@ fn a_transparent_shim_backend_passes_what_the_plain_backend_passes() {
     );
     p.backend(
         "through-shim",
-        "provider:\n  softhsm: { shim: {} }\ncapabilities: [rsa2048, random, hsm, pkcs11-shim]\n",
+        "provider:\n  softhsm: { shim: {} }\ncapabilities: [rsa2048, rsa2048-pss, ecdsa-p256, ecdsa-p384, ed25519, random, hsm, pkcs11-shim]\n",
     );
     let (o, xml) = p.run();
     assert_eq!(o.status.code(), Some(0), "{xml}");
@@ -316,7 +316,7 @@ fn without_the_library_cells_that_need_it_are_skipped_with_the_reason() {
     );
     p.backend(
         "always-shim",
-        "provider:\n  softhsm: { shim: {} }\ncapabilities: [random, pkcs11-shim]\n",
+        "provider:\n  softhsm: { shim: {} }\ncapabilities: [rsa2048, rsa2048-pss, ecdsa-p256, ecdsa-p384, ed25519, random, hsm, pkcs11-shim]\n",
     );
     let bin = harness_without_the_shim(&p.path("bin"));
     assert!(!bin.parent().unwrap().join("libp11shim.so").exists());
