@@ -13,6 +13,13 @@
 //!   when `username` is set and a Maximum Response Size of [`wire::MAX_RESPONSE`].
 //!   Answers are read by their 8-byte TTLV header first: anything but a Response
 //!   Message structure, or longer than 1 MiB, is refused before it is read.
+//! - Each socket read or write waits at most `read_timeout`, and one request in all
+//!   (connecting, TLS handshake and first-contact questions included) at most
+//!   `request_timeout`: a server that trickles bytes fails the call with
+//!   [`ErrorKind::Unavailable`] naming `request_timeout`, and the connection is dropped.
+//! - Text the server chose (Result Message, Vendor Identification) is cut to
+//!   [`wire::SERVER_TEXT_MAX`] characters with control characters escaped
+//!   ([`wire::server_text`]) before it goes into an error, a log or [`Signer::info`].
 //! - Keys are reached by both Unique Identifiers, which [`CreatedKey::handle`] carries
 //!   into the key map and [`Signer::recall`] brings back in later processes, so no
 //!   Locate is needed (the seed-003 relay has none). Keys are also named on the server,
@@ -73,6 +80,7 @@
 //! maximum), so `rsa2048-pss` signatures verify under a salt of 32 only where the
 //! server uses the hash length (our relay does).
 
+mod deadline;
 mod tls;
 mod ttlv;
 mod wire;
@@ -83,6 +91,7 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use kmip_protocol::types::common::{
     AttributeName, AttributeValue, CryptographicAlgorithm, CryptographicUsageMask, Data,
@@ -105,6 +114,7 @@ use crate::{
 pub use tls::TLS_VERSION_REFUSED;
 pub use wire::{operation_name, MAX_RESPONSE, REQUIRED_OPERATIONS};
 
+use deadline::DeadlineSocket;
 use ttlv::Item;
 use wire::{reason, tag, Answer, Credential};
 
@@ -140,7 +150,7 @@ impl ServerFacts {
 
 /// One open TLS connection.
 struct Conn {
-    stream: StreamOwned<ClientConnection, TcpStream>,
+    stream: StreamOwned<ClientConnection, DeadlineSocket>,
 }
 
 impl Conn {
@@ -316,8 +326,9 @@ impl KmipSigner {
     // ---- Connections ------------------------------------------------------------------
 
     /// A connection: an idle one from the pool, or a new one (which runs the first
-    /// connect's checks when they have not run yet). `true` when it came from the pool.
-    fn checkout(&self) -> Result<(Conn, bool), SignerError> {
+    /// connect's checks when they have not run yet), all before `deadline`. `true`
+    /// when it came from the pool.
+    fn checkout(&self, deadline: Instant) -> Result<(Conn, bool), SignerError> {
         {
             let state = lock(&self.state);
             if let Some(fatal) = &state.fatal {
@@ -335,7 +346,7 @@ impl KmipSigner {
         if let Some(fatal) = &state.fatal {
             return Err(fatal.clone());
         }
-        let result = self.open(&mut state);
+        let result = self.open(&mut state, deadline);
         match result {
             Ok(conn) => Ok((conn, false)),
             Err(e) => {
@@ -356,7 +367,7 @@ impl KmipSigner {
     }
 
     /// Opens a connection; on the first one, Discover Versions and Query.
-    fn open(&self, state: &mut State) -> Result<Conn, SignerError> {
+    fn open(&self, state: &mut State, deadline: Instant) -> Result<Conn, SignerError> {
         let tls_config = match &state.tls_config {
             Some(c) => c.clone(),
             None => {
@@ -365,7 +376,7 @@ impl KmipSigner {
                 c
             }
         };
-        let mut conn = self.connect(tls_config)?;
+        let mut conn = self.connect(tls_config, deadline)?;
         state.last_tls = Some((conn.tls_version(), conn.cipher_suite()));
         if state.facts.is_none() {
             state.facts = Some(self.first_contact(&mut conn)?);
@@ -373,8 +384,12 @@ impl KmipSigner {
         Ok(conn)
     }
 
-    /// TCP connect and TLS handshake.
-    fn connect(&self, tls_config: Arc<ClientConfig>) -> Result<Conn, SignerError> {
+    /// TCP connect and TLS handshake, before `deadline`.
+    fn connect(
+        &self,
+        tls_config: Arc<ClientConfig>,
+        deadline: Instant,
+    ) -> Result<Conn, SignerError> {
         let cfg = &self.config;
         let server = self.server();
         let addrs: Vec<_> = (cfg.host.as_str(), cfg.port)
@@ -389,7 +404,12 @@ impl KmipSigner {
         let mut last = None;
         let mut sock = None;
         for addr in &addrs {
-            match TcpStream::connect_timeout(addr, cfg.connect_timeout) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                last = Some(format!("{addr}: {}", deadline::DeadlinePassed));
+                break;
+            }
+            match TcpStream::connect_timeout(addr, cfg.connect_timeout.min(left)) {
                 Ok(s) => {
                     sock = Some(s);
                     break;
@@ -397,7 +417,7 @@ impl KmipSigner {
                 Err(e) => last = Some(format!("{addr}: {e}")),
             }
         }
-        let Some(mut sock) = sock else {
+        let Some(sock) = sock else {
             return Err(self.err(
                 ErrorKind::Unavailable,
                 format!(
@@ -407,12 +427,8 @@ impl KmipSigner {
                 ),
             ));
         };
-        let io_setup = |e: io::Error| self.err(ErrorKind::Unavailable, format!("{server}: {e}"));
-        sock.set_read_timeout(Some(cfg.read_timeout))
-            .map_err(io_setup)?;
-        sock.set_write_timeout(Some(cfg.read_timeout))
-            .map_err(io_setup)?;
         let _ = sock.set_nodelay(true);
+        let mut sock = DeadlineSocket::new(sock, cfg.read_timeout, Some(deadline));
         let name = tls::server_name(&self.name, &cfg.host)?;
         let mut tls = ClientConnection::new(tls_config, name)
             .map_err(|e| self.err(ErrorKind::Config, format!("TLS client: {e}")))?;
@@ -473,6 +489,10 @@ impl KmipSigner {
             "waiting for the KMIP answer".to_string()
         };
         let what = match e.kind() {
+            _ if deadline::is_deadline(e) => format!(
+                "no complete answer within request_timeout ({:?}) {phase}",
+                self.config.request_timeout
+            ),
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
                 format!("timed out after {:?} {phase}", self.config.read_timeout)
             }
@@ -549,9 +569,12 @@ impl KmipSigner {
     }
 
     /// One request on some connection; a stale pooled connection is replaced once.
+    /// The whole call, reconnecting included, ends by `request_timeout`.
     fn call(&self, request: &[u8]) -> Result<Answer, SignerError> {
+        let deadline = self.deadline();
         for _ in 0..2 {
-            let (mut conn, pooled) = self.checkout()?;
+            let (mut conn, pooled) = self.checkout(deadline)?;
+            conn.stream.sock.set_deadline(Some(deadline));
             match self.exchange_on(&mut conn, request) {
                 Ok(answer) => {
                     self.checkin(conn);
@@ -568,6 +591,11 @@ impl KmipSigner {
             ErrorKind::Unavailable,
             format!("{} closed two connections in a row", self.server()),
         ))
+    }
+
+    /// The deadline of a request starting now.
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.config.request_timeout
     }
 
     /// Records a fatal error met outside connect (a client certificate refused after a
@@ -724,7 +752,7 @@ impl KmipSigner {
         }
         if let Some(p) = &answer.payload {
             facts.operations = p.all(tag::OPERATION).filter_map(Item::as_enum).collect();
-            facts.vendor = p.text_of(tag::VENDOR_IDENTIFICATION).map(str::to_string);
+            facts.vendor = p.text_of(tag::VENDOR_IDENTIFICATION).map(wire::server_text);
         }
         facts.missing = REQUIRED_OPERATIONS
             .iter()
@@ -802,7 +830,7 @@ impl KmipSigner {
 
     /// The server's facts, connecting first if that has not happened yet.
     fn facts(&self) -> Result<ServerFacts, SignerError> {
-        let (conn, _) = self.checkout()?;
+        let (conn, _) = self.checkout(self.deadline())?;
         self.checkin(conn);
         Ok(lock(&self.state).facts.clone().unwrap_or_default())
     }
@@ -1176,7 +1204,7 @@ impl Signer for KmipSigner {
 
     fn info(&self) -> Result<SignerInfo, SignerError> {
         // Connect (and check) if that has not happened yet.
-        let (conn, _) = self.checkout()?;
+        let (conn, _) = self.checkout(self.deadline())?;
         self.checkin(conn);
         let state = lock(&self.state);
         let facts = state.facts.clone().unwrap_or_default();
