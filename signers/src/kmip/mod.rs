@@ -27,6 +27,11 @@
 //!   (40 lowercase hex digits), with Modify Attribute once the public key is known, so a
 //!   key without a recorded handle is found by Locate where the server's Query offers
 //!   it; elsewhere it is not found, and listing keys is [`ErrorKind::Unsupported`].
+//! - A pair is created under temporary names ([`PENDING_PREFIX`]) and renamed after
+//!   Activate and Get; a pair a kill left under them is listed by
+//!   [`Signer::list_keys`] (so `list --orphans` shows it, and a warning calls it
+//!   pending) and removed by [`Signer::destroy_key`] (found through Get Attributes of
+//!   the public keys' Names where no handle is recorded).
 //! - Create Key Pair (RSA-2048, EC P-256, EC P-384; EC with Cryptographic Domain
 //!   Parameters, else with algorithm and length only), Get of the public key, whose type
 //!   must be the one asked for, Activate of the private key. Public keys are asked for
@@ -120,6 +125,13 @@ use wire::{reason, tag, Answer, Credential};
 
 /// Largest RNG Retrieve asked for in one request.
 const RANDOM_CHUNK: usize = 4096;
+
+/// The start of the temporary Names a key pair carries from Create Key Pair until
+/// Modify Attribute gives it its key identifier's names (`<prefix><uuid>_priv`,
+/// `<prefix><uuid>_pub`). A pair still named so was left by a `create-key` that was
+/// killed (or failed to clean up) in between: [`Signer::list_keys`] lists it, as an
+/// orphan nobody reported, and [`Signer::destroy_key`] removes it.
+pub const PENDING_PREFIX: &str = "hsm-harness-pending-";
 
 /// The server-side Name of a key's private half.
 pub fn private_key_name(key: &KeyIdentifier) -> String {
@@ -828,6 +840,48 @@ impl KmipSigner {
         })
     }
 
+    /// The Names of object `uid` (Get Attributes); none where the server will not say.
+    fn names_of(&self, uid: &str) -> Result<Vec<String>, SignerError> {
+        let answer = self.request(RequestPayload::GetAttributes(
+            Some(UniqueIdentifier(uid.to_string())),
+            Some(vec![AttributeName("Name".into())]),
+        ))?;
+        let payload = match self.ok(&format!("Get Attributes (Name) of {uid}"), answer) {
+            Ok(p) => p,
+            Err(e) if e.kind != ErrorKind::Unavailable && e.kind != ErrorKind::Unusable => {
+                tracing::debug!(signer = %self.name, "{e}");
+                return Ok(vec![]);
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(payload
+            .all(tag::ATTRIBUTE)
+            .filter(|a| a.text_of(tag::ATTRIBUTE_NAME) == Some("Name"))
+            .filter_map(|a| a.child(tag::ATTRIBUTE_VALUE))
+            .filter_map(|v| v.text_of(tag::NAME_VALUE))
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// The private half of the pending pair whose public half is `public_uid`: when
+    /// that public key still carries a temporary name ([`PENDING_PREFIX`]) and a
+    /// private key carries the matching one.
+    fn pending_private(&self, public_uid: &str) -> Result<Option<String>, SignerError> {
+        for name in self.names_of(public_uid)? {
+            let Some(tmp) = name
+                .strip_prefix(PENDING_PREFIX)
+                .and_then(|rest| rest.strip_suffix("_pub"))
+            else {
+                continue;
+            };
+            let private = format!("{PENDING_PREFIX}{tmp}_priv");
+            if let Some(uid) = self.locate_one(&private, ObjectType::PrivateKey)? {
+                return Ok(Some(uid));
+            }
+        }
+        Ok(None)
+    }
+
     /// The server's facts, connecting first if that has not happened yet.
     fn facts(&self) -> Result<ServerFacts, SignerError> {
         let (conn, _) = self.checkout(self.deadline())?;
@@ -853,9 +907,12 @@ impl KmipSigner {
             ));
         }
         let not_found = || SignerError::key_not_found(&self.name, key);
-        let private = self
-            .locate_one(&private_key_name(key), ObjectType::PrivateKey)?
-            .ok_or_else(not_found)?;
+        let Some(private) = self.locate_one(&private_key_name(key), ObjectType::PrivateKey)? else {
+            // Perhaps a pending pair (still under its temporary names): listing the keys
+            // finds those and records their handles.
+            self.list_keys()?;
+            return lock(&self.keys).get(key).cloned().ok_or_else(not_found);
+        };
         let public = self
             .locate_one(&public_key_name(key), ObjectType::PublicKey)?
             .ok_or_else(|| {
@@ -1271,7 +1328,7 @@ impl Signer for KmipSigner {
         let pair = match spare {
             Some(pair) => pair,
             None => {
-                let tmp = format!("hsm-harness-pending-{}", uuid::Uuid::new_v4().simple());
+                let tmp = format!("{PENDING_PREFIX}{}", uuid::Uuid::new_v4().simple());
                 self.create_pair(kt, &tmp)?
             }
         };
@@ -1474,6 +1531,23 @@ impl Signer for KmipSigner {
                 .locate(&private_key_name(&id), ObjectType::PrivateKey)?
                 .is_empty()
             {
+                keys.push(id);
+            } else if let Some(private) = self.pending_private(&uid)? {
+                tracing::warn!(
+                    signer = %self.name,
+                    "key pair {id} is pending (private key {private}, public key {uid}): a \
+                     create-key was interrupted before naming it; destroy removes it"
+                );
+                if let Ok(key_type) = spki_key_type(&spki) {
+                    lock(&self.keys).insert(
+                        id,
+                        Handles {
+                            private,
+                            public: uid,
+                            key_type,
+                        },
+                    );
+                }
                 keys.push(id);
             }
         }
@@ -1776,6 +1850,68 @@ mod tests {
             lock(&s.keys).is_empty(),
             "a hex identifier is not a KMIP handle"
         );
+    }
+
+    /// Against PyKMIP: a pair under its temporary names, as a `create-key` killed
+    /// between Create Key Pair and Modify Attribute leaves it, is an orphan in another
+    /// process's `list --orphans`, and `destroy` removes both halves. Fails on the code
+    /// before issue 11: the pair was not listed, and destroy answered not-found.
+    #[test]
+    fn a_pending_pair_is_an_orphan_and_destroy_removes_it() {
+        use testkit::pykmip::{PyKmip, Tls};
+        let pki = testkit::pki::Pki::new();
+        let server = PyKmip::start(&pki, Tls::V12);
+        let state = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[[signers]]\ntype = \"KMIP\"\nname = \"pykmip\"\nhost = \"127.0.0.1\"\n\
+             port = {}\nserver_ca_cert_path = \"{}\"\nclient_cert_path = \"{}\"\n\
+             client_cert_private_key_path = \"{}\"\nweaken_security_allow_tls12 = true\n\
+             force = true\n",
+            server.port(),
+            pki.ca_cert.display(),
+            pki.client_cert.display(),
+            pki.client_key.display()
+        );
+        let setup = crate::SignerSetup::parse(&text, "test").unwrap();
+        let crate::config::SignerKind::Kmip(config) = &setup.signers[0].kind else {
+            panic!("not KMIP")
+        };
+        // The killed process: Create Key Pair under temporary names, nothing after.
+        let killed = KmipSigner::new("pykmip", config);
+        let tmp = format!("{PENDING_PREFIX}{}", uuid::Uuid::new_v4().simple());
+        let pair = killed.create_pair(KeyType::Rsa2048, &tmp).unwrap();
+        let id = KeyIdentifier::from_spki_der(&pair.spki).unwrap();
+        drop(killed);
+
+        let router = crate::Router::new(&setup, state.path()).unwrap();
+        let orphans_of = |router: &crate::Router| -> Vec<KeyIdentifier> {
+            router
+                .orphans()
+                .into_iter()
+                .find(|(name, _)| name == "pykmip")
+                .expect("an orphans entry for the KMIP signer")
+                .1
+                .expect("listed")
+        };
+        assert_eq!(orphans_of(&router), vec![id]);
+        drop(router);
+        // `destroy` in yet another process, which has no handle recorded.
+        let router = crate::Router::new(&setup, state.path()).unwrap();
+        router.destroy_key(&id).unwrap();
+        assert!(orphans_of(&router).is_empty());
+        let check = KmipSigner::new("pykmip", config);
+        for (name, t) in [
+            (format!("{tmp}_priv"), ObjectType::PrivateKey),
+            (format!("{tmp}_pub"), ObjectType::PublicKey),
+        ] {
+            assert_eq!(
+                check.locate(&name, t).unwrap(),
+                Vec::<String>::new(),
+                "{name}"
+            );
+        }
+        let e = router.destroy_key(&id).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
     }
 
     #[test]

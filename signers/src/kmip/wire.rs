@@ -18,11 +18,8 @@ use super::ttlv::{self, Item};
 pub const MAX_RESPONSE: usize = 1 << 20;
 
 pub mod tag {
-    #[cfg(test)]
     pub const ATTRIBUTE: u32 = 0x420008;
-    #[cfg(test)]
     pub const ATTRIBUTE_NAME: u32 = 0x42000A;
-    #[cfg(test)]
     pub const ATTRIBUTE_VALUE: u32 = 0x42000B;
     pub const BATCH_ITEM: u32 = 0x42000F;
     pub const DATA: u32 = 0x4200C2;
@@ -31,7 +28,6 @@ pub mod tag {
     pub const KEY_MATERIAL: u32 = 0x420043;
     pub const KEY_VALUE: u32 = 0x420045;
     pub const MODULUS: u32 = 0x420052;
-    #[cfg(test)]
     pub const NAME_VALUE: u32 = 0x420055;
     pub const OPERATION: u32 = 0x42005C;
     pub const PRIVATE_KEY_UNIQUE_IDENTIFIER: u32 = 0x420066;
