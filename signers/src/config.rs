@@ -149,8 +149,10 @@ impl fmt::Display for SlotSelector {
 ///
 /// Seed 001's keys: `host`, `port` (default 5696), `server_ca_cert_path`,
 /// `client_cert_path`, `client_cert_private_key_path`, `username`, `password` (a secret:
-/// literal, `env:NAME` or `file:PATH`), `insecure`, `force`. Ours: `connect_timeout` and
-/// `read_timeout` (seconds, integer or decimal, defaults 5 and 30), `pool_size` (idle
+/// literal, `env:NAME` or `file:PATH`), `insecure`, `force`. Ours: `connect_timeout`,
+/// `read_timeout` and `request_timeout` (seconds, integer or decimal, defaults 5, 30
+/// and 60; `request_timeout` bounds one whole request, connecting included, however
+/// slowly the server trickles its bytes), `pool_size` (idle
 /// connections kept, default 2) and `weaken_security_allow_tls12` (default false: only
 /// TLS 1.3 is offered). Refused: a client certificate without its key (or the other way
 /// round), a `password` without a `username`, non-positive or absurd timeouts, a pool
@@ -171,6 +173,11 @@ pub struct KmipConfig {
     /// How long to wait for each read or write on an open connection (TLS handshake
     /// included).
     pub read_timeout: std::time::Duration,
+    /// How long one request may take in all: connect, TLS handshake, first-contact
+    /// questions, sending and reading the whole answer. Each read or write is also
+    /// bounded by `read_timeout`, but a server that trickles a byte at a time never
+    /// trips that; this deadline ends such a call.
+    pub request_timeout: std::time::Duration,
     /// How many idle connections are kept for reuse.
     pub pool_size: usize,
     /// Also offer TLS 1.2 (TLS 1.3 only when false). Weakens security; every connect
@@ -193,6 +200,7 @@ impl KmipConfig {
             force: false,
             connect_timeout: std::time::Duration::from_secs(5),
             read_timeout: std::time::Duration::from_secs(30),
+            request_timeout: std::time::Duration::from_secs(60),
             pool_size: 2,
             weaken_security_allow_tls12: false,
         }
@@ -247,6 +255,7 @@ const KMIP_KEYS: &[&str] = &[
     "force",
     "connect_timeout",
     "read_timeout",
+    "request_timeout",
     "pool_size",
     "weaken_security_allow_tls12",
 ];
@@ -511,6 +520,9 @@ fn kmip_config(fields: &Fields) -> Result<KmipConfig, ConfigError> {
         read_timeout: fields
             .opt_seconds("read_timeout")?
             .unwrap_or(defaults.read_timeout),
+        request_timeout: fields
+            .opt_seconds("request_timeout")?
+            .unwrap_or(defaults.request_timeout),
         pool_size: match fields.table.get("pool_size") {
             None => defaults.pool_size,
             Some(Value::Integer(i)) if (0..=64).contains(i) => *i as usize,
@@ -723,10 +735,11 @@ force = false                                           # optional
         assert_eq!(k.port, 5696);
         assert_eq!(k.connect_timeout, std::time::Duration::from_secs(5));
         assert_eq!(k.read_timeout, std::time::Duration::from_secs(30));
+        assert_eq!(k.request_timeout, std::time::Duration::from_secs(60));
         assert_eq!(k.pool_size, 2);
         assert!(!k.weaken_security_allow_tls12 && !k.insecure && !k.force);
         let text = format!(
-            "{base}connect_timeout = 1.5\nread_timeout = 60\npool_size = 0\n\
+            "{base}connect_timeout = 1.5\nread_timeout = 60\nrequest_timeout = 2.5\npool_size = 0\n\
              weaken_security_allow_tls12 = true\nusername = \"u\"\npassword = \"env:KMIP_PW\"\n"
         );
         let setup = SignerSetup::parse(&text, "c").unwrap();
@@ -735,6 +748,7 @@ force = false                                           # optional
         };
         assert_eq!(k.connect_timeout, std::time::Duration::from_millis(1500));
         assert_eq!(k.read_timeout, std::time::Duration::from_secs(60));
+        assert_eq!(k.request_timeout, std::time::Duration::from_millis(2500));
         assert_eq!(k.pool_size, 0);
         assert!(k.weaken_security_allow_tls12);
         assert_eq!(k.password, Some(Secret::Env("KMIP_PW".into())));
@@ -743,6 +757,7 @@ force = false                                           # optional
     #[rstest]
     #[case::zero_timeout("connect_timeout = 0", 5, "connect_timeout must be")]
     #[case::text_timeout("read_timeout = \"soon\"", 5, "read_timeout must be")]
+    #[case::zero_request_timeout("request_timeout = 0", 5, "request_timeout must be")]
     #[case::big_pool("pool_size = 1000", 5, "pool_size must be")]
     #[case::tls12_not_bool("weaken_security_allow_tls12 = \"yes\"", 5, "true or false")]
     #[case::cert_without_key("client_cert_path = \"/c.pem\"", 5, "client_cert_private_key_path")]

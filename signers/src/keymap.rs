@@ -77,6 +77,9 @@ fn storage(path: &Path, e: impl std::fmt::Display) -> SignerError {
 impl KeyMap {
     /// Opens (or creates) the key map in `state_dir`.
     ///
+    /// Creation is exclusive: processes starting together on a fresh state directory
+    /// all end up with the same map file, and none replaces a map another has written.
+    ///
     /// Refused: a key map another process has open (redb locks the file), with an
     /// error that says so.
     pub fn open(state_dir: &Path) -> Result<Self, SignerError> {
@@ -84,7 +87,7 @@ impl KeyMap {
             .map_err(|e| SignerError::io(format!("creating {}", state_dir.display()), e))?;
         let path = state_dir.join(KEYMAP_FILE);
         if !path.exists() {
-            create_atomically(state_dir, &path)?;
+            create_exclusively(state_dir, &path)?;
         }
         let db = Database::create(&path).map_err(|e| storage(&path, e))?;
         let map = KeyMap { db, path };
@@ -221,29 +224,50 @@ impl KeyMap {
     }
 }
 
-/// Makes a new, empty key map under a temporary name and renames it into place, so
-/// that a kill while it is being made never leaves a half-made file at `path` (redb
-/// writes its magic number last and refuses a file without it).
-fn create_atomically(state_dir: &Path, path: &Path) -> Result<(), SignerError> {
-    let tmp = state_dir.join(format!(".{KEYMAP_FILE}.new"));
-    let _ = std::fs::remove_file(&tmp);
+/// Makes a new, empty key map under a unique temporary name and links it to `path`
+/// only if nothing is there yet (`link(2)` never replaces), so that:
+///
+/// - a kill while it is being made never leaves a half-made file at `path` (redb
+///   writes its magic number last and refuses a file without it);
+/// - of several processes starting on a fresh state directory, exactly one map wins
+///   and none replaces a map another has already written keys to (a rename would).
+///
+/// A temporary file left by a kill is harmless: it is never opened again.
+fn create_exclusively(state_dir: &Path, path: &Path) -> Result<(), SignerError> {
+    let tmp = tempfile::Builder::new()
+        .prefix(&format!(".{KEYMAP_FILE}."))
+        .suffix(".new")
+        .tempfile_in(state_dir)
+        .map_err(|e| {
+            SignerError::io(format!("creating a key map in {}", state_dir.display()), e)
+        })?;
     {
-        let db = Database::create(&tmp).map_err(|e| storage(&tmp, e))?;
-        let txn = db.begin_write().map_err(|e| storage(&tmp, e))?;
+        let db = Database::create(tmp.path()).map_err(|e| storage(tmp.path(), e))?;
+        let txn = db.begin_write().map_err(|e| storage(tmp.path(), e))?;
         let made = (|| -> Result<(), redb::Error> {
             txn.open_table(KEYS)?;
             txn.open_table(SIGNERS)?;
             txn.open_table(NAMES)?;
             Ok(())
         })();
-        made.map_err(|e| storage(&tmp, e))?;
-        txn.commit().map_err(|e| storage(&tmp, e))?;
+        made.map_err(|e| storage(tmp.path(), e))?;
+        txn.commit().map_err(|e| storage(tmp.path(), e))?;
     }
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| SignerError::io(format!("syncing {}", tmp.display()), e))?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| SignerError::io(format!("renaming {} into place", tmp.display()), e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| SignerError::io(format!("syncing {}", tmp.path().display()), e))?;
+    match std::fs::hard_link(tmp.path(), path) {
+        Ok(()) => {}
+        // Another process made it first: use theirs.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => {
+            return Err(SignerError::io(
+                format!("linking {} into place", tmp.path().display()),
+                e,
+            ))
+        }
+    }
+    drop(tmp);
     std::fs::File::open(state_dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| SignerError::io(format!("syncing {}", state_dir.display()), e))

@@ -577,7 +577,14 @@ impl Router {
 
     /// Destroys `key` in its owner's backend and removes it from the map. A key the
     /// backend no longer has is removed from the map too, and reported as not found.
+    ///
+    /// A key the map does not know is destroyed only if it is an orphan
+    /// ([`Router::orphans`]: never an identity key) of exactly one reachable signer,
+    /// such as a KMIP pair a killed `create-key` left under its temporary names.
     pub fn destroy_key(&self, key: &KeyIdentifier) -> Result<(), SignerError> {
+        if self.keymap.key(key)?.is_none() {
+            return self.destroy_orphan(key);
+        }
         let (slot, _) = self.owner(key)?;
         match self.slots[slot].signer.destroy_key(key) {
             Ok(()) => self.keymap.remove_key(key),
@@ -676,6 +683,39 @@ impl Router {
                 }
             })
             .collect())
+    }
+
+    /// Destroys `key`, which the map does not know, in the one signer that lists it as
+    /// an orphan; not found when none does (or more than one: which would be a guess).
+    fn destroy_orphan(&self, key: &KeyIdentifier) -> Result<(), SignerError> {
+        let holders: Vec<String> = self
+            .orphans()
+            .into_iter()
+            .filter(|(_, found)| found.as_ref().is_ok_and(|keys| keys.contains(key)))
+            .map(|(name, _)| name)
+            .collect();
+        let [name] = holders.as_slice() else {
+            return Err(SignerError::new(
+                ErrorKind::NotFound,
+                if holders.is_empty() {
+                    format!("key {key} is not in the key map, nor an orphan of any signer")
+                } else {
+                    format!(
+                        "key {key} is not in the key map and is an orphan of several signers \
+                         ({}): not destroyed",
+                        holders.join(", ")
+                    )
+                },
+            ));
+        };
+        let Some(slot) = self.slots.iter().position(|s| s.signer.name() == name) else {
+            return Err(SignerError::key_not_found(name, key));
+        };
+        tracing::info!(signer = %name, "destroying orphan key {key}");
+        self.slots[slot]
+            .signer
+            .destroy_key(key)
+            .inspect_err(|e| self.note_failure(slot, e))
     }
 
     /// Keys each reachable signer's backend holds that the map does not know (identity

@@ -13,6 +13,13 @@
 //!   when `username` is set and a Maximum Response Size of [`wire::MAX_RESPONSE`].
 //!   Answers are read by their 8-byte TTLV header first: anything but a Response
 //!   Message structure, or longer than 1 MiB, is refused before it is read.
+//! - Each socket read or write waits at most `read_timeout`, and one request in all
+//!   (connecting, TLS handshake and first-contact questions included) at most
+//!   `request_timeout`: a server that trickles bytes fails the call with
+//!   [`ErrorKind::Unavailable`] naming `request_timeout`, and the connection is dropped.
+//! - Text the server chose (Result Message, Vendor Identification) is cut to
+//!   [`wire::SERVER_TEXT_MAX`] characters with control characters escaped
+//!   ([`wire::server_text`]) before it goes into an error, a log or [`Signer::info`].
 //! - Keys are reached by both Unique Identifiers, which [`CreatedKey::handle`] carries
 //!   into the key map and [`Signer::recall`] brings back in later processes, so no
 //!   Locate is needed (the seed-003 relay has none). Keys are also named on the server,
@@ -20,6 +27,11 @@
 //!   (40 lowercase hex digits), with Modify Attribute once the public key is known, so a
 //!   key without a recorded handle is found by Locate where the server's Query offers
 //!   it; elsewhere it is not found, and listing keys is [`ErrorKind::Unsupported`].
+//! - A pair is created under temporary names ([`PENDING_PREFIX`]) and renamed after
+//!   Activate and Get; a pair a kill left under them is listed by
+//!   [`Signer::list_keys`] (so `list --orphans` shows it, and a warning calls it
+//!   pending) and removed by [`Signer::destroy_key`] (found through Get Attributes of
+//!   the public keys' Names where no handle is recorded).
 //! - Create Key Pair (RSA-2048, EC P-256, EC P-384; EC with Cryptographic Domain
 //!   Parameters, else with algorithm and length only), Get of the public key, whose type
 //!   must be the one asked for, Activate of the private key. Public keys are asked for
@@ -73,6 +85,7 @@
 //! maximum), so `rsa2048-pss` signatures verify under a salt of 32 only where the
 //! server uses the hash length (our relay does).
 
+mod deadline;
 mod tls;
 mod ttlv;
 mod wire;
@@ -83,6 +96,7 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use kmip_protocol::types::common::{
     AttributeName, AttributeValue, CryptographicAlgorithm, CryptographicUsageMask, Data,
@@ -105,11 +119,19 @@ use crate::{
 pub use tls::TLS_VERSION_REFUSED;
 pub use wire::{operation_name, MAX_RESPONSE, REQUIRED_OPERATIONS};
 
+use deadline::DeadlineSocket;
 use ttlv::Item;
 use wire::{reason, tag, Answer, Credential};
 
 /// Largest RNG Retrieve asked for in one request.
 const RANDOM_CHUNK: usize = 4096;
+
+/// The start of the temporary Names a key pair carries from Create Key Pair until
+/// Modify Attribute gives it its key identifier's names (`<prefix><uuid>_priv`,
+/// `<prefix><uuid>_pub`). A pair still named so was left by a `create-key` that was
+/// killed (or failed to clean up) in between: [`Signer::list_keys`] lists it, as an
+/// orphan nobody reported, and [`Signer::destroy_key`] removes it.
+pub const PENDING_PREFIX: &str = "hsm-harness-pending-";
 
 /// The server-side Name of a key's private half.
 pub fn private_key_name(key: &KeyIdentifier) -> String {
@@ -140,7 +162,7 @@ impl ServerFacts {
 
 /// One open TLS connection.
 struct Conn {
-    stream: StreamOwned<ClientConnection, TcpStream>,
+    stream: StreamOwned<ClientConnection, DeadlineSocket>,
 }
 
 impl Conn {
@@ -316,8 +338,9 @@ impl KmipSigner {
     // ---- Connections ------------------------------------------------------------------
 
     /// A connection: an idle one from the pool, or a new one (which runs the first
-    /// connect's checks when they have not run yet). `true` when it came from the pool.
-    fn checkout(&self) -> Result<(Conn, bool), SignerError> {
+    /// connect's checks when they have not run yet), all before `deadline`. `true`
+    /// when it came from the pool.
+    fn checkout(&self, deadline: Instant) -> Result<(Conn, bool), SignerError> {
         {
             let state = lock(&self.state);
             if let Some(fatal) = &state.fatal {
@@ -335,7 +358,7 @@ impl KmipSigner {
         if let Some(fatal) = &state.fatal {
             return Err(fatal.clone());
         }
-        let result = self.open(&mut state);
+        let result = self.open(&mut state, deadline);
         match result {
             Ok(conn) => Ok((conn, false)),
             Err(e) => {
@@ -356,7 +379,7 @@ impl KmipSigner {
     }
 
     /// Opens a connection; on the first one, Discover Versions and Query.
-    fn open(&self, state: &mut State) -> Result<Conn, SignerError> {
+    fn open(&self, state: &mut State, deadline: Instant) -> Result<Conn, SignerError> {
         let tls_config = match &state.tls_config {
             Some(c) => c.clone(),
             None => {
@@ -365,7 +388,7 @@ impl KmipSigner {
                 c
             }
         };
-        let mut conn = self.connect(tls_config)?;
+        let mut conn = self.connect(tls_config, deadline)?;
         state.last_tls = Some((conn.tls_version(), conn.cipher_suite()));
         if state.facts.is_none() {
             state.facts = Some(self.first_contact(&mut conn)?);
@@ -373,8 +396,12 @@ impl KmipSigner {
         Ok(conn)
     }
 
-    /// TCP connect and TLS handshake.
-    fn connect(&self, tls_config: Arc<ClientConfig>) -> Result<Conn, SignerError> {
+    /// TCP connect and TLS handshake, before `deadline`.
+    fn connect(
+        &self,
+        tls_config: Arc<ClientConfig>,
+        deadline: Instant,
+    ) -> Result<Conn, SignerError> {
         let cfg = &self.config;
         let server = self.server();
         let addrs: Vec<_> = (cfg.host.as_str(), cfg.port)
@@ -389,7 +416,12 @@ impl KmipSigner {
         let mut last = None;
         let mut sock = None;
         for addr in &addrs {
-            match TcpStream::connect_timeout(addr, cfg.connect_timeout) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                last = Some(format!("{addr}: {}", deadline::DeadlinePassed));
+                break;
+            }
+            match TcpStream::connect_timeout(addr, cfg.connect_timeout.min(left)) {
                 Ok(s) => {
                     sock = Some(s);
                     break;
@@ -397,7 +429,7 @@ impl KmipSigner {
                 Err(e) => last = Some(format!("{addr}: {e}")),
             }
         }
-        let Some(mut sock) = sock else {
+        let Some(sock) = sock else {
             return Err(self.err(
                 ErrorKind::Unavailable,
                 format!(
@@ -407,12 +439,8 @@ impl KmipSigner {
                 ),
             ));
         };
-        let io_setup = |e: io::Error| self.err(ErrorKind::Unavailable, format!("{server}: {e}"));
-        sock.set_read_timeout(Some(cfg.read_timeout))
-            .map_err(io_setup)?;
-        sock.set_write_timeout(Some(cfg.read_timeout))
-            .map_err(io_setup)?;
         let _ = sock.set_nodelay(true);
+        let mut sock = DeadlineSocket::new(sock, cfg.read_timeout, Some(deadline));
         let name = tls::server_name(&self.name, &cfg.host)?;
         let mut tls = ClientConnection::new(tls_config, name)
             .map_err(|e| self.err(ErrorKind::Config, format!("TLS client: {e}")))?;
@@ -473,6 +501,10 @@ impl KmipSigner {
             "waiting for the KMIP answer".to_string()
         };
         let what = match e.kind() {
+            _ if deadline::is_deadline(e) => format!(
+                "no complete answer within request_timeout ({:?}) {phase}",
+                self.config.request_timeout
+            ),
             io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock => {
                 format!("timed out after {:?} {phase}", self.config.read_timeout)
             }
@@ -549,9 +581,12 @@ impl KmipSigner {
     }
 
     /// One request on some connection; a stale pooled connection is replaced once.
+    /// The whole call, reconnecting included, ends by `request_timeout`.
     fn call(&self, request: &[u8]) -> Result<Answer, SignerError> {
+        let deadline = self.deadline();
         for _ in 0..2 {
-            let (mut conn, pooled) = self.checkout()?;
+            let (mut conn, pooled) = self.checkout(deadline)?;
+            conn.stream.sock.set_deadline(Some(deadline));
             match self.exchange_on(&mut conn, request) {
                 Ok(answer) => {
                     self.checkin(conn);
@@ -568,6 +603,11 @@ impl KmipSigner {
             ErrorKind::Unavailable,
             format!("{} closed two connections in a row", self.server()),
         ))
+    }
+
+    /// The deadline of a request starting now.
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.config.request_timeout
     }
 
     /// Records a fatal error met outside connect (a client certificate refused after a
@@ -724,7 +764,7 @@ impl KmipSigner {
         }
         if let Some(p) = &answer.payload {
             facts.operations = p.all(tag::OPERATION).filter_map(Item::as_enum).collect();
-            facts.vendor = p.text_of(tag::VENDOR_IDENTIFICATION).map(str::to_string);
+            facts.vendor = p.text_of(tag::VENDOR_IDENTIFICATION).map(wire::server_text);
         }
         facts.missing = REQUIRED_OPERATIONS
             .iter()
@@ -800,9 +840,51 @@ impl KmipSigner {
         })
     }
 
+    /// The Names of object `uid` (Get Attributes); none where the server will not say.
+    fn names_of(&self, uid: &str) -> Result<Vec<String>, SignerError> {
+        let answer = self.request(RequestPayload::GetAttributes(
+            Some(UniqueIdentifier(uid.to_string())),
+            Some(vec![AttributeName("Name".into())]),
+        ))?;
+        let payload = match self.ok(&format!("Get Attributes (Name) of {uid}"), answer) {
+            Ok(p) => p,
+            Err(e) if e.kind != ErrorKind::Unavailable && e.kind != ErrorKind::Unusable => {
+                tracing::debug!(signer = %self.name, "{e}");
+                return Ok(vec![]);
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(payload
+            .all(tag::ATTRIBUTE)
+            .filter(|a| a.text_of(tag::ATTRIBUTE_NAME) == Some("Name"))
+            .filter_map(|a| a.child(tag::ATTRIBUTE_VALUE))
+            .filter_map(|v| v.text_of(tag::NAME_VALUE))
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// The private half of the pending pair whose public half is `public_uid`: when
+    /// that public key still carries a temporary name ([`PENDING_PREFIX`]) and a
+    /// private key carries the matching one.
+    fn pending_private(&self, public_uid: &str) -> Result<Option<String>, SignerError> {
+        for name in self.names_of(public_uid)? {
+            let Some(tmp) = name
+                .strip_prefix(PENDING_PREFIX)
+                .and_then(|rest| rest.strip_suffix("_pub"))
+            else {
+                continue;
+            };
+            let private = format!("{PENDING_PREFIX}{tmp}_priv");
+            if let Some(uid) = self.locate_one(&private, ObjectType::PrivateKey)? {
+                return Ok(Some(uid));
+            }
+        }
+        Ok(None)
+    }
+
     /// The server's facts, connecting first if that has not happened yet.
     fn facts(&self) -> Result<ServerFacts, SignerError> {
-        let (conn, _) = self.checkout()?;
+        let (conn, _) = self.checkout(self.deadline())?;
         self.checkin(conn);
         Ok(lock(&self.state).facts.clone().unwrap_or_default())
     }
@@ -825,9 +907,12 @@ impl KmipSigner {
             ));
         }
         let not_found = || SignerError::key_not_found(&self.name, key);
-        let private = self
-            .locate_one(&private_key_name(key), ObjectType::PrivateKey)?
-            .ok_or_else(not_found)?;
+        let Some(private) = self.locate_one(&private_key_name(key), ObjectType::PrivateKey)? else {
+            // Perhaps a pending pair (still under its temporary names): listing the keys
+            // finds those and records their handles.
+            self.list_keys()?;
+            return lock(&self.keys).get(key).cloned().ok_or_else(not_found);
+        };
         let public = self
             .locate_one(&public_key_name(key), ObjectType::PublicKey)?
             .ok_or_else(|| {
@@ -1176,7 +1261,7 @@ impl Signer for KmipSigner {
 
     fn info(&self) -> Result<SignerInfo, SignerError> {
         // Connect (and check) if that has not happened yet.
-        let (conn, _) = self.checkout()?;
+        let (conn, _) = self.checkout(self.deadline())?;
         self.checkin(conn);
         let state = lock(&self.state);
         let facts = state.facts.clone().unwrap_or_default();
@@ -1243,7 +1328,7 @@ impl Signer for KmipSigner {
         let pair = match spare {
             Some(pair) => pair,
             None => {
-                let tmp = format!("hsm-harness-pending-{}", uuid::Uuid::new_v4().simple());
+                let tmp = format!("{PENDING_PREFIX}{}", uuid::Uuid::new_v4().simple());
                 self.create_pair(kt, &tmp)?
             }
         };
@@ -1446,6 +1531,23 @@ impl Signer for KmipSigner {
                 .locate(&private_key_name(&id), ObjectType::PrivateKey)?
                 .is_empty()
             {
+                keys.push(id);
+            } else if let Some(private) = self.pending_private(&uid)? {
+                tracing::warn!(
+                    signer = %self.name,
+                    "key pair {id} is pending (private key {private}, public key {uid}): a \
+                     create-key was interrupted before naming it; destroy removes it"
+                );
+                if let Ok(key_type) = spki_key_type(&spki) {
+                    lock(&self.keys).insert(
+                        id,
+                        Handles {
+                            private,
+                            public: uid,
+                            key_type,
+                        },
+                    );
+                }
                 keys.push(id);
             }
         }
@@ -1748,6 +1850,68 @@ mod tests {
             lock(&s.keys).is_empty(),
             "a hex identifier is not a KMIP handle"
         );
+    }
+
+    /// Against PyKMIP: a pair under its temporary names, as a `create-key` killed
+    /// between Create Key Pair and Modify Attribute leaves it, is an orphan in another
+    /// process's `list --orphans`, and `destroy` removes both halves. Fails on the code
+    /// before issue 11: the pair was not listed, and destroy answered not-found.
+    #[test]
+    fn a_pending_pair_is_an_orphan_and_destroy_removes_it() {
+        use testkit::pykmip::{PyKmip, Tls};
+        let pki = testkit::pki::Pki::new();
+        let server = PyKmip::start(&pki, Tls::V12);
+        let state = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[[signers]]\ntype = \"KMIP\"\nname = \"pykmip\"\nhost = \"127.0.0.1\"\n\
+             port = {}\nserver_ca_cert_path = \"{}\"\nclient_cert_path = \"{}\"\n\
+             client_cert_private_key_path = \"{}\"\nweaken_security_allow_tls12 = true\n\
+             force = true\n",
+            server.port(),
+            pki.ca_cert.display(),
+            pki.client_cert.display(),
+            pki.client_key.display()
+        );
+        let setup = crate::SignerSetup::parse(&text, "test").unwrap();
+        let crate::config::SignerKind::Kmip(config) = &setup.signers[0].kind else {
+            panic!("not KMIP")
+        };
+        // The killed process: Create Key Pair under temporary names, nothing after.
+        let killed = KmipSigner::new("pykmip", config);
+        let tmp = format!("{PENDING_PREFIX}{}", uuid::Uuid::new_v4().simple());
+        let pair = killed.create_pair(KeyType::Rsa2048, &tmp).unwrap();
+        let id = KeyIdentifier::from_spki_der(&pair.spki).unwrap();
+        drop(killed);
+
+        let router = crate::Router::new(&setup, state.path()).unwrap();
+        let orphans_of = |router: &crate::Router| -> Vec<KeyIdentifier> {
+            router
+                .orphans()
+                .into_iter()
+                .find(|(name, _)| name == "pykmip")
+                .expect("an orphans entry for the KMIP signer")
+                .1
+                .expect("listed")
+        };
+        assert_eq!(orphans_of(&router), vec![id]);
+        drop(router);
+        // `destroy` in yet another process, which has no handle recorded.
+        let router = crate::Router::new(&setup, state.path()).unwrap();
+        router.destroy_key(&id).unwrap();
+        assert!(orphans_of(&router).is_empty());
+        let check = KmipSigner::new("pykmip", config);
+        for (name, t) in [
+            (format!("{tmp}_priv"), ObjectType::PrivateKey),
+            (format!("{tmp}_pub"), ObjectType::PublicKey),
+        ] {
+            assert_eq!(
+                check.locate(&name, t).unwrap(),
+                Vec::<String>::new(),
+                "{name}"
+            );
+        }
+        let e = router.destroy_key(&id).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotFound, "{e}");
     }
 
     #[test]

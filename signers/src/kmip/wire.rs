@@ -18,11 +18,8 @@ use super::ttlv::{self, Item};
 pub const MAX_RESPONSE: usize = 1 << 20;
 
 pub mod tag {
-    #[cfg(test)]
     pub const ATTRIBUTE: u32 = 0x420008;
-    #[cfg(test)]
     pub const ATTRIBUTE_NAME: u32 = 0x42000A;
-    #[cfg(test)]
     pub const ATTRIBUTE_VALUE: u32 = 0x42000B;
     pub const BATCH_ITEM: u32 = 0x42000F;
     pub const DATA: u32 = 0x4200C2;
@@ -31,7 +28,6 @@ pub mod tag {
     pub const KEY_MATERIAL: u32 = 0x420043;
     pub const KEY_VALUE: u32 = 0x420045;
     pub const MODULUS: u32 = 0x420052;
-    #[cfg(test)]
     pub const NAME_VALUE: u32 = 0x420055;
     pub const OPERATION: u32 = 0x42005C;
     pub const PRIVATE_KEY_UNIQUE_IDENTIFIER: u32 = 0x420066;
@@ -322,6 +318,32 @@ impl Answer {
     }
 }
 
+/// Longest server-chosen text kept, in characters (before escaping).
+pub const SERVER_TEXT_MAX: usize = 256;
+
+/// Server-chosen text made fit for errors and logs: at most [`SERVER_TEXT_MAX`]
+/// characters (a longer text says how much was cut), control characters escaped
+/// (`\n`, `\u{1b}`), so a hostile server can neither flood a log nor forge lines or
+/// terminal sequences in it.
+pub fn server_text(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars().take(SERVER_TEXT_MAX) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    let total = text.chars().count();
+    if total > SERVER_TEXT_MAX {
+        out.push_str(&format!(
+            "... ({} more characters)",
+            total - SERVER_TEXT_MAX
+        ));
+    }
+    out
+}
+
 /// Reads the one batch item of a response message body (header already checked).
 pub fn decode_response(frame: &[u8]) -> Result<Answer, String> {
     let top = ttlv::parse(frame)?;
@@ -348,7 +370,7 @@ pub fn decode_response(frame: &[u8]) -> Result<Answer, String> {
     Ok(Answer {
         status,
         reason: item.enum_of(tag::RESULT_REASON),
-        message: item.text_of(tag::RESULT_MESSAGE).map(str::to_string),
+        message: item.text_of(tag::RESULT_MESSAGE).map(server_text),
         payload: item.child(tag::RESPONSE_PAYLOAD).cloned(),
     })
 }
@@ -362,6 +384,28 @@ mod tests {
     use kmip_protocol::types::request::{
         Attribute, PrivateKeyTemplateAttribute, PublicKeyTemplateAttribute, RequestPayload,
     };
+
+    #[rstest::rstest]
+    #[case::plain("no such key", "no such key")]
+    #[case::newline("bad\nINFO forged line", "bad\\nINFO forged line")]
+    #[case::escape_sequence("\u{1b}[31mred", "\\u{1b}[31mred")]
+    #[case::nul("a\0b", "a\\u{0}b")]
+    #[case::unicode_kept("clé über", "clé über")]
+    fn server_text_escapes_control_characters(#[case] text: &str, #[case] shown: &str) {
+        assert_eq!(server_text(text), shown);
+    }
+
+    #[test]
+    fn server_text_is_capped() {
+        let long = "é".repeat(SERVER_TEXT_MAX + 1000);
+        let shown = server_text(&long);
+        assert!(shown.starts_with(&"é".repeat(SERVER_TEXT_MAX)));
+        assert!(shown.ends_with("... (1000 more characters)"), "{shown}");
+        assert_eq!(
+            server_text(&"x".repeat(SERVER_TEXT_MAX)).len(),
+            SERVER_TEXT_MAX
+        );
+    }
 
     #[test]
     fn requests_are_kmip_1_2_with_credential_and_size_limit() {
