@@ -394,7 +394,10 @@ fn a_destroy_that_destroys_nothing_fails_the_cell() {
 /// profile that leaves out what the backend has (so cases would be skipped that could
 /// run) or lists what it lacks makes that cell an error naming the difference.
 #[rstest]
-#[case::agrees("[rsa2048, rsa2048-pss, ecdsa-p256, ecdsa-p384, ed25519, random, hsm, pkcs11]", None)]
+#[case::agrees(
+    "[rsa2048, rsa2048-pss, ecdsa-p256, ecdsa-p384, ed25519, random, hsm, pkcs11]",
+    None
+)]
 #[case::leaves_out_random(
     "[rsa2048, rsa2048-pss, ecdsa-p256, ecdsa-p384, ed25519, hsm, pkcs11]",
     Some("does not list 'random', but C_GenerateRandom gave 16 bytes")
