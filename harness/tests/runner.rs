@@ -484,6 +484,8 @@ fn wait_for(what: &str, timeout: std::time::Duration, mut done: impl FnMut() -> 
 #[case::sigkill_on_software(libc::SIGKILL, "software", false)]
 #[case::sigterm_on_relay(libc::SIGTERM, "relay", true)]
 #[case::sigkill_on_relay(libc::SIGKILL, "relay", true)]
+#[case::sigint_on_pykmip(libc::SIGINT, "pykmip", true)]
+#[case::sigkill_on_pykmip(libc::SIGKILL, "pykmip", true)]
 fn an_interrupted_run_reports_every_cell_and_leaves_nothing(
     #[case] signal: i32,
     #[case] backend: &str,
@@ -493,6 +495,10 @@ fn an_interrupted_run_reports_every_cell_and_leaves_nothing(
     p.backend(
         "relay",
         "provider: relay\ncapabilities: [rsa2048, random, destroy, kmip-modify-attribute, hsm, kmip, tls13, persistent-keys]\n",
+    );
+    p.backend(
+        "pykmip",
+        "provider: pykmip\ncapabilities: [rsa2048, destroy, hsm, kmip, tls12-only, persistent-keys]\n",
     );
     let mut slow = String::new();
     for i in 0..4 {
@@ -527,7 +533,7 @@ fn an_interrupted_run_reports_every_cell_and_leaves_nothing(
                 .count();
             let servers = processes_under(&tmp)
                 .iter()
-                .filter(|p| p.contains("kmip2pkcs11"))
+                .filter(|p| p.contains("kmip2pkcs11") || p.contains("pykmip-server"))
                 .count();
             cells == 2 && (!server || servers == 2)
         },
