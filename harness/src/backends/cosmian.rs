@@ -28,17 +28,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, bail, Context};
-use hsm_signers::config::SignerKind;
-use hsm_signers::{Algorithm, KeyIdentifier};
+
 use serde::Deserialize;
 
+use super::kmip_server::{KmipServerInstance, KmipServerKind};
 use super::pki::{self, Pki};
-use super::server::{
-    inventory_endpoint, kmip_config, two_free_ports, with_options, with_proxy, Server, ServerSlot,
-};
-use super::{log_line, CellBackend, Instance, Provider, SignerOptions};
+use super::server::{two_free_ports, Server};
+use super::{log_line, CellBackend, Instance, Provider};
 use crate::model::suite::{Capability, InstanceSpec, TlsVersion};
-use crate::oracle_terms;
 use crate::run::lifeline;
 
 /// The version `ci/install-cosmian` builds.
@@ -212,14 +209,13 @@ impl CellBackend for CosmianCell {
         spec: &InstanceSpec,
     ) -> anyhow::Result<Box<dyn Instance>> {
         let pki = pki::generate_for_client(&dir.join("pki"), pki::flaw_of(spec), &user(name))?;
-        let server = with_proxy(start(dir, &pki, spec, 0)?, spec)?;
-        Ok(Box::new(CosmianInstance {
-            name: name.to_string(),
-            dir: dir.to_path_buf(),
+        Ok(Box::new(KmipServerInstance::start(
+            &CosmianServer,
+            name,
+            dir,
             pki,
-            spec: spec.clone(),
-            server: ServerSlot::running(server),
-        }))
+            spec,
+        )?))
     }
 
     fn properties(&self) -> Vec<(String, String)> {
@@ -235,79 +231,31 @@ fn user(instance: &str) -> String {
     format!("hsm-harness-{instance}")
 }
 
-/// An instance: one Cosmian KMS server and its database.
-struct CosmianInstance {
-    name: String,
-    dir: PathBuf,
-    pki: Pki,
-    spec: InstanceSpec,
-    server: ServerSlot,
-}
+/// An instance: one Cosmian KMS server and its database. The signer's defaults (TLS
+/// 1.3 only) are what an operator would use, so its configuration is left alone.
+struct CosmianServer;
 
-impl Instance for CosmianInstance {
-    // The signer's defaults (TLS 1.3 only) are what an operator would use.
-    fn signer_kind(&self, options: &SignerOptions<'_>) -> anyhow::Result<SignerKind> {
-        let c = kmip_config(self.server.signer_port(), &self.pki);
-        Ok(SignerKind::Kmip(with_options(c, options)))
+impl KmipServerKind for CosmianServer {
+    fn product(&self) -> &'static str {
+        "Cosmian KMS"
     }
 
-    /// Through the oracle's KMIP client with the signer's client certificate (Cosmian
-    /// shows a user only the objects that user owns), straight to the server.
-    fn inventory(&mut self) -> anyhow::Result<Vec<KeyIdentifier>> {
-        let port = self.server.direct_port(&self.name)?;
-        let ids = oracle::kmip::inventory(&inventory_endpoint(port, &self.pki))
-            .map_err(|e| anyhow!("{e}"))?;
-        Ok(ids.into_iter().map(oracle_terms::key_identifier).collect())
+    fn start(
+        &self,
+        dir: &Path,
+        pki: &Pki,
+        spec: &InstanceSpec,
+        port: u16,
+    ) -> anyhow::Result<Server> {
+        start(dir, pki, spec, port)
     }
 
-    fn wipe(&mut self) -> anyhow::Result<()> {
-        // Stopped first: the server holds the database open.
-        self.server.stop();
-        let db = database_dir(&self.dir);
+    fn remove_data(&self, dir: &Path) -> anyhow::Result<()> {
+        let db = database_dir(dir);
         if db.exists() {
             std::fs::remove_dir_all(&db).with_context(|| format!("wiping {}", db.display()))?;
         }
-        let server = with_proxy(start(&self.dir, &self.pki, &self.spec, 0)?, &self.spec)?;
-        self.server.put(server);
         Ok(())
-    }
-
-    fn change_credentials(&mut self) -> anyhow::Result<()> {
-        bail!("instance '{}' has no credentials to change", self.name)
-    }
-
-    fn replace_key(&mut self, _id: &KeyIdentifier, _alg: Algorithm) -> anyhow::Result<()> {
-        bail!("replacing a key under its handle is not supported on Cosmian KMS (server-assigned identifiers)")
-    }
-
-    fn server(&self) -> Option<&ServerSlot> {
-        Some(&self.server)
-    }
-
-    fn server_mut(&mut self) -> Option<&mut ServerSlot> {
-        Some(&mut self.server)
-    }
-
-    /// Query, asked by the oracle: what the server says it does.
-    fn probe(&mut self) -> anyhow::Result<Vec<super::Observed>> {
-        match self.kmip_endpoint() {
-            Some(endpoint) => super::probe_kmip(&endpoint?),
-            None => Ok(Vec::new()),
-        }
-    }
-
-    fn kmip_endpoint(&self) -> Option<anyhow::Result<oracle::kmip::Endpoint>> {
-        Some(
-            self.server
-                .direct_port(&self.name)
-                .map(|port| inventory_endpoint(port, &self.pki)),
-        )
-    }
-
-    fn start_server(&mut self) -> anyhow::Result<()> {
-        let (dir, pki, spec) = (&self.dir, &self.pki, &self.spec);
-        self.server
-            .start_again(&self.name, |port| start(dir, pki, spec, port))
     }
 }
 

@@ -35,6 +35,7 @@ use proxy::{Fault, Stats};
 use shim::ShimSpec;
 
 pub mod cosmian;
+mod kmip_server;
 pub mod pki;
 pub mod proxy;
 pub mod pykmip;

@@ -8,17 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, bail, Context};
-use hsm_signers::config::SignerKind;
-use hsm_signers::{Algorithm, KeyIdentifier};
+use hsm_signers::config::KmipConfig;
 use serde::Deserialize;
 
+use super::kmip_server::{KmipServerInstance, KmipServerKind};
 use super::pki::{self, Pki};
-use super::server::{
-    free_port, inventory_endpoint, kmip_config, with_options, with_proxy, Server, ServerSlot,
-};
-use super::{log_line, CellBackend, Instance, Provider, SignerOptions};
+use super::server::{free_port, Server};
+use super::{log_line, CellBackend, Instance, Provider};
 use crate::model::suite::{Capability, InstanceSpec, TlsVersion};
-use crate::oracle_terms;
 use crate::run::lifeline;
 
 /// A PyKMIP server (`pykmip-server` on PATH) with generated certificates, a fresh
@@ -66,88 +63,44 @@ impl CellBackend for PykmipCell {
         spec: &InstanceSpec,
     ) -> anyhow::Result<Box<dyn Instance>> {
         let pki = pki::generate(&dir.join("pki"), pki::flaw_of(spec))?;
-        let server = with_proxy(start(dir, &pki, spec, 0)?, spec)?;
-        Ok(Box::new(PykmipInstance {
-            name: name.to_string(),
-            dir: dir.to_path_buf(),
+        Ok(Box::new(KmipServerInstance::start(
+            &PykmipServer,
+            name,
+            dir,
             pki,
-            spec: spec.clone(),
-            server: ServerSlot::running(server),
-        }))
+            spec,
+        )?))
     }
 }
 
 /// An instance: one PyKMIP server and its database.
-struct PykmipInstance {
-    name: String,
-    dir: PathBuf,
-    pki: Pki,
-    spec: InstanceSpec,
-    server: ServerSlot,
-}
+struct PykmipServer;
 
-impl Instance for PykmipInstance {
-    fn signer_kind(&self, options: &SignerOptions<'_>) -> anyhow::Result<SignerKind> {
-        let mut c = kmip_config(self.server.signer_port(), &self.pki);
-        // PyKMIP speaks TLS 1.2 only, and its Query omits Modify Attribute.
-        c.weaken_security_allow_tls12 = true;
-        c.force = true;
-        Ok(SignerKind::Kmip(with_options(c, options)))
+impl KmipServerKind for PykmipServer {
+    fn product(&self) -> &'static str {
+        "PyKMIP"
     }
 
-    /// Through the oracle's KMIP client, with the signer's client certificate, straight
-    /// to the server (not through a proxy the case put in front of it).
-    fn inventory(&mut self) -> anyhow::Result<Vec<KeyIdentifier>> {
-        let port = self.server.direct_port(&self.name)?;
-        let ids = oracle::kmip::inventory(&inventory_endpoint(port, &self.pki))
-            .map_err(|e| anyhow!("{e}"))?;
-        Ok(ids.into_iter().map(oracle_terms::key_identifier).collect())
+    fn start(
+        &self,
+        dir: &Path,
+        pki: &Pki,
+        spec: &InstanceSpec,
+        port: u16,
+    ) -> anyhow::Result<Server> {
+        start(dir, pki, spec, port)
     }
 
-    fn wipe(&mut self) -> anyhow::Result<()> {
-        self.server.stop();
-        let _ = std::fs::remove_file(self.dir.join("pykmip.db"));
-        let server = with_proxy(start(&self.dir, &self.pki, &self.spec, 0)?, &self.spec)?;
-        self.server.put(server);
+    fn remove_data(&self, dir: &Path) -> anyhow::Result<()> {
+        let _ = std::fs::remove_file(dir.join("pykmip.db"));
         Ok(())
     }
 
-    fn change_credentials(&mut self) -> anyhow::Result<()> {
-        bail!("instance '{}' has no credentials to change", self.name)
-    }
-
-    fn replace_key(&mut self, _id: &KeyIdentifier, _alg: Algorithm) -> anyhow::Result<()> {
-        bail!("replacing a key under its handle is not supported on PyKMIP (server-assigned identifiers)")
-    }
-
-    fn server(&self) -> Option<&ServerSlot> {
-        Some(&self.server)
-    }
-
-    fn server_mut(&mut self) -> Option<&mut ServerSlot> {
-        Some(&mut self.server)
-    }
-
-    /// Query, asked by the oracle: what the server says it does.
-    fn probe(&mut self) -> anyhow::Result<Vec<super::Observed>> {
-        match self.kmip_endpoint() {
-            Some(endpoint) => super::probe_kmip(&endpoint?),
-            None => Ok(Vec::new()),
-        }
-    }
-
-    fn kmip_endpoint(&self) -> Option<anyhow::Result<oracle::kmip::Endpoint>> {
-        Some(
-            self.server
-                .direct_port(&self.name)
-                .map(|port| inventory_endpoint(port, &self.pki)),
-        )
-    }
-
-    fn start_server(&mut self) -> anyhow::Result<()> {
-        let (dir, pki, spec) = (&self.dir, &self.pki, &self.spec);
-        self.server
-            .start_again(&self.name, |port| start(dir, pki, spec, port))
+    /// PyKMIP speaks TLS 1.2 only, and its Query omits Modify Attribute.
+    fn configure(&self, mut c: KmipConfig) -> KmipConfig {
+        c.weaken_security_allow_tls12 = true;
+        c.force = true;
+        c
     }
 }
 
