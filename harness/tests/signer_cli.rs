@@ -343,6 +343,11 @@ fn list_shows_the_key_with_its_signer() {
         .and_then(|o| o.iter().find(|o| o["signer"] == SIGNER_NAME))
         .unwrap_or_else(|| panic!("no orphans entry for {SIGNER_NAME}: {listed}"));
     assert_eq!(softhsm_orphans["keys"], serde_json::json!([]), "{listed}");
+    assert_eq!(
+        softhsm_orphans["pending"],
+        serde_json::json!([]),
+        "{listed}"
+    );
 }
 
 #[test]

@@ -721,6 +721,23 @@ impl Router {
     /// Keys each reachable signer's backend holds that the map does not know (identity
     /// keys excluded), by signer name; unreachable signers are reported with their error.
     pub fn orphans(&self) -> Vec<(String, Result<Vec<KeyIdentifier>, SignerError>)> {
+        self.orphans_with_state()
+            .into_iter()
+            .map(|(name, found)| {
+                (
+                    name,
+                    found.map(|keys| keys.into_iter().map(|(k, _)| k).collect()),
+                )
+            })
+            .collect()
+    }
+
+    /// As [`Router::orphans`], each key with whether it is pending (its creation was
+    /// interrupted; see [`Signer::is_pending`]).
+    #[allow(clippy::type_complexity)]
+    pub fn orphans_with_state(
+        &self,
+    ) -> Vec<(String, Result<Vec<(KeyIdentifier, bool)>, SignerError>)> {
         // Bind first: binding may register identity keys, which are not orphans.
         self.connect_all();
         self.slots
@@ -737,7 +754,7 @@ impl Router {
                     let mut out = Vec::new();
                     for k in s.signer.list_keys()? {
                         if !identity.contains(&k) && self.keymap.key(&k)?.is_none() {
-                            out.push(k);
+                            out.push((k, s.signer.is_pending(&k)));
                         }
                     }
                     Ok(out)

@@ -71,6 +71,13 @@ pub trait Signer: Send + Sync {
     /// The identifiers of the key pairs this signer's backend holds.
     fn list_keys(&self) -> Result<Vec<KeyIdentifier>, SignerError>;
 
+    /// Whether `key`, as [`Signer::list_keys`] last found it, is a pair whose creation
+    /// was interrupted before it was finished (a KMIP pair still under its temporary
+    /// names). Such a pair is an orphan that [`Signer::destroy_key`] removes.
+    fn is_pending(&self, _key: &KeyIdentifier) -> bool {
+        false
+    }
+
     /// Tells the signer the handle recorded for `key` when it was created (its
     /// [`CreatedKey::handle`]), so that later calls on `key` need not search the backend
     /// for it (a KMIP server may have no Locate). A handle the signer does not

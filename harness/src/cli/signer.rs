@@ -157,11 +157,18 @@ fn execute(router: &Router, command: SignerCommand) -> Result<String, SignerErro
         SignerCommand::List { orphans } => {
             let keys = router.list()?;
             if orphans {
+                // `pending`: pairs whose creation was interrupted (a kill between a KMIP
+                // Create Key Pair and its naming); `destroy` removes them.
                 let orphans: Vec<_> = router
-                    .orphans()
+                    .orphans_with_state()
                     .into_iter()
                     .map(|(signer, found)| match found {
-                        Ok(keys) => json!({ "signer": signer, "keys": keys }),
+                        Ok(keys) => {
+                            let pending: Vec<_> =
+                                keys.iter().filter(|(_, p)| *p).map(|(k, _)| k).collect();
+                            let keys: Vec<_> = keys.iter().map(|(k, _)| k).collect();
+                            json!({ "signer": signer, "keys": keys, "pending": pending })
+                        }
                         Err(e) => json!({ "signer": signer, "error": e.to_string() }),
                     })
                     .collect();

@@ -280,6 +280,8 @@ pub struct KmipSigner {
     spare: Mutex<HashMap<KeyType, Pair>>,
     /// The server refused a Get for X.509: ask without a format.
     x509_refused: AtomicBool,
+    /// Pending pairs the last listing found (see [`Signer::is_pending`]).
+    pending: Mutex<Vec<KeyIdentifier>>,
 }
 
 impl fmt::Debug for KmipSigner {
@@ -320,6 +322,7 @@ impl KmipSigner {
             state: Mutex::new(State::default()),
             pool: Mutex::new(Vec::new()),
             keys: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Vec::new()),
             algorithms: Mutex::new(HashMap::new()),
             ec_template: Mutex::new(None),
             spare: Mutex::new(HashMap::new()),
@@ -1490,6 +1493,10 @@ impl Signer for KmipSigner {
         Ok(out)
     }
 
+    fn is_pending(&self, key: &KeyIdentifier) -> bool {
+        lock(&self.pending).contains(key)
+    }
+
     fn list_keys(&self) -> Result<Vec<KeyIdentifier>, SignerError> {
         if !self.facts()?.offers(wire::op::LOCATE) {
             return Err(self.err(
@@ -1515,6 +1522,7 @@ impl Signer for KmipSigner {
             Err(e) => return Err(e),
         };
         let mut keys = Vec::new();
+        let mut pending = Vec::new();
         for uid in publics {
             let spki = match self.get_public(&uid, None) {
                 Ok(s) => s,
@@ -1549,8 +1557,10 @@ impl Signer for KmipSigner {
                     );
                 }
                 keys.push(id);
+                pending.push(id);
             }
         }
+        *lock(&self.pending) = pending;
         keys.sort();
         Ok(keys)
     }
@@ -1894,6 +1904,18 @@ mod tests {
                 .expect("listed")
         };
         assert_eq!(orphans_of(&router), vec![id]);
+        let with_state: Vec<(KeyIdentifier, bool)> = router
+            .orphans_with_state()
+            .into_iter()
+            .find(|(name, _)| name == "pykmip")
+            .expect("an orphans entry for the KMIP signer")
+            .1
+            .expect("listed");
+        assert_eq!(
+            with_state,
+            vec![(id, true)],
+            "the pair is said to be pending"
+        );
         drop(router);
         // `destroy` in yet another process, which has no handle recorded.
         let router = crate::Router::new(&setup, state.path()).unwrap();
