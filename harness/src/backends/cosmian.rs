@@ -33,8 +33,9 @@ use serde::Deserialize;
 
 use super::kmip_server::{KmipServerInstance, KmipServerKind};
 use super::pki::{self, Pki};
-use super::server::{two_free_ports, Server};
+use super::server::{two_free_ports, Runtime, Server};
 use super::{log_line, CellBackend, Instance, Provider};
+use crate::model::backend::Placement;
 use crate::model::suite::{Capability, InstanceSpec, TlsVersion};
 use crate::run::lifeline;
 
@@ -190,11 +191,11 @@ impl Provider for Cosmian {
         &[Capability::Kmip]
     }
 
-    fn unavailable_reason(&self) -> Option<String> {
+    fn unavailable_reason(&self, _placement: Placement) -> Option<String> {
         binary().err()
     }
 
-    fn open(&self, _workdir: &Path) -> anyhow::Result<Box<dyn CellBackend>> {
+    fn open(&self, _workdir: &Path, _runtime: &Runtime) -> anyhow::Result<Box<dyn CellBackend>> {
         Ok(Box::new(CosmianCell))
     }
 }
@@ -215,6 +216,7 @@ impl CellBackend for CosmianCell {
             dir,
             pki,
             spec,
+            &Runtime::Local,
         )?))
     }
 
@@ -246,8 +248,13 @@ impl KmipServerKind for CosmianServer {
         pki: &Pki,
         spec: &InstanceSpec,
         port: u16,
+        _runtime: &Runtime,
     ) -> anyhow::Result<Server> {
         start(dir, pki, spec, port)
+    }
+
+    fn stderr_file(&self, dir: &Path) -> PathBuf {
+        dir.join(LOG_FILE)
     }
 
     fn remove_data(&self, dir: &Path) -> anyhow::Result<()> {
@@ -264,6 +271,9 @@ impl KmipServerKind for CosmianServer {
 /// (kept across restarts), and waits until the KMIP port accepts connections. A TCP
 /// connect is the probe because the socket server wants a client certificate before
 /// it says anything.
+/// Where the server's output goes, in the instance's directory.
+const LOG_FILE: &str = "cosmian.log";
+
 fn start(dir: &Path, pki: &Pki, spec: &InstanceSpec, port: u16) -> anyhow::Result<Server> {
     if !spec.withhold.is_empty() {
         bail!("Cosmian KMS cannot withhold operations (the relay can: capability kmip-withhold)");
@@ -286,7 +296,7 @@ fn start(dir: &Path, pki: &Pki, spec: &InstanceSpec, port: u16) -> anyhow::Resul
         .with_context(|| format!("writing {}", config_path.display()))?;
     // Its log goes to stdout and its fatal errors to stderr: one file holds both, for
     // the tail in a start-up error.
-    let log_path = dir.join("cosmian.log");
+    let log_path = dir.join(LOG_FILE);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

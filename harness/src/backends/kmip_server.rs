@@ -12,7 +12,7 @@ use hsm_signers::{Algorithm, KeyIdentifier};
 
 use super::pki::Pki;
 use super::server::{
-    inventory_endpoint, kmip_config, with_options, with_proxy, Server, ServerSlot,
+    inventory_endpoint, kmip_config, with_options, with_proxy, Runtime, Server, ServerSlot,
 };
 use super::{probe_kmip, Instance, Observed, SignerOptions};
 use crate::model::suite::InstanceSpec;
@@ -23,14 +23,19 @@ pub(crate) trait KmipServerKind: Send + Sync {
     /// The product's name, for messages.
     fn product(&self) -> &'static str;
 
-    /// Starts the server for the instance in `dir` on `port` (0: a free one).
+    /// Starts the server for the instance in `dir` on `port` (0: a free one), where
+    /// `runtime` runs servers, and waits until it is ready.
     fn start(
         &self,
         dir: &Path,
         pki: &Pki,
         spec: &InstanceSpec,
         port: u16,
+        runtime: &Runtime,
     ) -> anyhow::Result<Server>;
+
+    /// Where the server in `dir` writes what it says when it fails to start.
+    fn stderr_file(&self, dir: &Path) -> PathBuf;
 
     /// Removes the server's data in `dir` (the server is stopped).
     fn remove_data(&self, dir: &Path) -> anyhow::Result<()>;
@@ -49,6 +54,7 @@ pub(crate) struct KmipServerInstance {
     spec: InstanceSpec,
     server: ServerSlot,
     kind: &'static dyn KmipServerKind,
+    runtime: Runtime,
 }
 
 impl KmipServerInstance {
@@ -59,8 +65,9 @@ impl KmipServerInstance {
         dir: &Path,
         pki: Pki,
         spec: &InstanceSpec,
+        runtime: &Runtime,
     ) -> anyhow::Result<Self> {
-        let server = with_proxy(kind.start(dir, &pki, spec, 0)?, spec)?;
+        let server = with_proxy(kind.start(dir, &pki, spec, 0, runtime)?, spec)?;
         Ok(KmipServerInstance {
             name: name.to_string(),
             dir: dir.to_path_buf(),
@@ -68,6 +75,7 @@ impl KmipServerInstance {
             spec: spec.clone(),
             server: ServerSlot::running(server),
             kind,
+            runtime: runtime.clone(),
         })
     }
 }
@@ -96,7 +104,8 @@ impl Instance for KmipServerInstance {
         self.server.stop();
         self.kind.remove_data(&self.dir)?;
         let server = with_proxy(
-            self.kind.start(&self.dir, &self.pki, &self.spec, 0)?,
+            self.kind
+                .start(&self.dir, &self.pki, &self.spec, 0, &self.runtime)?,
             &self.spec,
         )?;
         self.server.put(server);
@@ -124,8 +133,12 @@ impl Instance for KmipServerInstance {
 
     fn start_server(&mut self) -> anyhow::Result<()> {
         let (kind, dir, pki, spec) = (self.kind, &self.dir, &self.pki, &self.spec);
-        self.server
-            .start_again(&self.name, |port| kind.start(dir, pki, spec, port))
+        let runtime = &self.runtime;
+        self.server.start_again(
+            &self.name,
+            |port| kind.start(dir, pki, spec, port, runtime),
+            |server| server.wait_for_port(&kind.stderr_file(dir)),
+        )
     }
 
     /// Query, asked by the oracle: what the server says it does.

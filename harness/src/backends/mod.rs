@@ -29,11 +29,14 @@ use hsm_signers::{Algorithm, KeyIdentifier};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 
+use crate::model::backend::Placement;
 use crate::model::suite::{CaChoice, Capability, InstanceSpec, KmipOptions, Pkcs11Options};
 use pki::ServerFlaw;
+use server::Runtime;
 use proxy::{Fault, Stats};
 use shim::ShimSpec;
 
+pub mod container;
 pub mod cosmian;
 mod kmip_server;
 pub mod pki;
@@ -113,10 +116,25 @@ pub trait Provider: fmt::Debug + Send + Sync {
     /// Which of [`ADMINISTERED`] this provider really gives.
     fn administers(&self) -> &'static [Capability];
 
-    /// Why no backend of this kind can come up on this machine (a missing program or
-    /// module), with what to install; `None` when it can.
-    fn unavailable_reason(&self) -> Option<String> {
-        None
+    /// Why no backend of this kind can come up on this machine where `placement` puts
+    /// it (a missing program or module), with what to install; `None` when it can.
+    fn unavailable_reason(&self, placement: Placement) -> Option<String> {
+        match placement {
+            Placement::Local => None,
+            Placement::Container => self.container_unavailable_reason(),
+        }
+    }
+
+    /// Whether the kind has a container twin (`--provider container`): its server
+    /// processes can run in containers of its image ([`container`]).
+    fn container_twin(&self) -> bool {
+        false
+    }
+
+    /// Why the container twin cannot come up here (what the host side needs); only
+    /// asked of kinds with a twin.
+    fn container_unavailable_reason(&self) -> Option<String> {
+        Some(format!("the {} provider has no container twin", self.name()))
     }
 
     /// The PKCS#11 shim settings the provider puts in front of every cell's module.
@@ -124,8 +142,10 @@ pub trait Provider: fmt::Debug + Send + Sync {
         None
     }
 
-    /// Prepares one cell in the cell's own process, before any PKCS#11 module loads.
-    fn open(&self, workdir: &Path) -> anyhow::Result<Box<dyn CellBackend>>;
+    /// Prepares one cell in the cell's own process, before any PKCS#11 module loads;
+    /// its server processes run where `runtime` says (kinds without a container twin
+    /// are never asked to open under a container runtime).
+    fn open(&self, workdir: &Path, runtime: &Runtime) -> anyhow::Result<Box<dyn CellBackend>>;
 }
 
 /// What one cell's instances of a provider share.
@@ -352,9 +372,15 @@ impl Instances {
         workdir: &Path,
         specs: &BTreeMap<String, InstanceSpec>,
     ) -> anyhow::Result<Self> {
+        let runtime = match backend.placement {
+            Placement::Local => Runtime::Local,
+            Placement::Container => {
+                Runtime::Container(Arc::new(container::Engine::for_cell(workdir)?))
+            }
+        };
         Ok(Instances {
             workdir: workdir.to_path_buf(),
-            cell: backend.provider.open(workdir)?,
+            cell: backend.provider.open(workdir, &runtime)?,
             made: BTreeMap::new(),
             specs: specs.clone(),
         })
@@ -388,9 +414,14 @@ impl Instances {
         self.cell.module().and_then(|m| m.trace_path())
     }
 
-    /// Facts for the report: the provider's, then each instance's made so far.
+    /// Facts for the report: the provider's, then each instance's made so far, and
+    /// the time spent starting containers.
     pub fn properties(&self) -> Vec<(String, String)> {
         let mut props = self.cell.properties();
+        let startup = container::startup_millis();
+        if startup > 0 {
+            props.push(("container_startup_ms".to_string(), startup.to_string()));
+        }
         for (name, inst) in &self.made {
             for (fact, value) in inst.properties() {
                 props.push((format!("{fact}.{name}"), value));
@@ -534,5 +565,13 @@ impl Instances {
     /// Where the router's own software signer (one-off and random fallback) keeps keys.
     fn router_keys(&self) -> PathBuf {
         self.workdir.join("state").join("keys")
+    }
+}
+
+impl Drop for Instances {
+    /// Instances go before what they share (a relay before the SoftHSMv2 container
+    /// serving its token).
+    fn drop(&mut self) {
+        self.made.clear();
     }
 }

@@ -4,6 +4,7 @@
 //! Modify Attribute, so its signer sets `force`. The server assigns its own object
 //! identifiers, so the harness cannot put an impostor under a key's handle.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -11,10 +12,12 @@ use anyhow::{anyhow, bail, Context};
 use hsm_signers::config::KmipConfig;
 use serde::Deserialize;
 
+use super::container::{self, ContainerLaunch};
 use super::kmip_server::{KmipServerInstance, KmipServerKind};
 use super::pki::{self, Pki};
-use super::server::{free_port, Server};
+use super::server::{free_port, Runtime, Server};
 use super::{log_line, CellBackend, Instance, Provider};
+use crate::model::backend::Placement;
 use crate::model::suite::{Capability, InstanceSpec, TlsVersion};
 use crate::run::lifeline;
 
@@ -44,16 +47,28 @@ impl Provider for Pykmip {
         &[Capability::Kmip]
     }
 
-    fn unavailable_reason(&self) -> Option<String> {
-        pykmip_server().err()
+    fn unavailable_reason(&self, placement: Placement) -> Option<String> {
+        match placement {
+            Placement::Local => pykmip_server().err(),
+            Placement::Container => None,
+        }
     }
 
-    fn open(&self, _workdir: &Path) -> anyhow::Result<Box<dyn CellBackend>> {
-        Ok(Box::new(PykmipCell))
+    /// The `pykmip` image: the same server, from the same Debian package.
+    fn container_twin(&self) -> bool {
+        true
+    }
+
+    fn open(&self, _workdir: &Path, runtime: &Runtime) -> anyhow::Result<Box<dyn CellBackend>> {
+        Ok(Box::new(PykmipCell {
+            runtime: runtime.clone(),
+        }))
     }
 }
 
-struct PykmipCell;
+struct PykmipCell {
+    runtime: Runtime,
+}
 
 impl CellBackend for PykmipCell {
     fn make(
@@ -69,6 +84,7 @@ impl CellBackend for PykmipCell {
             dir,
             pki,
             spec,
+            &self.runtime,
         )?))
     }
 }
@@ -87,8 +103,13 @@ impl KmipServerKind for PykmipServer {
         pki: &Pki,
         spec: &InstanceSpec,
         port: u16,
+        runtime: &Runtime,
     ) -> anyhow::Result<Server> {
-        start(dir, pki, spec, port)
+        start(dir, pki, spec, port, runtime)
+    }
+
+    fn stderr_file(&self, dir: &Path) -> PathBuf {
+        dir.join("pykmip.stderr")
     }
 
     fn remove_data(&self, dir: &Path) -> anyhow::Result<()> {
@@ -105,12 +126,18 @@ impl KmipServerKind for PykmipServer {
 }
 
 /// Starts PyKMIP on `port` (0: a free one) with `pki`, the database in `dir`, TLS 1.2
-/// with an ECDHE-ECDSA-GCM suite rustls speaks.
-fn start(dir: &Path, pki: &Pki, spec: &InstanceSpec, port: u16) -> anyhow::Result<Server> {
+/// with an ECDHE-ECDSA-GCM suite rustls speaks; in a container of the `pykmip` image
+/// (listening on all its addresses, published on `port`) under a container runtime.
+fn start(
+    dir: &Path,
+    pki: &Pki,
+    spec: &InstanceSpec,
+    port: u16,
+    runtime: &Runtime,
+) -> anyhow::Result<Server> {
     if !spec.withhold.is_empty() {
         bail!("PyKMIP cannot withhold operations (the relay can: capability kmip-withhold)");
     }
-    let bin = pykmip_server().map_err(|e| anyhow!(e))?;
     if let Some(v) = spec.tls.as_ref().and_then(|t| t.versions.as_ref()) {
         if v.contains(&TlsVersion::Tls13) {
             bail!("PyKMIP speaks TLS 1.2 only (the backend should not list tls13)");
@@ -121,11 +148,15 @@ fn start(dir: &Path, pki: &Pki, spec: &InstanceSpec, port: u16) -> anyhow::Resul
         0 => free_port()?,
         p => p,
     };
+    let (hostname, listen_port) = match runtime {
+        Runtime::Local => ("127.0.0.1", port),
+        Runtime::Container(_) => ("0.0.0.0", container::SERVER_PORT),
+    };
     let config = dir.join("server.conf");
     std::fs::write(
         &config,
         format!(
-            "[server]\nhostname=127.0.0.1\nport={port}\ncertificate_path={}\nkey_path={}\n\
+            "[server]\nhostname={hostname}\nport={listen_port}\ncertificate_path={}\nkey_path={}\n\
              ca_path={}\nauth_suite=TLS1.2\npolicy_path={}\nenable_tls_client_auth=False\n\
              tls_cipher_suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\nlogging_level=ERROR\n\
              database_path={}\n",
@@ -136,19 +167,38 @@ fn start(dir: &Path, pki: &Pki, spec: &InstanceSpec, port: u16) -> anyhow::Resul
             dir.join("pykmip.db").display()
         ),
     )?;
-    let child = lifeline::die_with_parent(
-        Command::new(&bin)
-            .arg("-f")
-            .arg(&config)
-            .arg("-l")
-            .arg(dir.join("pykmip.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("pykmip.stderr"))?),
-    )
-    .spawn()
-    .with_context(|| format!("starting {}", bin.display()))?;
-    let mut server = Server::new(child, port, libc::SIGINT);
+    let args = [
+        OsString::from("-f"),
+        config.into_os_string(),
+        OsString::from("-l"),
+        dir.join("pykmip.log").into_os_string(),
+    ];
+    let mut server = match runtime {
+        Runtime::Local => {
+            let bin = pykmip_server().map_err(|e| anyhow!(e))?;
+            let child = lifeline::die_with_parent(
+                Command::new(&bin)
+                    .args(&args)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(dir.join("pykmip.stderr"))?),
+            )
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+            Server::new(child, port, libc::SIGINT)
+        }
+        Runtime::Container(engine) => {
+            let running = engine.start(
+                "pykmip",
+                &ContainerLaunch {
+                    args: args.to_vec(),
+                    host_port: Some(port),
+                    ..Default::default()
+                },
+            )?;
+            Server::in_container(running, port)
+        }
+    };
     server.wait_for_port(&dir.join("pykmip.stderr"))?;
     log_line(format!("  PyKMIP listening on 127.0.0.1:{port}"));
     Ok(server)

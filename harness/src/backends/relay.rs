@@ -13,12 +13,15 @@ use hsm_signers::{Algorithm, KeyIdentifier};
 use serde::Deserialize;
 
 use super::pki::{self, Pki};
+use super::container::{self, p11_kit_client, ContainerLaunch};
 use super::server::{
-    inventory_endpoint, kmip_config, wait_until, with_options, with_proxy, Server, ServerSlot,
+    free_port, inventory_endpoint, kmip_config, with_options, with_proxy, Runtime, Server,
+    ServerSlot,
 };
 use super::shim::{self, ShimSpec};
 use super::token::{softhsm_module, Module, Token};
 use super::{log_line, CellBackend, Instance, Provider, SignerOptions};
+use crate::model::backend::Placement;
 use crate::model::suite::{Capability, InstanceSpec, TlsVersion};
 use crate::run::lifeline;
 
@@ -99,9 +102,12 @@ impl Provider for Relay {
         ]
     }
 
-    fn unavailable_reason(&self) -> Option<String> {
-        softhsm_module(self.module.as_deref())
-            .and_then(|_| relay_binary())
+    fn unavailable_reason(&self, placement: Placement) -> Option<String> {
+        let parts = match placement {
+            Placement::Local => softhsm_module(self.module.as_deref()).and_then(|_| relay_binary()),
+            Placement::Container => p11_kit_client(),
+        };
+        parts
             .and_then(|_| {
                 self.shim
                     .as_ref()
@@ -114,10 +120,17 @@ impl Provider for Relay {
         self.shim.as_ref()
     }
 
-    fn open(&self, workdir: &Path) -> anyhow::Result<Box<dyn CellBackend>> {
+    /// The `relay` image (our kmip2pkcs11 beside SoftHSMv2), one container per
+    /// instance, its token served by the cell's `softhsm2` container.
+    fn container_twin(&self) -> bool {
+        true
+    }
+
+    fn open(&self, workdir: &Path, runtime: &Runtime) -> anyhow::Result<Box<dyn CellBackend>> {
         Ok(Box::new(RelayCell {
-            module: Module::prepare(self.module.as_deref(), workdir)?,
+            module: Module::prepare(self.module.as_deref(), workdir, runtime)?,
             mimic: self.mimic,
+            runtime: runtime.clone(),
         }))
     }
 }
@@ -125,6 +138,7 @@ impl Provider for Relay {
 struct RelayCell {
     module: Module,
     mimic: Option<Mimic>,
+    runtime: Runtime,
 }
 
 impl CellBackend for RelayCell {
@@ -143,8 +157,10 @@ impl CellBackend for RelayCell {
             pki,
             spec: spec.clone(),
             module: self.module.signer_module(),
+            shim: self.module.shim_library().map(Path::to_path_buf),
             mimic: self.mimic,
             server: ServerSlot::default(),
+            runtime: self.runtime.clone(),
         };
         relay.server = ServerSlot::running(with_proxy(relay.start(0)?, spec)?);
         Ok(Box::new(relay))
@@ -172,8 +188,11 @@ struct RelayInstance {
     spec: InstanceSpec,
     /// The module the relay loads (the shim, when the cell has one).
     module: PathBuf,
+    /// The shim library, which a relay's container needs mounted.
+    shim: Option<PathBuf>,
     mimic: Option<Mimic>,
     server: ServerSlot,
+    runtime: Runtime,
 }
 
 fn version(v: TlsVersion) -> &'static str {
@@ -184,7 +203,26 @@ fn version(v: TlsVersion) -> &'static str {
 }
 
 impl RelayInstance {
-    /// Starts `kmip2pkcs11` on the token and waits until it says where it listens.
+    /// The file the relay writes once it listens.
+    fn ready_file(&self) -> PathBuf {
+        self.dir.join("relay.ready")
+    }
+
+    /// Where a local relay's stderr goes.
+    fn stderr_file(&self) -> PathBuf {
+        self.dir.join("relay.stderr")
+    }
+
+    /// The port the relay says it listens on, once it says so.
+    fn said_port(&self) -> Option<u16> {
+        let text = std::fs::read_to_string(self.ready_file()).ok()?;
+        let addr = text.split_whitespace().next()?;
+        addr.rsplit(':').next()?.parse().ok()
+    }
+
+    /// Starts `kmip2pkcs11` on the token and waits until it says where it listens: a
+    /// local process on `port` (0: any), or a container of the `relay` image published
+    /// on `port` (0: a free one).
     fn start(&self, port: u16) -> anyhow::Result<Server> {
         let dir = &self.dir;
         let pki = &self.pki;
@@ -201,6 +239,15 @@ impl RelayInstance {
             format!("client_ca = \"{}\"\n", pki.ca_cert.display())
         } else {
             String::new()
+        };
+        // In a container the relay listens on the container's own addresses; only
+        // 127.0.0.1 on the host reaches them.
+        let (listen, host_port) = match self.runtime {
+            Runtime::Local => (format!("127.0.0.1:{port}"), None),
+            Runtime::Container(_) => (
+                format!("0.0.0.0:{}", container::SERVER_PORT),
+                Some(if port == 0 { free_port()? } else { port }),
+            ),
         };
         let mut testing = String::new();
         if !self.spec.withhold.is_empty() {
@@ -222,19 +269,24 @@ impl RelayInstance {
         // itself holds no PIN.
         let (pin, auth) = match self.mimic {
             Some(_) => (String::new(), "\n[auth]\ncredentials = \"token\"\n"),
+            None if host_port.is_some() && client_ca.is_empty() => (
+                format!("user_pin = \"file:{}\"\n", token.pin_file.display()),
+                // A case without client certificates: the relay refuses that beyond
+                // loopback unless told; the container's port is published on loopback.
+                "\n[auth]\nallow_unauthenticated = true\n",
+            ),
             None => (
                 format!("user_pin = \"file:{}\"\n", token.pin_file.display()),
                 "",
             ),
         };
-        let bin = relay_binary().map_err(|e| anyhow!(e))?;
-        let ready = dir.join("relay.ready");
+        let ready = self.ready_file();
         let _ = std::fs::remove_file(&ready);
         let config = dir.join("relay.toml");
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\nready_file = \"{}\"\nlog_level = \"warn\"\n\n\
+                "listen = \"{listen}\"\nready_file = \"{}\"\nlog_level = \"warn\"\n\n\
                  [tls]\ncert = \"{}\"\nkey = \"{}\"\nmin_version = \"{}\"\nmax_version = \"{}\"\n{}\n\
                  [pkcs11]\nlib_path = \"{}\"\nslot = \"{}\"\n{}{}{}",
                 ready.display(),
@@ -251,23 +303,37 @@ impl RelayInstance {
             ),
         )
         .with_context(|| format!("writing {}", config.display()))?;
-        let log = dir.join("relay.log");
-        let child = lifeline::die_with_parent(
-            Command::new(&bin)
-                .arg("--config")
-                .arg(&config)
-                .stdin(Stdio::null())
-                .stdout(std::fs::File::create(&log)?)
-                .stderr(std::fs::File::create(dir.join("relay.stderr"))?),
-        )
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-        let mut server = Server::new(child, 0, libc::SIGTERM);
-        server.port = wait_until(&mut server.child, &dir.join("relay.stderr"), || {
-            let text = std::fs::read_to_string(&ready).ok()?;
-            let addr = text.split_whitespace().next()?;
-            addr.rsplit(':').next()?.parse().ok()
-        })?;
+        let mut server = match &self.runtime {
+            Runtime::Local => {
+                let bin = relay_binary().map_err(|e| anyhow!(e))?;
+                let child = lifeline::die_with_parent(
+                    Command::new(&bin)
+                        .arg("--config")
+                        .arg(&config)
+                        .stdin(Stdio::null())
+                        .stdout(std::fs::File::create(dir.join("relay.log"))?)
+                        .stderr(std::fs::File::create(self.stderr_file())?),
+                )
+                .spawn()
+                .with_context(|| format!("starting {}", bin.display()))?;
+                Server::new(child, 0, libc::SIGTERM)
+            }
+            Runtime::Container(engine) => {
+                let host_port = host_port.unwrap_or_default();
+                let running = engine.start(
+                    "relay",
+                    &ContainerLaunch {
+                        args: vec!["--config".into(), config.into_os_string()],
+                        host_port: Some(host_port),
+                        mounts: self.shim.iter().cloned().collect(),
+                        ..Default::default()
+                    },
+                )?;
+                Server::in_container(running, host_port)
+            }
+        };
+        let said = server.wait_until(&self.stderr_file(), || self.said_port())?;
+        server.port = host_port.unwrap_or(said);
         log_line(format!(
             "  relay for instance on token '{}' listening on 127.0.0.1:{} (TLS {} to {})",
             token.label,
@@ -330,7 +396,17 @@ impl Instance for RelayInstance {
 
     fn start_server(&mut self) -> anyhow::Result<()> {
         let mut slot = std::mem::take(&mut self.server);
-        let result = slot.start_again(&self.name, |port| self.start(port));
+        // A container started again writes it anew.
+        let _ = std::fs::remove_file(self.ready_file());
+        let result = slot.start_again(
+            &self.name,
+            |port| self.start(port),
+            |server| {
+                server
+                    .wait_until(&self.stderr_file(), || self.said_port())
+                    .map(drop)
+            },
+        );
         self.server = slot;
         result
     }

@@ -5,20 +5,90 @@
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Child;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
 use hsm_signers::config::KmipConfig;
 
+use super::container::{self, Engine};
 use super::pki::Pki;
 use super::proxy::{Fault, Proxy, Stats};
 use super::{log_line, SignerOptions};
 use crate::model::suite::{InstanceSpec, KmipOptions};
 
+/// Where a backend's server processes run: children of the cell's process on this
+/// host, or containers of the backend's image ([`container`]).
+#[derive(Clone, Debug)]
+pub enum Runtime {
+    Local,
+    Container(Arc<Engine>),
+}
+
+impl Runtime {
+    /// The engine, when servers run in containers.
+    pub fn engine(&self) -> Option<&Engine> {
+        match self {
+            Runtime::Local => None,
+            Runtime::Container(e) => Some(e),
+        }
+    }
+}
+
+/// A server process: a child of this process, or a container.
+pub(crate) enum Process {
+    Local(Child),
+    Container(container::Running),
+}
+
+impl Process {
+    /// Why the process is not running, if it is not.
+    fn exited(&mut self) -> Option<String> {
+        match self {
+            Process::Local(child) => match child.try_wait() {
+                Ok(Some(status)) => Some(format!("exited ({status})")),
+                Ok(None) => None,
+                Err(e) => Some(format!("is lost: {e}")),
+            },
+            Process::Container(c) => c.exited(),
+        }
+    }
+
+    /// SIGKILL, and wait until it is gone.
+    fn kill(&mut self) {
+        match self {
+            Process::Local(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Process::Container(c) => {
+                if let Err(e) = c.kill() {
+                    log_line(format!("  {e:#}"));
+                }
+            }
+        }
+    }
+
+    /// The last lines of what it said: `stderr` for a local process, the container's
+    /// log for a container.
+    fn tail(&self, stderr: &Path) -> String {
+        match self {
+            Process::Local(_) => {
+                let text = std::fs::read_to_string(stderr).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(10)..].join("\n")
+            }
+            Process::Container(c) => c.tail(10),
+        }
+    }
+}
+
 /// A server process serving an instance, perhaps behind the harness's TCP proxy.
-/// Dropping it stops the process (its stop signal, then SIGKILL after 3 s).
+/// Dropping it stops the process (its stop signal, then SIGKILL after 3 s) or removes
+/// its container.
 pub struct Server {
-    pub(crate) child: Child,
+    pub(crate) process: Process,
+    /// The port on 127.0.0.1 that reaches the server (a container's published port).
     pub(crate) port: u16,
     /// SIGINT stops PyKMIP promptly where SIGTERM may not.
     pub(crate) stop_signal: i32,
@@ -28,9 +98,19 @@ pub struct Server {
 impl Server {
     pub fn new(child: Child, port: u16, stop_signal: i32) -> Self {
         Server {
-            child,
+            process: Process::Local(child),
             port,
             stop_signal,
+            proxy: None,
+        }
+    }
+
+    /// A server in a container, published on `port`.
+    pub fn in_container(running: container::Running, port: u16) -> Self {
+        Server {
+            process: Process::Container(running),
+            port,
+            stop_signal: libc::SIGTERM,
             proxy: None,
         }
     }
@@ -43,31 +123,65 @@ impl Server {
     /// Waits (15 s at most) until the server accepts TCP connections on its port.
     pub fn wait_for_port(&mut self, stderr: &Path) -> anyhow::Result<()> {
         let port = self.port;
-        wait_until(&mut self.child, stderr, || {
+        self.wait_until(stderr, || {
             TcpStream::connect((Ipv4Addr::LOCALHOST, port))
                 .ok()
                 .map(|_| port)
         })?;
         Ok(())
     }
+
+    /// Waits (15 s at most) until `ready` gives the port, failing early with the
+    /// server's last words (`stderr`, or the container's log) if it stops.
+    pub(crate) fn wait_until(
+        &mut self,
+        stderr: &Path,
+        ready: impl Fn() -> Option<u16>,
+    ) -> anyhow::Result<u16> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(port) = ready() {
+                return Ok(port);
+            }
+            if let Some(why) = self.process.exited() {
+                bail!(
+                    "the server {why} before it was ready:\n{}",
+                    self.process.tail(stderr)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the server was not ready within 15 s:\n{}",
+                    self.process.tail(stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         self.proxy = None;
-        // SAFETY: kill(2) on our own child's pid; no memory involved.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, self.stop_signal);
-        }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+        match &mut self.process {
+            Process::Local(child) => {
+                // SAFETY: kill(2) on our own child's pid; no memory involved.
+                unsafe {
+                    libc::kill(child.id() as libc::pid_t, self.stop_signal);
+                }
+                let deadline = Instant::now() + Duration::from_secs(3);
+                while Instant::now() < deadline {
+                    if let Ok(Some(_)) = child.try_wait() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
             }
-            std::thread::sleep(Duration::from_millis(20));
+            // Removed (its log kept) when the container handle drops, right after.
+            Process::Container(c) => c.stop(Duration::from_secs(3)),
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -96,14 +210,14 @@ impl ServerSlot {
         self.server = Some(server);
     }
 
-    /// SIGKILL: no goodbye to clients. The proxy in front of it, if any, stays up.
+    /// SIGKILL: no goodbye to clients. The proxy in front of it, if any, stays up; a
+    /// container stays, stopped.
     pub fn kill(&mut self, name: &str) -> anyhow::Result<()> {
         let s = self
             .server
             .as_mut()
             .ok_or_else(|| anyhow!("instance '{name}' has no running server process"))?;
-        let _ = s.child.kill();
-        let _ = s.child.wait();
+        s.process.kill();
         log_line(format!(
             "  killed the server of instance '{name}' (port {})",
             s.port
@@ -111,23 +225,34 @@ impl ServerSlot {
         Ok(())
     }
 
-    /// Starts a killed server again on the port it had, with `start(port)`, and puts
-    /// the old proxy back in front: signers find it where it was. Refused while the
-    /// server still runs.
+    /// Starts a killed server again on the port it had, with its data: a container is
+    /// started again and `ready` waits for it; a local server is started anew with
+    /// `start(port)` and the old proxy put back in front. Signers find it where it was.
+    /// Refused while the server still runs.
     pub fn start_again(
         &mut self,
         name: &str,
         start: impl FnOnce(u16) -> anyhow::Result<Server>,
+        ready: impl FnOnce(&mut Server) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let Some(mut old) = self.server.take() else {
             bail!("instance '{name}' has no server process");
         };
-        if let Ok(None) = old.child.try_wait() {
+        if old.process.exited().is_none() {
             self.server = Some(old);
             bail!("the server of instance '{name}' is running; kill it first");
         }
-        let proxy = old.proxy.take();
         let port = old.port;
+        if let Process::Container(c) = &mut old.process {
+            let started = c.start_again().and_then(|()| ready(&mut old));
+            self.server = Some(old);
+            started?;
+            log_line(format!(
+                "  started the container of instance '{name}' again on port {port}"
+            ));
+            return Ok(());
+        }
+        let proxy = old.proxy.take();
         drop(old);
         let mut server = start(port)?;
         server.proxy = proxy;
@@ -186,36 +311,6 @@ pub(crate) fn with_proxy(mut server: Server, spec: &InstanceSpec) -> anyhow::Res
         server.proxy = Some(proxy);
     }
     Ok(server)
-}
-
-/// Waits (15 s at most) until `ready` gives the port, failing early with the server's
-/// stderr tail if it exits.
-pub(crate) fn wait_until(
-    child: &mut Child,
-    stderr: &Path,
-    ready: impl Fn() -> Option<u16>,
-) -> anyhow::Result<u16> {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(port) = ready() {
-            return Ok(port);
-        }
-        let tail = || {
-            let text = std::fs::read_to_string(stderr).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(10)..].join("\n")
-        };
-        if let Ok(Some(status)) = child.try_wait() {
-            bail!(
-                "the server exited ({status}) before it was ready:\n{}",
-                tail()
-            );
-        }
-        if Instant::now() > deadline {
-            bail!("the server was not ready within 15 s:\n{}", tail());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A free loopback port, found by binding port 0.

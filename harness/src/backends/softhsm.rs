@@ -9,9 +9,12 @@ use hsm_signers::config::{Pkcs11Config, SignerKind, SlotSelector};
 use hsm_signers::{Algorithm, KeyIdentifier};
 use serde::Deserialize;
 
+use super::container::p11_kit_client;
+use super::server::Runtime;
 use super::shim::{self, ShimSpec};
 use super::token::{softhsm_module, Module, Token};
 use super::{CellBackend, Instance, Provider, SignerOptions};
+use crate::model::backend::Placement;
 use crate::model::suite::{Capability, InstanceSpec};
 
 /// A fresh SoftHSMv2 token per instance, in a token directory of the cell's own,
@@ -49,8 +52,12 @@ impl Provider for Softhsm {
         ]
     }
 
-    fn unavailable_reason(&self) -> Option<String> {
-        softhsm_module(self.module.as_deref())
+    fn unavailable_reason(&self, placement: Placement) -> Option<String> {
+        let module = match placement {
+            Placement::Local => softhsm_module(self.module.as_deref()).map(drop),
+            Placement::Container => p11_kit_client().map(drop),
+        };
+        module
             .and_then(|_| {
                 self.shim
                     .as_ref()
@@ -59,13 +66,18 @@ impl Provider for Softhsm {
             .err()
     }
 
+    /// The `softhsm2` image, one container per cell serving its tokens over p11-kit.
+    fn container_twin(&self) -> bool {
+        true
+    }
+
     fn shim(&self) -> Option<&ShimSpec> {
         self.shim.as_ref()
     }
 
-    fn open(&self, workdir: &Path) -> anyhow::Result<Box<dyn CellBackend>> {
+    fn open(&self, workdir: &Path, runtime: &Runtime) -> anyhow::Result<Box<dyn CellBackend>> {
         Ok(Box::new(SofthsmCell {
-            module: Module::prepare(self.module.as_deref(), workdir)?,
+            module: Module::prepare(self.module.as_deref(), workdir, runtime)?,
         }))
     }
 }

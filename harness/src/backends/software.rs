@@ -10,6 +10,7 @@ use hsm_signers::software::SoftwareSigner;
 use hsm_signers::{Algorithm, KeyIdentifier, Signer};
 use serde::Deserialize;
 
+use super::server::Runtime;
 use super::{CellBackend, Instance, Provider, SignerOptions};
 use crate::model::suite::{Capability, InstanceSpec};
 use crate::oracle_terms;
@@ -29,7 +30,7 @@ impl Provider for Software {
         &[Capability::ReplaceKeys]
     }
 
-    fn open(&self, _workdir: &Path) -> anyhow::Result<Box<dyn CellBackend>> {
+    fn open(&self, _workdir: &Path, _runtime: &Runtime) -> anyhow::Result<Box<dyn CellBackend>> {
         Ok(Box::new(SoftwareCell))
     }
 }

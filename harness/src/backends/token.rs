@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use cryptoki::context::Pkcs11;
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::Mechanism;
@@ -17,6 +17,8 @@ use cryptoki::types::AuthPin;
 use hsm_signers::{Algorithm, KeyIdentifier, KeyType, Secret};
 use oracle::public_key::{self, Curve};
 
+use super::container;
+use super::server::Runtime;
 use super::shim::{self, ShimSpec};
 use super::{log_line, random_hex};
 use crate::oracle_terms;
@@ -62,12 +64,47 @@ pub struct Module {
     workdir: PathBuf,
     /// The shim library, once [`Module::use_shim`] put it in front.
     shim: Option<PathBuf>,
+    /// The container serving the cell's tokens, under a container runtime.
+    container: Option<container::Running>,
 }
 
 impl Module {
-    /// Points `SOFTHSM2_CONF` at a token directory in `workdir`, so it must run before
-    /// the module is first loaded in this process.
-    pub fn prepare(configured: Option<&Path>, workdir: &Path) -> anyhow::Result<Module> {
+    /// The cell's SoftHSMv2: locally, the module with `SOFTHSM2_CONF` pointing at a
+    /// token directory in `workdir`; under a container runtime, a `softhsm2` container
+    /// serving its tokens on a socket in `workdir`, reached through p11-kit's client
+    /// module (`P11_KIT_SERVER_ADDRESS`). Either way the environment is set here, so
+    /// this must run before the module is first loaded in this process.
+    pub fn prepare(
+        configured: Option<&Path>,
+        workdir: &Path,
+        runtime: &Runtime,
+    ) -> anyhow::Result<Module> {
+        if let Some(engine) = runtime.engine() {
+            if let Some(m) = configured {
+                bail!(
+                    "module {} is for local runs: under the container provider the module is the softhsm2 image's",
+                    m.display()
+                );
+            }
+            let real = container::p11_kit_client().map_err(|e| anyhow!(e))?;
+            let dir = workdir.join("softhsm");
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
+            let socket = dir.join("p11-kit.sock");
+            let running = container::start_softhsm(engine, &socket)?;
+            // Read by p11-kit's client on its first load, here or in a relay's
+            // container (which gets it forwarded).
+            std::env::set_var(
+                "P11_KIT_SERVER_ADDRESS",
+                format!("unix:path={}", socket.display()),
+            );
+            return Ok(Module {
+                real,
+                workdir: workdir.to_path_buf(),
+                shim: None,
+                container: Some(running),
+            });
+        }
         let real = softhsm_module(configured).map_err(|e| anyhow!(e))?;
         let dir = workdir.join("softhsm");
         let tokens = dir.join("tokens");
@@ -89,6 +126,7 @@ impl Module {
             real,
             workdir: workdir.to_path_buf(),
             shim: None,
+            container: None,
         })
     }
 
@@ -174,9 +212,21 @@ impl Module {
             .map(|_| self.workdir.join(shim::TRACE_FILE))
     }
 
+    /// Whether the tokens are served from a container (the shim library must then be
+    /// mounted into a relay's container).
+    pub fn in_container(&self) -> bool {
+        self.container.is_some()
+    }
+
     /// Facts for the report: the module and the shim.
     pub fn properties(&self) -> Vec<(String, String)> {
         let mut props = vec![("module".to_string(), self.real.display().to_string())];
+        if self.container.is_some() {
+            props.push((
+                "softhsm_container".to_string(),
+                "softhsm2 image through p11-kit server".to_string(),
+            ));
+        }
         if let Some(s) = &self.shim {
             props.push(("pkcs11_shim".to_string(), s.display().to_string()));
         }

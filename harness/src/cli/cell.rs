@@ -4,15 +4,26 @@
 use std::path::Path;
 
 use super::{bad_input, init_logging, EXIT_FAILED, EXIT_OK};
-use crate::model::backend::Backend;
+use crate::model::backend::{Backend, Placement};
 use crate::model::suite::Suite;
 use crate::run::cell;
 
-pub fn main(suite: &Path, case: &str, backend: &Path, workdir: &Path, probe: bool) -> i32 {
+pub fn main(
+    suite: &Path,
+    case: &str,
+    backend: &Path,
+    workdir: &Path,
+    probe: bool,
+    placement: Placement,
+) -> i32 {
     init_logging();
     let loaded = Suite::load(suite).and_then(|s| Backend::load(backend).map(|b| (s, b)));
     let (suite, backend) = match loaded {
         Ok(x) => x,
+        Err(e) => return bad_input(e),
+    };
+    let backend = match backend.placed(placement) {
+        Ok(b) => b,
         Err(e) => return bad_input(e),
     };
     let Some(case) = suite.cases.iter().find(|c| c.name == case) else {

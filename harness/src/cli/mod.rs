@@ -60,6 +60,9 @@ enum Command {
     Janitor {
         #[arg(long)]
         dir: PathBuf,
+        /// Also remove the containers labelled with the run.
+        #[arg(long)]
+        containers: bool,
     },
     /// Run one cell (used by `run`; not for people).
     #[command(hide = true)]
@@ -75,6 +78,9 @@ enum Command {
         /// Compare the backend's capability profile with the backend first.
         #[arg(long)]
         probe: bool,
+        /// Where the backend's servers run.
+        #[arg(long, value_enum, default_value_t = crate::model::backend::Placement::Local)]
+        provider: crate::model::backend::Placement,
     },
 }
 
@@ -95,7 +101,9 @@ pub fn main() -> i32 {
         Command::List(select) => list::main(select),
         Command::Check { files } => check::main(&files),
         Command::Signer(args) => signer::main(args),
-        Command::Janitor { dir } => crate::run::lifeline::janitor_main(&dir),
+        Command::Janitor { dir, containers } => {
+            crate::run::lifeline::janitor_main(&dir, containers)
+        }
         Command::Schema(args) => schema::main(args),
         Command::Cell {
             suite,
@@ -103,7 +111,8 @@ pub fn main() -> i32 {
             backend,
             workdir,
             probe,
-        } => cell::main(&suite, &case, &backend, &workdir, probe),
+            provider,
+        } => cell::main(&suite, &case, &backend, &workdir, probe, provider),
     }
 }
 

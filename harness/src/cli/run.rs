@@ -9,6 +9,7 @@ use clap::Args;
 
 use super::select::{load, SelectArgs};
 use super::{bad_input, EXIT_FAILED, EXIT_OK};
+use crate::model::backend::Placement;
 use crate::report::outcome::Tally;
 use crate::report::{console, junit};
 use crate::run::interrupt;
@@ -54,10 +55,17 @@ pub fn main(args: RunArgs) -> i32 {
     let jobs = args
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if args.select.provider == Placement::Container {
+        if let Err(e) = crate::backends::container::check_engine() {
+            eprintln!("error: --provider container: {e:#}");
+            return EXIT_FAILED;
+        }
+    }
     let options = RunOptions {
         jobs,
         timeout: Duration::from_secs_f64(args.timeout),
         program,
+        placement: args.select.provider,
     };
     let used = |f: fn(&crate::run::runner::PlannedCell) -> usize| {
         let mut v: Vec<usize> = plan.cells.iter().map(f).collect();

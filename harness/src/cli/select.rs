@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::{bad_input, EXIT_BAD_INPUT};
-use crate::model::backend::Backend;
+use crate::model::backend::{Backend, Placement};
 use crate::model::suite::{files_in, Suite, SuiteError};
 use crate::run::runner::{Plan, Selection};
 
@@ -34,6 +34,12 @@ pub struct SelectArgs {
     /// error, so a run that skipped a whole backend is never green. CI uses it.
     #[arg(long)]
     pub strict: bool,
+    /// Where the backends' servers run: `local` (processes of this host) or
+    /// `container` (each backend's container twin, through the Docker API engine that
+    /// DOCKER_HOST names; podman works). Under `container` only backends with a twin
+    /// run (softhsm, relay and pykmip kinds), and reports name them `NAME@container`.
+    #[arg(long, value_enum, value_name = "WHERE", default_value_t = Placement::Local)]
+    pub provider: Placement,
     /// Where the suites are.
     #[arg(long, value_name = "DIR", default_value = "suites")]
     pub suites_dir: PathBuf,
@@ -96,12 +102,54 @@ pub fn load(select: &SelectArgs) -> Result<Plan, i32> {
         }
         return Err(EXIT_BAD_INPUT);
     }
+    let (backends, without_twin) = place(backends, select.provider);
+    let placed_name = |name: &String| {
+        if name.contains('@') {
+            name.clone()
+        } else {
+            format!("{name}{}", select.provider.suffix())
+        }
+    };
+    for wanted in select.backends.iter().chain(&select.required) {
+        if without_twin.contains(wanted) {
+            return Err(bad_input(format!(
+                "backend '{wanted}' has no container twin (--provider container runs: {})",
+                backends
+                    .iter()
+                    .map(|b| b.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    if !without_twin.is_empty() && select.backends.is_empty() {
+        eprintln!(
+            "note: not run under --provider {} (no container twin): {}",
+            select.provider.name(),
+            without_twin.join(", ")
+        );
+    }
     let selection = Selection {
-        backends: select.backends.clone(),
+        backends: select.backends.iter().map(placed_name).collect(),
         filter: select.filter.clone(),
         tags: select.tags.clone(),
-        required: select.required.clone(),
+        required: select.required.iter().map(placed_name).collect(),
         strict: select.strict,
     };
     Plan::new(suites, backends, &selection).map_err(|e| bad_input(format!("{e:#}")))
+}
+
+/// The backends where `placement` puts them, and the names of those it cannot (kinds
+/// without a container twin).
+fn place(backends: Vec<Backend>, placement: Placement) -> (Vec<Backend>, Vec<String>) {
+    let mut placed = Vec::new();
+    let mut without = Vec::new();
+    for b in backends {
+        let name = b.name.clone();
+        match b.placed(placement) {
+            Ok(b) => placed.push(b),
+            Err(_) => without.push(name),
+        }
+    }
+    (placed, without)
 }

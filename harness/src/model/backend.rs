@@ -24,11 +24,44 @@ pub fn schema() -> serde_json::Value {
 /// A backend file, loaded.
 #[derive(Clone, Debug)]
 pub struct Backend {
+    /// The name reports use: the file's, with `@container` under the container
+    /// provider.
     pub name: String,
     pub about: String,
     pub path: PathBuf,
     pub provider: ProviderConfig,
     pub capabilities: Vec<Capability>,
+    /// Where its server processes run.
+    pub placement: Placement,
+}
+
+/// Where a backend's server processes run (`hsm-harness run --provider`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Placement {
+    /// On this host, as child processes of each cell.
+    #[default]
+    Local,
+    /// In containers of the backend's image, through a Docker API engine
+    /// (`DOCKER_HOST`; podman works).
+    Container,
+}
+
+impl Placement {
+    /// The suffix a backend's name gets in reports (`relay@container`).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Placement::Local => "",
+            Placement::Container => "@container",
+        }
+    }
+
+    /// The word `--provider` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Placement::Local => "local",
+            Placement::Container => "container",
+        }
+    }
 }
 
 /// A backend file for hsm-harness (fixtures/backends/*.yaml): how a fresh backend
@@ -91,7 +124,23 @@ impl Backend {
             path: path.to_path_buf(),
             provider: raw.provider,
             capabilities: raw.capabilities,
+            placement: Placement::Local,
         })
+    }
+
+    /// The same backend with its servers where `placement` puts them, named for it
+    /// (`relay@container`); refused for a kind without a container twin.
+    pub fn placed(mut self, placement: Placement) -> Result<Backend, String> {
+        if placement == Placement::Container && !self.provider.container_twin() {
+            return Err(format!(
+                "backend '{}' ({} provider) has no container twin",
+                self.name,
+                self.provider.name()
+            ));
+        }
+        self.name.push_str(placement.suffix());
+        self.placement = placement;
+        Ok(self)
     }
 
     /// The provider's name, as the backend file says it.
@@ -101,7 +150,7 @@ impl Backend {
 
     /// Why this backend cannot start on this machine, if it cannot.
     pub fn unavailable_reason(&self) -> Option<String> {
-        self.provider.unavailable_reason()
+        self.provider.unavailable_reason(self.placement)
     }
 
     /// The shim settings the provider puts in front of every cell's module, if any.

@@ -49,11 +49,12 @@ pub struct Janitor {
 impl Janitor {
     /// Starts `program janitor --dir DIR` in a process group of its own (so Ctrl-C at
     /// the terminal does not stop it before it has cleaned up).
-    pub fn start(program: &Path, dir: &Path) -> std::io::Result<Janitor> {
+    pub fn start(program: &Path, dir: &Path, containers: bool) -> std::io::Result<Janitor> {
         let mut child = Command::new(program)
             .arg("janitor")
             .arg("--dir")
             .arg(dir)
+            .args(containers.then_some("--containers"))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -80,7 +81,7 @@ impl Drop for Janitor {
 /// The janitor's side: waits until standard input closes (the runner finished or
 /// died), gives the processes that die with the runner a moment, then removes `dir`.
 /// Only a directory the runner made (`hsm-harness-run-*`) is removed.
-pub fn janitor_main(dir: &Path) -> i32 {
+pub fn janitor_main(dir: &Path, containers: bool) -> i32 {
     // SAFETY: setting signal dispositions to ignore; no handler code runs.
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
@@ -95,6 +96,14 @@ pub fn janitor_main(dir: &Path) -> i32 {
         .is_some_and(|n| n.starts_with(RUN_DIR_PREFIX));
     if !named_ours {
         return 2;
+    }
+    // Containers are not children: nothing kills them with the runner. They go first,
+    // as they hold the directory mounted.
+    if containers {
+        let _ = crate::backends::container::remove_labelled(
+            crate::backends::container::RUN_LABEL,
+            &dir.display().to_string(),
+        );
     }
     // Servers die with their cells by SIGKILL; a moment lets their files close.
     for _ in 0..50 {

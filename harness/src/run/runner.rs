@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use crate::model::backend::Backend;
+use crate::model::backend::{Backend, Placement};
 use crate::model::suite::Suite;
 
 use crate::report::outcome::{CellResult, RunResult, Status};
@@ -43,6 +43,8 @@ pub struct RunOptions {
     pub timeout: Duration,
     /// The program to start for each cell (this harness).
     pub program: PathBuf,
+    /// Where the backends' servers run.
+    pub placement: Placement,
 }
 
 /// Runs every cell of `plan`, `jobs` at a time, calling `on_done` as each finishes
@@ -55,7 +57,8 @@ pub fn run(
     let root = lifeline::run_dir().context("creating the run's work directory")?;
     // Removes `root` should this process be killed; without it a killed run would
     // leave its cells' tokens and keys in the temporary directory.
-    let janitor = Janitor::start(&options.program, &root).ok();
+    let containers = options.placement == Placement::Container;
+    let janitor = Janitor::start(&options.program, &root, containers).ok();
     let total = plan.cells.len();
     // Each backend's first cell that runs also checks the backend's profile.
     let mut probed: Vec<usize> = Vec::new();
@@ -191,6 +194,22 @@ fn run_cell(
             .log
             .push_str(&format!("== PKCS#11 shim trace unreadable: {e:#}\n")),
     }
+    // A cell that was killed (timeout, crash, Ctrl-C) could not remove its containers.
+    if options.placement == Placement::Container {
+        let label = workdir.display().to_string();
+        match crate::backends::container::remove_labelled(
+            crate::backends::container::CELL_LABEL,
+            &label,
+        ) {
+            Ok(0) => {}
+            Ok(n) => result
+                .log
+                .push_str(&format!("== removed {n} container(s) the cell left behind\n")),
+            Err(e) => result
+                .log
+                .push_str(&format!("== could not remove the cell's containers: {e:#}\n")),
+        }
+    }
     // The cell's backend (token directory, key files) goes with its work directory.
     let _ = std::fs::remove_dir_all(&workdir);
     result
@@ -231,6 +250,8 @@ fn spawn_and_wait(
         .arg("--workdir")
         .arg(workdir)
         .args(probe.then_some("--probe"))
+        .arg("--provider")
+        .arg(options.placement.name())
         .stdin(Stdio::null())
         .stdout(log_file)
         .stderr(stderr)
