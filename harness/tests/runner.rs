@@ -570,3 +570,71 @@ fn an_interrupted_run_reports_every_cell_and_leaves_nothing(
         assert!(message.starts_with("interrupted"), "{name}: {message}");
     }
 }
+
+#[test]
+fn the_container_provider_names_backends_by_placement_and_refuses_kinds_without_a_twin() {
+    let p = Project::new();
+    p.backend(
+        "hsm",
+        "provider: softhsm\ncapabilities: [rsa2048, ed25519, pkcs11]\n",
+    );
+    p.suite(
+        "sign.yaml",
+        "suite: sign\nabout: x\ncases:\n  - name: rsa\n    steps:\n      - create_key: { alg: rsa2048, as: k }\n  - name: ed\n    steps:\n      - create_key: { alg: ed25519, as: k }\n",
+    );
+    let o = p
+        .command("list")
+        .args(["--provider", "container"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    // Only the kind with a twin runs, under its placed name; the software backend is
+    // named as left out.
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].starts_with("sign.hsm@container/rsa"), "{out}");
+    // The twin's profile loses what p11-kit cannot carry, and the skip says so.
+    assert!(
+        lines[1].starts_with("sign.hsm@container/ed") && lines[1].contains("p11-kit"),
+        "{out}"
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no container twin): software"),
+        "{}",
+        text(&o)
+    );
+    // Asking for a backend without a twin is bad input.
+    let o = p
+        .command("list")
+        .args(["--provider", "container", "--backend", "software"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("has no container twin"), "{}", text(&o));
+}
+
+#[test]
+fn no_container_engine_is_a_clear_error_naming_docker_host() {
+    let p = Project::new();
+    p.backend("hsm", "provider: softhsm\ncapabilities: [rsa2048, pkcs11]\n");
+    p.suite(
+        "sign.yaml",
+        "suite: sign\nabout: x\ncases:\n  - name: rsa\n    steps:\n      - create_key: { alg: rsa2048, as: k }\n",
+    );
+    let nowhere = p.dir.path().join("no-engine.sock");
+    let o = p
+        .command("run")
+        .arg("--junit")
+        .arg(p.junit())
+        .args(["--provider", "container"])
+        .env("DOCKER_HOST", format!("unix://{}", nowhere.display()))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let said = text(&o);
+    assert!(
+        said.contains("DOCKER_HOST=unix://") && said.contains("no-engine.sock"),
+        "{said}"
+    );
+}

@@ -60,7 +60,9 @@
 //! ECDSA is hashed here (SHA-256 or SHA-384) and signed with CKM_ECDSA, because tokens
 //! such as SoftHSM 2.6 offer no CKM_ECDSA_SHA256; the `r || s` the token returns is
 //! re-encoded as DER. RSA uses CKM_SHA256_RSA_PKCS and CKM_SHA256_RSA_PKCS_PSS
-//! (MGF1-SHA-256, salt 32), Ed25519 CKM_EDDSA without parameters.
+//! (MGF1-SHA-256, salt 32), Ed25519 CKM_EDDSA without parameters. Where a module
+//! offers PSS only as CKM_RSA_PKCS_PSS (p11-kit 0.24's RPC passes no hash-and-sign PSS),
+//! the SHA-256 is computed here and signed with that.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -1016,7 +1018,10 @@ impl Signer for Pkcs11Signer {
                 .get_mechanism_list(c.slot)
                 .ck(&self.name, "listing the token's mechanisms")?;
             let (keygen, sign) = mechanisms(alg);
-            if !list.contains(&keygen) || !list.contains(&sign) {
+            let signs = list.contains(&sign)
+                || (alg == Algorithm::Rsa2048PssSha256
+                    && list.contains(&MechanismType::RSA_PKCS_PSS));
+            if !list.contains(&keygen) || !signs {
                 return Ok(false);
             }
             // A token that cannot describe the mechanism gets the benefit of the doubt.
@@ -1095,8 +1100,15 @@ impl Signer for Pkcs11Signer {
                         mgf: PkcsMgfType::MGF1_SHA256,
                         s_len: 32.into(),
                     };
-                    s.sign(&Mechanism::Sha256RsaPkcsPss(params), private, data)
-                        .ck(&self.name, &what)
+                    match s.sign(&Mechanism::Sha256RsaPkcsPss(params), private, data) {
+                        // Hash here and sign with the bare PSS mechanism.
+                        Err(CkError::Pkcs11(RvError::MechanismInvalid, _)) => {
+                            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+                            s.sign(&Mechanism::RsaPkcsPss(params), private, digest.as_ref())
+                                .ck(&self.name, &what)
+                        }
+                        other => other.ck(&self.name, &what),
+                    }
                 }
                 Algorithm::EcdsaP256Sha256 | Algorithm::EcdsaP384Sha384 => {
                     let (digest_alg, field) = if alg == Algorithm::EcdsaP256Sha256 {

@@ -131,6 +131,12 @@ pub trait Provider: fmt::Debug + Send + Sync {
         false
     }
 
+    /// Capabilities a backend file of this kind may list that its container twin
+    /// cannot have, each with why: taken off the profile under `--provider container`.
+    fn container_lacks(&self) -> &'static [(Capability, &'static str)] {
+        &[]
+    }
+
     /// Why the container twin cannot come up here (what the host side needs); only
     /// asked of kinds with a twin.
     fn container_unavailable_reason(&self) -> Option<String> {

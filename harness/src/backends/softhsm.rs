@@ -71,6 +71,10 @@ impl Provider for Softhsm {
         true
     }
 
+    fn container_lacks(&self) -> &'static [(Capability, &'static str)] {
+        P11_KIT_LACKS
+    }
+
     fn shim(&self) -> Option<&ShimSpec> {
         self.shim.as_ref()
     }
@@ -81,6 +85,12 @@ impl Provider for Softhsm {
         }))
     }
 }
+
+/// What the p11-kit client cannot carry to a `softhsm2` container.
+pub(crate) const P11_KIT_LACKS: &[(Capability, &str)] = &[(
+    Capability::Ed25519,
+    "p11-kit 0.24's RPC (the softhsm2 container's socket) passes neither CKM_EC_EDWARDS_KEY_PAIR_GEN nor CKM_EDDSA",
+)];
 
 struct SofthsmCell {
     module: Module,

@@ -353,25 +353,36 @@ impl Token {
         let mechanisms = p11
             .get_mechanism_list(slot)
             .map_err(ck("C_GetMechanismList"))?;
-        let pairs: [(Capability, M, M); 5] = [
+        // PSS counts as offered with either the hash-and-sign mechanism or the bare
+        // one over a digest computed by the caller (what p11-kit 0.24 passes).
+        let pairs: [(Capability, M, M, Option<M>); 5] = [
             (
                 Capability::Rsa2048,
                 M::RSA_PKCS_KEY_PAIR_GEN,
                 M::SHA256_RSA_PKCS,
+                None,
             ),
             (
                 Capability::Rsa2048Pss,
                 M::RSA_PKCS_KEY_PAIR_GEN,
                 M::SHA256_RSA_PKCS_PSS,
+                Some(M::RSA_PKCS_PSS),
             ),
-            (Capability::EcdsaP256, M::ECC_KEY_PAIR_GEN, M::ECDSA),
-            (Capability::EcdsaP384, M::ECC_KEY_PAIR_GEN, M::ECDSA),
-            (Capability::Ed25519, M::ECC_EDWARDS_KEY_PAIR_GEN, M::EDDSA),
+            (Capability::EcdsaP256, M::ECC_KEY_PAIR_GEN, M::ECDSA, None),
+            (Capability::EcdsaP384, M::ECC_KEY_PAIR_GEN, M::ECDSA, None),
+            (
+                Capability::Ed25519,
+                M::ECC_EDWARDS_KEY_PAIR_GEN,
+                M::EDDSA,
+                None,
+            ),
         ];
         let mut seen: Vec<Observed> = pairs
             .into_iter()
-            .map(|(capability, generate, sign)| {
-                let has = mechanisms.contains(&generate) && mechanisms.contains(&sign);
+            .map(|(capability, generate, sign, bare)| {
+                let signs = mechanisms.contains(&sign)
+                    || bare.is_some_and(|b| mechanisms.contains(&b));
+                let has = mechanisms.contains(&generate) && signs;
                 Observed {
                     capability,
                     has,

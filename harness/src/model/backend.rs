@@ -33,6 +33,8 @@ pub struct Backend {
     pub capabilities: Vec<Capability>,
     /// Where its server processes run.
     pub placement: Placement,
+    /// Capabilities of the profile the placement takes away, each with why.
+    pub withdrawn: Vec<(Capability, &'static str)>,
 }
 
 /// Where a backend's server processes run (`hsm-harness run --provider`).
@@ -125,6 +127,7 @@ impl Backend {
             provider: raw.provider,
             capabilities: raw.capabilities,
             placement: Placement::Local,
+            withdrawn: Vec::new(),
         })
     }
 
@@ -137,6 +140,14 @@ impl Backend {
                 self.name,
                 self.provider.name()
             ));
+        }
+        if placement == Placement::Container {
+            for (c, why) in self.provider.container_lacks() {
+                if let Some(at) = self.capabilities.iter().position(|have| have == c) {
+                    self.capabilities.remove(at);
+                    self.withdrawn.push((*c, *why));
+                }
+            }
         }
         self.name.push_str(placement.suffix());
         self.placement = placement;

@@ -150,6 +150,12 @@ impl Plan {
         }
         let case = &self.suites[cell.suite].cases[cell.case];
         if let Some(c) = backend.missing(&case.requires) {
+            if let Some((_, why)) = backend.withdrawn.iter().find(|(w, _)| *w == c) {
+                return Some(format!(
+                    "backend '{}' lacks capability '{c}' under the container provider: {why}",
+                    backend.name
+                ));
+            }
             return Some(format!(
                 "backend '{}' lacks capability '{c}' (capability profile in {})",
                 backend.name,
