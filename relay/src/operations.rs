@@ -338,6 +338,18 @@ fn mechanism(s: Scheme) -> (Mechanism<'static>, MechanismType) {
     }
 }
 
+/// PSS as the bare CKM_RSA_PKCS_PSS over a digest computed here, with the parameters
+/// of the hash-and-sign mechanism `mech`: for modules that offer only that (p11-kit
+/// 0.24's RPC carries no CKM_SHA*_RSA_PKCS_PSS).
+fn bare_pss(mech: &Mechanism<'static>) -> Option<Mechanism<'static>> {
+    match mech {
+        Mechanism::Sha256RsaPkcsPss(p)
+        | Mechanism::Sha384RsaPkcsPss(p)
+        | Mechanism::Sha512RsaPkcsPss(p) => Some(Mechanism::RsaPkcsPss(*p)),
+        _ => None,
+    }
+}
+
 fn digest(hash: u32, data: &[u8]) -> Vec<u8> {
     match hash {
         kmip::hashing::SHA_384 => sha2::Sha384::digest(data).to_vec(),
@@ -609,6 +621,7 @@ impl Dispatcher {
             MechanismType::SHA384_RSA_PKCS,
             MechanismType::SHA512_RSA_PKCS,
             MechanismType::SHA256_RSA_PKCS_PSS,
+            MechanismType::RSA_PKCS_PSS,
             MechanismType::ECDSA,
         ];
         if signs.iter().any(|m| t.has(*m)) {
@@ -1006,6 +1019,14 @@ impl Dispatcher {
             let key = Token::signing_key(s, h)?;
             let scheme = scheme(params, key)?;
             let (mech, mtype) = mechanism(scheme);
+            if let (Scheme::RsaPss(hash), Some(bare)) = (scheme, bare_pss(&mech)) {
+                if !self.token.has(mtype) && self.token.has(MechanismType::RSA_PKCS_PSS) {
+                    self.may_sign(s, h, MechanismType::RSA_PKCS_PSS)?;
+                    return s
+                        .sign(&bare, h, &digest(hash, data))
+                        .map_err(|e| crate::token::classify("signing", &e));
+                }
+            }
             self.may_sign(s, h, mtype)?;
             match scheme {
                 Scheme::Ecdsa(hash) => {

@@ -139,6 +139,28 @@ pub fn remove_labelled(label: &str, value: &str) -> anyhow::Result<usize> {
     .map_err(|e| anyhow!("listing containers labelled {label}={value}: {e}"))
 }
 
+/// The values `label` has on the containers that carry it (running or not): for
+/// checks that a run left nothing behind.
+pub fn labelled(label: &str) -> anyhow::Result<Vec<String>> {
+    let docker = docker()?;
+    let found = block_on(async {
+        let mut filters = HashMap::new();
+        filters.insert("label".to_string(), vec![label.to_string()]);
+        docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+    })?
+    .map_err(|e| anyhow!("listing containers labelled {label}: {e}"))?;
+    Ok(found
+        .into_iter()
+        .filter_map(|c| c.labels.and_then(|mut l| l.remove(label)))
+        .collect())
+}
+
 /// The container side of one cell: where its containers come from and what they share.
 #[derive(Debug)]
 pub struct Engine {
