@@ -617,7 +617,10 @@ fn the_container_provider_names_backends_by_placement_and_refuses_kinds_without_
 #[test]
 fn no_container_engine_is_a_clear_error_naming_docker_host() {
     let p = Project::new();
-    p.backend("hsm", "provider: softhsm\ncapabilities: [rsa2048, pkcs11]\n");
+    p.backend(
+        "hsm",
+        "provider: softhsm\ncapabilities: [rsa2048, pkcs11]\n",
+    );
     p.suite(
         "sign.yaml",
         "suite: sign\nabout: x\ncases:\n  - name: rsa\n    steps:\n      - create_key: { alg: rsa2048, as: k }\n",

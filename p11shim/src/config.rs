@@ -34,6 +34,17 @@ pub struct Config {
     /// Fault injection, `[[rule]]` in the file.
     #[serde(default, rename = "rule", skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
+    /// A number that, when a running shim sees it change, makes the shim finalise and
+    /// initialise the real module again (untraced), as a restarted process would: for
+    /// modules that give each loader its own connection (p11-kit's client), whose view
+    /// of tokens is fixed when it connects. Never for a module the process also uses
+    /// directly: finalising it would pull it from under the other user.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reconnect: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One `[[rule]]`: what to do to which calls of one function.
@@ -99,6 +110,7 @@ pub struct Plan {
     pub trace: Option<PathBuf>,
     pub hidden: Vec<CK_MECHANISM_TYPE>,
     pub rules: Vec<PlannedRule>,
+    pub reconnect: u64,
 }
 
 /// A checked rule.
@@ -180,6 +192,7 @@ impl Config {
             trace: self.trace.clone(),
             hidden,
             rules,
+            reconnect: self.reconnect,
         })
     }
 }

@@ -28,11 +28,11 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use cryptoki_sys::{
-    CKR_ARGUMENTS_BAD, CKR_BUFFER_TOO_SMALL, CKR_FUNCTION_NOT_SUPPORTED, CKR_GENERAL_ERROR,
-    CKR_MECHANISM_INVALID, CKR_OK, CK_ATTRIBUTE, CK_BBOOL, CK_BYTE, CK_C_INITIALIZE_ARGS, CK_FLAGS,
-    CK_FUNCTION_LIST, CK_INFO, CK_MECHANISM, CK_MECHANISM_INFO, CK_MECHANISM_TYPE, CK_NOTIFY,
-    CK_OBJECT_HANDLE, CK_RV, CK_SESSION_HANDLE, CK_SESSION_INFO, CK_SLOT_ID, CK_SLOT_INFO,
-    CK_TOKEN_INFO, CK_ULONG, CK_USER_TYPE, CK_UTF8CHAR,
+    CKF_OS_LOCKING_OK, CKR_ARGUMENTS_BAD, CKR_BUFFER_TOO_SMALL, CKR_CRYPTOKI_NOT_INITIALIZED,
+    CKR_FUNCTION_NOT_SUPPORTED, CKR_GENERAL_ERROR, CKR_MECHANISM_INVALID, CKR_OK, CK_ATTRIBUTE,
+    CK_BBOOL, CK_BYTE, CK_C_INITIALIZE_ARGS, CK_FLAGS, CK_FUNCTION_LIST, CK_INFO, CK_MECHANISM,
+    CK_MECHANISM_INFO, CK_MECHANISM_TYPE, CK_NOTIFY, CK_OBJECT_HANDLE, CK_RV, CK_SESSION_HANDLE,
+    CK_SESSION_INFO, CK_SLOT_ID, CK_SLOT_INFO, CK_TOKEN_INFO, CK_ULONG, CK_USER_TYPE, CK_UTF8CHAR,
 };
 use libloading::Library;
 
@@ -90,6 +90,9 @@ impl Shim {
         let current = self.plan();
         match Config::from_toml(&text).and_then(|c| c.plan()) {
             Ok(p) if p.module == current.module && p.trace == current.trace => {
+                if p.reconnect != current.reconnect {
+                    self.reconnect();
+                }
                 for (b, c) in self.base.iter().zip(&self.calls) {
                     b.store(c.load(Ordering::Relaxed), Ordering::Relaxed);
                 }
@@ -104,6 +107,40 @@ impl Shim {
                 "p11shim: {}: {e}; the old rules stay",
                 self.config.display()
             ),
+        }
+    }
+}
+
+impl Shim {
+    /// C_Finalize and C_Initialize (OS locking) on the real module, untraced, when it
+    /// was initialised: see [`Config::reconnect`]. Failures go to stderr; the caller's
+    /// next call meets whatever state the module is in.
+    fn reconnect(&self) {
+        let (Some(finalize), Some(initialize)) = (self.real.C_Finalize, self.real.C_Initialize)
+        else {
+            return;
+        };
+        let mut args = CK_C_INITIALIZE_ARGS {
+            CreateMutex: None,
+            DestroyMutex: None,
+            LockMutex: None,
+            UnlockMutex: None,
+            flags: CKF_OS_LOCKING_OK,
+            pReserved: ptr::null_mut(),
+        };
+        // SAFETY: the real module's own entry points, with the arguments PKCS#11 defines
+        // (NULL for C_Finalize; an initialised CK_C_INITIALIZE_ARGS for C_Initialize).
+        let rv = unsafe {
+            if finalize(ptr::null_mut()) == CKR_CRYPTOKI_NOT_INITIALIZED {
+                return;
+            }
+            initialize((&mut args as *mut CK_C_INITIALIZE_ARGS).cast())
+        };
+        if rv != CKR_OK {
+            eprintln!(
+                "p11shim: reconnecting the real module: C_Initialize answered {}",
+                config::rv_name(rv)
+            );
         }
     }
 }

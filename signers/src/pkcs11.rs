@@ -1103,7 +1103,8 @@ impl Signer for Pkcs11Signer {
                     match s.sign(&Mechanism::Sha256RsaPkcsPss(params), private, data) {
                         // Hash here and sign with the bare PSS mechanism.
                         Err(CkError::Pkcs11(RvError::MechanismInvalid, _)) => {
-                            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+                            let digest =
+                                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
                             s.sign(&Mechanism::RsaPkcsPss(params), private, digest.as_ref())
                                 .ck(&self.name, &what)
                         }

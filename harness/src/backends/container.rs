@@ -92,9 +92,8 @@ fn docker() -> anyhow::Result<Docker> {
 /// get one.
 pub fn check_engine() -> anyhow::Result<()> {
     let docker = docker()?;
-    let answer = block_on(async {
-        tokio::time::timeout(Duration::from_secs(5), docker.ping()).await
-    })?;
+    let answer =
+        block_on(async { tokio::time::timeout(Duration::from_secs(5), docker.ping()).await })?;
     match answer {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(anyhow!(
@@ -224,12 +223,8 @@ impl Engine {
             request = request.with_env_var(var.clone(), value.clone());
         }
         if !launch.args.is_empty() {
-            request = request.with_cmd(
-                launch
-                    .args
-                    .iter()
-                    .map(|a| a.to_string_lossy().into_owned()),
-            );
+            request =
+                request.with_cmd(launch.args.iter().map(|a| a.to_string_lossy().into_owned()));
         }
         if let Some(port) = launch.host_port {
             request = request

@@ -32,8 +32,8 @@ use serde::Deserialize;
 use crate::model::backend::Placement;
 use crate::model::suite::{CaChoice, Capability, InstanceSpec, KmipOptions, Pkcs11Options};
 use pki::ServerFlaw;
-use server::Runtime;
 use proxy::{Fault, Stats};
+use server::Runtime;
 use shim::ShimSpec;
 
 pub mod container;
@@ -140,7 +140,10 @@ pub trait Provider: fmt::Debug + Send + Sync {
     /// Why the container twin cannot come up here (what the host side needs); only
     /// asked of kinds with a twin.
     fn container_unavailable_reason(&self) -> Option<String> {
-        Some(format!("the {} provider has no container twin", self.name()))
+        Some(format!(
+            "the {} provider has no container twin",
+            self.name()
+        ))
     }
 
     /// The PKCS#11 shim settings the provider puts in front of every cell's module.
@@ -412,6 +415,15 @@ impl Instances {
         match self.cell.module_mut() {
             Some(m) => m.update_shim(spec),
             None => bail!("this cell's signers do not run through the PKCS#11 shim"),
+        }
+    }
+
+    /// After a restart of the signers: whatever a new signer process would connect
+    /// afresh is connected afresh (see [`token::Module::renew_signer_connection`]).
+    pub fn renew_signer_connection(&mut self) -> anyhow::Result<()> {
+        match self.cell.module_mut() {
+            Some(m) => m.renew_signer_connection(),
+            None => Ok(()),
         }
     }
 

@@ -12,8 +12,8 @@ use hsm_signers::config::SignerKind;
 use hsm_signers::{Algorithm, KeyIdentifier};
 use serde::Deserialize;
 
-use super::pki::{self, Pki};
 use super::container::{self, p11_kit_client, ContainerLaunch};
+use super::pki::{self, Pki};
 use super::server::{
     free_port, inventory_endpoint, kmip_config, with_options, with_proxy, Runtime, Server,
     ServerSlot,

@@ -79,6 +79,7 @@ impl ShimSpec {
             trace: trace.map(Path::to_path_buf),
             hide_mechanisms: self.hide_mechanisms.clone(),
             rules: self.rules.clone(),
+            reconnect: 0,
         }
     }
 }

@@ -66,6 +66,9 @@ pub struct Module {
     shim: Option<PathBuf>,
     /// The container serving the cell's tokens, under a container runtime.
     container: Option<container::Running>,
+    /// The shim's settings in force, and how often it was told to reconnect.
+    shim_spec: Option<ShimSpec>,
+    reconnects: u64,
 }
 
 impl Module {
@@ -88,8 +91,7 @@ impl Module {
             }
             let real = container::p11_kit_client().map_err(|e| anyhow!(e))?;
             let dir = workdir.join("softhsm");
-            std::fs::create_dir_all(&dir)
-                .with_context(|| format!("creating {}", dir.display()))?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let socket = dir.join("p11-kit.sock");
             let running = container::start_softhsm(engine, &socket)?;
             // Read by p11-kit's client on its first load, here or in a relay's
@@ -103,6 +105,8 @@ impl Module {
                 workdir: workdir.to_path_buf(),
                 shim: None,
                 container: Some(running),
+                shim_spec: None,
+                reconnects: 0,
             });
         }
         let real = softhsm_module(configured).map_err(|e| anyhow!(e))?;
@@ -127,6 +131,8 @@ impl Module {
             workdir: workdir.to_path_buf(),
             shim: None,
             container: None,
+            shim_spec: None,
+            reconnects: 0,
         })
     }
 
@@ -162,6 +168,7 @@ impl Module {
         let trace = self.workdir.join(shim::TRACE_FILE);
         std::fs::write(&config, spec.config(&self.real, Some(&trace)).to_toml())
             .with_context(|| format!("writing {}", config.display()))?;
+        self.shim_spec = Some(spec.clone());
         // Read by the shim on its first C_GetFunctionList, here or in a relay process
         // (which inherits it).
         std::env::set_var(p11shim::config::CONFIG_VAR, &config);
@@ -189,19 +196,44 @@ impl Module {
         if self.shim.is_none() {
             anyhow::bail!("this cell's signers do not run through the PKCS#11 shim");
         }
-        let dir = self.workdir.join("shim");
-        let config = dir.join("p11shim.toml");
-        let trace = self.workdir.join(shim::TRACE_FILE);
-        let tmp = dir.join("p11shim.toml.tmp");
-        std::fs::write(&tmp, spec.config(&self.real, Some(&trace)).to_toml())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &config)
-            .with_context(|| format!("replacing {}", config.display()))?;
+        self.shim_spec = Some(spec.clone());
+        self.rewrite_shim_config()?;
         log_line(format!(
             "  PKCS#11 shim settings now: hidden mechanisms [{}]; rules: {}",
             spec.hide_mechanisms.join(", "),
             spec.rules.len()
         ));
+        Ok(())
+    }
+
+    /// Writes the shim's configuration anew (atomically) from the settings in force.
+    fn rewrite_shim_config(&self) -> anyhow::Result<()> {
+        let Some(spec) = &self.shim_spec else {
+            return Ok(());
+        };
+        let dir = self.workdir.join("shim");
+        let config = dir.join("p11shim.toml");
+        let trace = self.workdir.join(shim::TRACE_FILE);
+        let tmp = dir.join("p11shim.toml.tmp");
+        let mut c = spec.config(&self.real, Some(&trace));
+        c.reconnect = self.reconnects;
+        std::fs::write(&tmp, c.to_toml()).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &config).with_context(|| format!("replacing {}", config.display()))
+    }
+
+    /// What a restarted signer process would get: a module connection of its own made
+    /// now. Only the signers' shim in front of a container's p11-kit client needs it
+    /// (that connection's view of tokens and PINs is fixed when it connects; the
+    /// harness's own sessions and unshimmed signers share one connection, and a local
+    /// module is one instance for everybody), so only there is the shim told to
+    /// reconnect its module.
+    pub fn renew_signer_connection(&mut self) -> anyhow::Result<()> {
+        if self.container.is_none() || self.shim.is_none() {
+            return Ok(());
+        }
+        self.reconnects += 1;
+        self.rewrite_shim_config()?;
+        log_line("  the shim reconnects its p11-kit client on the next call".to_string());
         Ok(())
     }
 
@@ -380,8 +412,8 @@ impl Token {
         let mut seen: Vec<Observed> = pairs
             .into_iter()
             .map(|(capability, generate, sign, bare)| {
-                let signs = mechanisms.contains(&sign)
-                    || bare.is_some_and(|b| mechanisms.contains(&b));
+                let signs =
+                    mechanisms.contains(&sign) || bare.is_some_and(|b| mechanisms.contains(&b));
                 let has = mechanisms.contains(&generate) && signs;
                 Observed {
                     capability,

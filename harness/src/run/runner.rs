@@ -202,12 +202,12 @@ fn run_cell(
             &label,
         ) {
             Ok(0) => {}
-            Ok(n) => result
-                .log
-                .push_str(&format!("== removed {n} container(s) the cell left behind\n")),
-            Err(e) => result
-                .log
-                .push_str(&format!("== could not remove the cell's containers: {e:#}\n")),
+            Ok(n) => result.log.push_str(&format!(
+                "== removed {n} container(s) the cell left behind\n"
+            )),
+            Err(e) => result.log.push_str(&format!(
+                "== could not remove the cell's containers: {e:#}\n"
+            )),
         }
     }
     // The cell's backend (token directory, key files) goes with its work directory.

@@ -199,6 +199,9 @@ impl StepKind for Restart {
         if let Some(o) = &self.one_off_signer {
             cell.spec.one_off_signer = Some(o.clone());
         }
+        cell.instances
+            .renew_signer_connection()
+            .map_err(StepError::harness)?;
         cell.start().map_err(StepError::harness)
     }
 }
