@@ -225,14 +225,47 @@ pub struct Observed {
     pub capability: Capability,
     pub has: bool,
     pub evidence: String,
+    /// The evidence decides both ways. `false`: it can only rule the capability out
+    /// (`has: false`); `has: true` then means "not ruled out" and is never compared.
+    pub exact: bool,
 }
 
+impl Observed {
+    /// Evidence that decides both ways.
+    pub fn exact(capability: Capability, has: bool, evidence: String) -> Observed {
+        Observed {
+            capability,
+            has,
+            evidence,
+            exact: true,
+        }
+    }
+
+    /// Whether a profile that does (`listed`) or does not list the capability
+    /// disagrees with this evidence.
+    pub fn disagrees(&self, listed: bool) -> bool {
+        listed != self.has && (self.exact || !self.has)
+    }
+}
+
+/// The capabilities that are key pair algorithms.
+pub(crate) const KEY_PAIR_ALGORITHMS: [Capability; 5] = [
+    Capability::Rsa2048,
+    Capability::Rsa2048Pss,
+    Capability::EcdsaP256,
+    Capability::EcdsaP384,
+    Capability::Ed25519,
+];
+
 /// What a KMIP server's Query says about the capabilities it decides (asked by the
-/// oracle's own client): `random` (RNG Retrieve), `destroy` (Destroy) and
-/// `kmip-modify-attribute` (Modify Attribute).
+/// oracle's own client): Query Operations for `random` (RNG Retrieve), `destroy`
+/// (Destroy) and `kmip-modify-attribute` (Modify Attribute); Query Objects for the key
+/// pair algorithms, which it can only rule out: a server that lists object types but
+/// not both Public Key and Private Key has no key pairs. (A server that answers Query
+/// Objects with no object type at all says nothing, and the log says so.)
 pub(crate) fn probe_kmip(endpoint: &oracle::kmip::Endpoint) -> anyhow::Result<Vec<Observed>> {
     let listed = oracle::kmip::query_operations(endpoint).map_err(|e| anyhow!("Query: {e}"))?;
-    Ok([
+    let mut seen: Vec<Observed> = [
         (Capability::Random, 0x25),
         (Capability::Destroy, 0x14),
         (Capability::KmipModifyAttribute, 0x0E),
@@ -241,16 +274,54 @@ pub(crate) fn probe_kmip(endpoint: &oracle::kmip::Endpoint) -> anyhow::Result<Ve
     .map(|(capability, op)| {
         let name = oracle::kmip::operation_name(op).unwrap_or("?");
         let has = listed.contains(&op);
-        Observed {
+        Observed::exact(
             capability,
             has,
-            evidence: format!(
+            format!(
                 "the server's Query {} {name}",
                 if has { "lists" } else { "does not list" }
             ),
-        }
+        )
     })
-    .collect())
+    .collect();
+    let objects =
+        oracle::kmip::query_objects(endpoint).map_err(|e| anyhow!("Query (Query Objects): {e}"))?;
+    seen.extend(key_pairs_by_query_objects(&objects));
+    Ok(seen)
+}
+
+/// What a Query Objects answer listing `objects` (Object Type values) says about the
+/// key pair algorithms: ruled out when it lists object types but not both Public Key
+/// and Private Key; otherwise not ruled out (an empty list says nothing).
+fn key_pairs_by_query_objects(objects: &[u32]) -> Vec<Observed> {
+    let (public, private) = (3, 4);
+    let has = objects.is_empty() || (objects.contains(&public) && objects.contains(&private));
+    let evidence = if objects.is_empty() {
+        "the server's Query Objects lists no object type at all, so it rules nothing out"
+            .to_string()
+    } else {
+        let names: Vec<String> = objects
+            .iter()
+            .map(|t| match oracle::kmip::object_type_name(*t) {
+                Some(n) => n.to_string(),
+                None => format!("{t:#x}"),
+            })
+            .collect();
+        format!(
+            "the server's Query Objects lists {} ({}both Public Key and Private Key)",
+            names.join(", "),
+            if has { "" } else { "not " }
+        )
+    };
+    KEY_PAIR_ALGORITHMS
+        .into_iter()
+        .map(|capability| Observed {
+            capability,
+            has,
+            evidence: evidence.clone(),
+            exact: false,
+        })
+        .collect()
 }
 
 /// A backend file's `provider:`, read as `provider: name` or `provider: { name: {...} }`.
@@ -534,5 +605,42 @@ impl Instances {
     /// Where the router's own software signer (one-off and random fallback) keeps keys.
     fn router_keys(&self) -> PathBuf {
         self.workdir.join("state").join("keys")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A profile that lists a key pair algorithm disagrees with a Query Objects answer
+    /// that lists object types but no key pairs; an answer with key pairs, or with no
+    /// object type at all, disagrees with no profile (it cannot say which algorithms).
+    #[test]
+    fn query_objects_can_only_rule_key_pairs_out() {
+        let verdict = |objects: &[u32], listed: bool| {
+            key_pairs_by_query_objects(objects)
+                .iter()
+                .map(|o| o.disagrees(listed))
+                .collect::<Vec<_>>()
+        };
+        // Symmetric Key and Secret Data only.
+        assert_eq!(verdict(&[2, 7], true), vec![true; 5]);
+        assert_eq!(verdict(&[2, 7], false), vec![false; 5]);
+        // Public Key without Private Key.
+        assert_eq!(verdict(&[3], true), vec![true; 5]);
+        for objects in [&[3, 4][..], &[1, 2, 3, 4, 7], &[]] {
+            assert_eq!(verdict(objects, true), vec![false; 5], "{objects:?}");
+            assert_eq!(verdict(objects, false), vec![false; 5], "{objects:?}");
+        }
+        let said = &key_pairs_by_query_objects(&[2, 7])[0].evidence;
+        assert!(said.contains("Symmetric Key, Secret Data"), "{said}");
+    }
+
+    #[test]
+    fn exact_evidence_decides_both_ways() {
+        let present = Observed::exact(Capability::Random, true, "x".into());
+        let absent = Observed::exact(Capability::Random, false, "x".into());
+        assert!(!present.disagrees(true) && present.disagrees(false));
+        assert!(absent.disagrees(true) && !absent.disagrees(false));
     }
 }

@@ -322,10 +322,10 @@ impl Token {
             .into_iter()
             .map(|(capability, generate, sign)| {
                 let has = mechanisms.contains(&generate) && mechanisms.contains(&sign);
-                Observed {
+                Observed::exact(
                     capability,
                     has,
-                    evidence: format!(
+                    format!(
                         "C_GetMechanismList {} {generate} and {sign}",
                         if has {
                             "offers"
@@ -333,19 +333,19 @@ impl Token {
                             "does not offer both of"
                         }
                     ),
-                }
+                )
             })
             .collect();
         let session = p11.open_ro_session(slot).map_err(ck("C_OpenSession"))?;
         let random = session.generate_random_vec(16);
-        seen.push(Observed {
-            capability: Capability::Random,
-            has: random.is_ok(),
-            evidence: match random {
+        seen.push(Observed::exact(
+            Capability::Random,
+            random.is_ok(),
+            match random {
                 Ok(_) => "C_GenerateRandom gave 16 bytes".to_string(),
                 Err(e) => format!("C_GenerateRandom: {e}"),
             },
-        });
+        ));
         Ok(seen)
     }
 
