@@ -460,6 +460,67 @@ fn cell<'a>(cells: &'a [serde_json::Value], backend: &str, case: &str) -> &'a se
         .unwrap_or_else(|| panic!("no cell '{case}' on '{backend}' in {cells:#?}"))
 }
 
+/// `random: { from: backend }` takes the backend's own word where it can have it: a
+/// module that answers C_GenerateRandom with CKR_OK and makes nothing (the shim's
+/// `pretend`) fails the step, on SoftHSMv2 and behind the relay, though the router
+/// says the default signer's generator made the bytes. Without the shim, the relay's
+/// log shows its RNG Retrieve; plain SoftHSMv2 has no evidence source, which the log
+/// says, and passes.
+#[test]
+fn random_from_the_backend_needs_the_backends_own_evidence() {
+    let p = Project::new();
+    p.backend(
+        "softhsm",
+        "provider: softhsm\ncapabilities: [rsa2048, rsa2048-pss, ecdsa-p256, ecdsa-p384, ed25519, random, hsm, pkcs11, pkcs11-shim, destroy]\n",
+    );
+    p.backend(
+        "relay",
+        &format!("provider:\n  relay: {{}}\ncapabilities: {RELAY_PROFILE}\n"),
+    );
+    p.suite(
+        "random.yaml",
+        "suite: random\nabout: x\ncases:\n  - name: pretended random\n    shim:\n      rules: [ { function: C_GenerateRandom, action: pretend } ]\n    steps:\n      - random: { bytes: 8, from: backend }\n  - name: real random\n    steps:\n      - random: { bytes: 8, from: backend }\n  - name: real random through the shim\n    shim: {}\n    steps:\n      - random: { bytes: 8, from: backend }\n",
+    );
+    let (code, cells, out) = run_json(&p, &["--backend", "softhsm", "--backend", "relay"]);
+    assert_eq!(code, Some(1), "{out}");
+    for backend in ["softhsm", "relay"] {
+        let pretended = cell(&cells, backend, "pretended random");
+        assert_eq!(pretended["status"], "failed", "{pretended:#}");
+        let said = pretended.to_string();
+        assert!(
+            said.contains("shows no sign of it: no new C_GenerateRandom calls in the PKCS#11 shim"),
+            "{pretended:#}"
+        );
+        let traced = cell(&cells, backend, "real random through the shim");
+        assert_eq!(traced["status"], "passed", "{traced:#}");
+        assert!(
+            traced["log"]
+                .as_str()
+                .unwrap()
+                .contains("1 new C_GenerateRandom calls in the PKCS#11 shim's trace"),
+            "{traced:#}"
+        );
+    }
+    let relay = cell(&cells, "relay", "real random");
+    assert_eq!(relay["status"], "passed", "{relay:#}");
+    assert!(
+        relay["log"]
+            .as_str()
+            .unwrap()
+            .contains("1 new RNG Retrieve answers in the relay's log"),
+        "{relay:#}"
+    );
+    let softhsm = cell(&cells, "softhsm", "real random");
+    assert_eq!(softhsm["status"], "passed", "{softhsm:#}");
+    assert!(
+        softhsm["log"]
+            .as_str()
+            .unwrap()
+            .contains("no evidence source for instance"),
+        "{softhsm:#}"
+    );
+}
+
 /// The relay's key pair algorithms are probed: its token's mechanisms, narrowed by
 /// the relay's mode. The seed-003 stand-in makes every EC key P-256, so a profile that
 /// claims ecdsa-p384 for it is an error on its first cell; Ed25519 is never there

@@ -211,11 +211,62 @@ pub trait Instance {
         Vec::new()
     }
 
+    /// A log of the instance's server in which each RNG Retrieve it answered shows as
+    /// a line holding [`relay::RNG_RETRIEVE_LOGGED`]; `None`: no such log.
+    fn rng_log(&self) -> Option<PathBuf> {
+        None
+    }
+
     /// What the backend itself says it can do, for the capabilities this kind can
     /// observe (PKCS#11 mechanisms and C_GenerateRandom, KMIP Query), through the
     /// harness's own session or client. Kinds that observe nothing say nothing.
     fn probe(&mut self) -> anyhow::Result<Vec<Observed>> {
         Ok(Vec::new())
+    }
+}
+
+/// Where a cell can see that a backend's own generator made random bytes (see
+/// [`Instances::rng_evidence`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RngEvidence {
+    /// The PKCS#11 shim's trace: C_GenerateRandom calls that reached the module (not
+    /// answered by the shim) and returned CKR_OK.
+    ShimTrace(PathBuf),
+    /// A KMIP server's log: the lines saying it answered an RNG Retrieve.
+    ServerLog(PathBuf),
+}
+
+impl RngEvidence {
+    /// What the evidence is, for the cell's log.
+    pub fn describe(&self) -> String {
+        match self {
+            RngEvidence::ShimTrace(_) => "C_GenerateRandom calls in the PKCS#11 shim's trace",
+            RngEvidence::ServerLog(_) => "RNG Retrieve answers in the relay's log",
+        }
+        .to_string()
+    }
+
+    /// How many times the generator has been seen making bytes so far. A log that is
+    /// not there yet holds none.
+    pub fn count(&self) -> anyhow::Result<usize> {
+        match self {
+            RngEvidence::ShimTrace(path) => Ok(shim::read(path)?
+                .iter()
+                .filter(|c| {
+                    c.function == "C_GenerateRandom"
+                        && !c.injected
+                        && c.rv.as_deref() == Some("CKR_OK")
+                })
+                .count()),
+            RngEvidence::ServerLog(path) => match std::fs::read_to_string(path) {
+                Ok(text) => Ok(text
+                    .lines()
+                    .filter(|l| l.contains(relay::RNG_RETRIEVE_LOGGED))
+                    .count()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+                Err(e) => bail!("reading {}: {e}", path.display()),
+            },
+        }
     }
 }
 
@@ -457,6 +508,20 @@ impl Instances {
     /// The shim's trace of this cell, when the signers run through the shim.
     pub fn trace_path(&self) -> Option<PathBuf> {
         self.cell.module().and_then(|m| m.trace_path())
+    }
+
+    /// Where this cell sees instance `name`'s own generator at work: the shim's trace
+    /// when the cell's PKCS#11 module (the signers', or the relay's) runs through the
+    /// shim, else the log of a server that writes one ([`Instance::rng_log`]). `None`:
+    /// no evidence source (the software signer, a KMIP server without a shim or log).
+    pub fn rng_evidence(&mut self, name: &str) -> anyhow::Result<Option<RngEvidence>> {
+        if name == "software" {
+            return Ok(None);
+        }
+        if let Some(trace) = self.trace_path() {
+            return Ok(Some(RngEvidence::ShimTrace(trace)));
+        }
+        Ok(self.ensure(name)?.rng_log().map(RngEvidence::ServerLog))
     }
 
     /// Facts for the report: the provider's, then each instance's made so far.

@@ -163,6 +163,14 @@ impl CellBackend for RelayCell {
     }
 }
 
+/// The relay's log level: warnings, and a line per operation it ran
+/// (`kmip2pkcs11::requests`, e.g. "RNG Retrieve succeeded"), which the `random` step
+/// takes as the relay's evidence that its token made random bytes.
+const RELAY_LOG_LEVEL: &str = "warn,kmip2pkcs11::requests=debug";
+
+/// What the relay logs, at [`RELAY_LOG_LEVEL`], when it has answered an RNG Retrieve.
+pub const RNG_RETRIEVE_LOGGED: &str = "kmip2pkcs11::requests: RNG Retrieve succeeded";
+
 /// An instance: a token and the relay serving it.
 struct RelayInstance {
     name: String,
@@ -234,7 +242,7 @@ impl RelayInstance {
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\nready_file = \"{}\"\nlog_level = \"warn\"\n\n\
+                "listen = \"127.0.0.1:{port}\"\nready_file = \"{}\"\nlog_level = \"{RELAY_LOG_LEVEL}\"\n\n\
                  [tls]\ncert = \"{}\"\nkey = \"{}\"\nmin_version = \"{}\"\nmax_version = \"{}\"\n{}\n\
                  [pkcs11]\nlib_path = \"{}\"\nslot = \"{}\"\n{}{}{}",
                 ready.display(),
@@ -252,10 +260,13 @@ impl RelayInstance {
         )
         .with_context(|| format!("writing {}", config.display()))?;
         let log = dir.join("relay.log");
+        // RUST_LOG would replace the configured log level, and with it the request
+        // lines the `random` step reads.
         let child = lifeline::die_with_parent(
             Command::new(&bin)
                 .arg("--config")
                 .arg(&config)
+                .env_remove("RUST_LOG")
                 .stdin(Stdio::null())
                 .stdout(std::fs::File::create(&log)?)
                 .stderr(std::fs::File::create(dir.join("relay.stderr"))?),
@@ -364,6 +375,10 @@ impl Instance for RelayInstance {
         vec![("token_label".to_string(), self.token.label.clone())]
     }
 
+    /// The running relay's log (stderr; a restart starts a new one).
+    fn rng_log(&self) -> Option<PathBuf> {
+        Some(self.dir.join("relay.stderr"))
+    }
 }
 
 /// The key pair algorithms a relay in front of a token offers, from the token's own
