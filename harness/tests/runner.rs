@@ -433,6 +433,146 @@ fn the_first_cell_of_a_backend_checks_its_capability_profile(
     assert_eq!(find(&all, "second").1, "passed", "{all:?}");
 }
 
+/// The relay's profile as `fixtures/backends/relay.yaml` has it, as far as the probe
+/// compares.
+const RELAY_PROFILE: &str = "[rsa2048, rsa2048-pss, ecdsa-p256, ecdsa-p384, random, hsm, kmip, pkcs11-shim, kmip-modify-attribute, destroy]";
+
+/// Runs `suite` on the backends `names` with a JSON twin; returns the exit code and
+/// the cells as (suite, backend, case, status, message, log).
+fn run_json(p: &Project, extra: &[&str]) -> (Option<i32>, Vec<serde_json::Value>, String) {
+    let json = p.dir.path().join("out/results.json");
+    let mut args = vec!["--json", json.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let o = p.run(&args);
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    (
+        o.status.code(),
+        v["cells"].as_array().unwrap().clone(),
+        text(&o),
+    )
+}
+
+/// The cell of `case` on `backend`.
+fn cell<'a>(cells: &'a [serde_json::Value], backend: &str, case: &str) -> &'a serde_json::Value {
+    cells
+        .iter()
+        .find(|c| c["backend"] == backend && c["case"] == case)
+        .unwrap_or_else(|| panic!("no cell '{case}' on '{backend}' in {cells:#?}"))
+}
+
+/// `random: { from: backend }` takes the backend's own word where it can have it: a
+/// module that answers C_GenerateRandom with CKR_OK and makes nothing (the shim's
+/// `pretend`) fails the step, on SoftHSMv2 and behind the relay, though the router
+/// says the default signer's generator made the bytes. Without the shim, the relay's
+/// log shows its RNG Retrieve; plain SoftHSMv2 has no evidence source, which the log
+/// says, and passes.
+#[test]
+fn random_from_the_backend_needs_the_backends_own_evidence() {
+    let p = Project::new();
+    p.backend(
+        "softhsm",
+        "provider: softhsm\ncapabilities: [rsa2048, rsa2048-pss, ecdsa-p256, ecdsa-p384, ed25519, random, hsm, pkcs11, pkcs11-shim, destroy]\n",
+    );
+    p.backend(
+        "relay",
+        &format!("provider:\n  relay: {{}}\ncapabilities: {RELAY_PROFILE}\n"),
+    );
+    p.suite(
+        "random.yaml",
+        "suite: random\nabout: x\ncases:\n  - name: pretended random\n    shim:\n      rules: [ { function: C_GenerateRandom, action: pretend } ]\n    steps:\n      - random: { bytes: 8, from: backend }\n  - name: real random\n    steps:\n      - random: { bytes: 8, from: backend }\n  - name: real random through the shim\n    shim: {}\n    steps:\n      - random: { bytes: 8, from: backend }\n",
+    );
+    let (code, cells, out) = run_json(&p, &["--backend", "softhsm", "--backend", "relay"]);
+    assert_eq!(code, Some(1), "{out}");
+    for backend in ["softhsm", "relay"] {
+        let pretended = cell(&cells, backend, "pretended random");
+        assert_eq!(pretended["status"], "failed", "{pretended:#}");
+        let said = pretended.to_string();
+        assert!(
+            said.contains("shows no sign of it: no new C_GenerateRandom calls in the PKCS#11 shim"),
+            "{pretended:#}"
+        );
+        let traced = cell(&cells, backend, "real random through the shim");
+        assert_eq!(traced["status"], "passed", "{traced:#}");
+        assert!(
+            traced["log"]
+                .as_str()
+                .unwrap()
+                .contains("1 new C_GenerateRandom calls in the PKCS#11 shim's trace"),
+            "{traced:#}"
+        );
+    }
+    let relay = cell(&cells, "relay", "real random");
+    assert_eq!(relay["status"], "passed", "{relay:#}");
+    assert!(
+        relay["log"]
+            .as_str()
+            .unwrap()
+            .contains("1 new RNG Retrieve answers in the relay's log"),
+        "{relay:#}"
+    );
+    let softhsm = cell(&cells, "softhsm", "real random");
+    assert_eq!(softhsm["status"], "passed", "{softhsm:#}");
+    assert!(
+        softhsm["log"]
+            .as_str()
+            .unwrap()
+            .contains("no evidence source for instance"),
+        "{softhsm:#}"
+    );
+}
+
+/// The relay's key pair algorithms are probed: its token's mechanisms, narrowed by
+/// the relay's mode. The seed-003 stand-in makes every EC key P-256, so a profile that
+/// claims ecdsa-p384 for it is an error on its first cell; Ed25519 is never there
+/// (KMIP 1.2). The profile the fixtures have passes.
+#[rstest]
+#[case::standard("relay: {}", RELAY_PROFILE, None)]
+#[case::standard_with_ed25519(
+    "relay: {}",
+    "[rsa2048, rsa2048-pss, ecdsa-p256, ecdsa-p384, ed25519, random, hsm, kmip, kmip-modify-attribute, destroy]",
+    Some("the profile lists 'ed25519', but the relay speaks KMIP 1.2")
+)]
+#[case::seed003("relay: { mimic: seed-003 }", "[rsa2048, ecdsa-p256, hsm, kmip]", None)]
+#[case::seed003_with_p384(
+    "relay: { mimic: seed-003 }",
+    "[rsa2048, ecdsa-p256, ecdsa-p384, hsm, kmip]",
+    Some("the profile lists 'ecdsa-p384', but the seed-003 relay makes every EC key P-256")
+)]
+fn the_relays_algorithms_are_probed(
+    #[case] provider: &str,
+    #[case] capabilities: &str,
+    #[case] error: Option<&str>,
+) {
+    let p = Project::new();
+    p.backend(
+        "relay",
+        &format!("provider:\n  {provider}\ncapabilities: {capabilities}\n"),
+    );
+    p.suite(
+        "one.yaml",
+        "suite: one\nabout: x\ncases:\n  - name: first\n    steps:\n      - create_key: { alg: rsa2048, as: k }\n",
+    );
+    let (code, cells, out) = run_json(&p, &["--backend", "relay"]);
+    let first = cell(&cells, "relay", "first");
+    let log = first["log"].as_str().unwrap();
+    // The Query Objects evidence is in the log either way.
+    assert!(
+        log.contains("Query Objects lists Public Key, Private Key"),
+        "{first:#}"
+    );
+    match error {
+        None => {
+            assert_eq!(code, Some(0), "{out}");
+            assert_eq!(first["status"], "passed", "{first:#}");
+        }
+        Some(said) => {
+            assert_eq!(code, Some(1), "{out}");
+            assert_eq!(first["status"], "errored", "{first:#}");
+            assert!(first.to_string().contains(said), "{first:#}");
+        }
+    }
+}
+
 // --- interrupted runs -------------------------------------------------------------------
 
 /// Processes whose command line names `dir` (the run's cells and their servers do).
@@ -494,7 +634,7 @@ fn an_interrupted_run_reports_every_cell_and_leaves_nothing(
     let p = Project::new();
     p.backend(
         "relay",
-        "provider: relay\ncapabilities: [rsa2048, random, destroy, kmip-modify-attribute, hsm, kmip, tls13, persistent-keys]\n",
+        "provider: relay\ncapabilities: [rsa2048, rsa2048-pss, ecdsa-p256, ecdsa-p384, random, destroy, kmip-modify-attribute, hsm, kmip, tls13, persistent-keys]\n",
     );
     p.backend(
         "pykmip",

@@ -8,8 +8,9 @@
 //!   identity key's CKA_ID does not bind.
 //! - A wrong PIN makes the signer unusable after exactly one `C_Login` (counted in the
 //!   pkcs11-spy log), without the PIN showing.
-//! - `kill -9` during `create-key` never leaves a reported key unmapped (OpenSSL and
-//!   SoftHSMv2 default signers).
+//! - `kill -9` during `create-key` never leaves a reported key unmapped (OpenSSL,
+//!   SoftHSMv2 and KMIP through our relay as default signers); on the relay, every pair
+//!   a kill left behind (pending ones too) is an orphan that `destroy` removes.
 //! - `list --orphans`: none on a fresh state, and keys the key map does not know are
 //!   shown.
 //! - `sign-one-off` with seed 001's SoftHSMv2 configuration uses the OpenSSL one-off
@@ -618,19 +619,44 @@ enum Backend {
     Software,
     /// Seed 001's SoftHSMv2 configuration.
     SoftHsm,
+    /// A KMIP signer at our relay (`kmip2pkcs11`) on the test's SoftHSMv2 token.
+    Relay,
 }
+
+/// The KMIP signer's name in the relay case.
+const RELAY_SIGNER: &str = "relay";
 
 /// What the PKCS#11 signer logs (at debug level) once it has logged in to the token.
 const PKCS11_CONNECTED: &str = "connected";
 
-/// Whether a log line is the PKCS#11 signer saying it has logged in.
-fn is_pkcs11_connected(line: &str) -> bool {
-    line.contains("hsm_signers::pkcs11") && line.contains(PKCS11_CONNECTED)
+/// What the KMIP signer logs (at debug level) once its TLS connection is up.
+const KMIP_CONNECTED: &str = "connected to";
+
+/// Whether a log line is the PKCS#11 signer saying it has logged in, or the KMIP
+/// signer saying it has connected.
+fn is_connected(line: &str) -> bool {
+    (line.contains("hsm_signers::pkcs11") && line.contains(PKCS11_CONNECTED))
+        || (line.contains("hsm_signers::kmip") && line.contains(KMIP_CONNECTED))
+}
+
+/// The relay binary, which cargo builds next to hsm-harness for a workspace test run.
+fn relay_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_hsm-harness")).with_file_name("kmip2pkcs11")
+}
+
+/// How many private keys the token labelled `label` holds (pkcs11-tool, logged in).
+fn private_keys_on(hsm: &World, label: &str) -> usize {
+    hsm.pkcs11_tool(label, &["--list-objects", "--type", "privkey"])
+        .success()
+        .lines()
+        .filter(|l| l.starts_with("Private Key Object"))
+        .count()
 }
 
 /// Runs `create-key --alg ecdsa-p256` and sends it SIGKILL after `delay` (harmless when
 /// it has exited already: it is not reaped yet). With `after_login`, `delay` counts
-/// from the PKCS#11 signer's log line saying it has logged in (see
+/// from the PKCS#11 signer's log line saying it has logged in, or the KMIP signer's
+/// saying it has connected (see
 /// [`kill_9_during_create_key_never_loses_a_reported_key`] for why). Returns the run
 /// and whether the kill ended it.
 fn create_key_killed_after(
@@ -659,7 +685,7 @@ fn create_key_killed_after(
         let mut text = String::new();
         for line in std::io::BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
-            if is_pkcs11_connected(&line) {
+            if is_connected(&line) {
                 let _ = logged_in.send(());
             }
             text.push_str(&line);
@@ -745,17 +771,48 @@ fn token_object_sizes(hsm: &World) -> Vec<u64> {
 /// "connected" debug line, and a lost token fails the test.
 /// HSM_HARNESS_KILL_BEFORE_LOGIN=1 times the kills from the start instead (they then
 /// rarely, not never, hit the C_Login window).
+///
+/// Relay case: a KMIP signer at our relay, which serves the test's token (and is the
+/// one process logged in to it, so kills of the signer cannot hit SoftHSM's C_Login
+/// window). The kills land a random delay after the KMIP signer's "connected to" debug
+/// line, spread over the time its EC probe pair, Create Key Pair, Activate, Get and
+/// Modify Attribute take, so that several land between Create Key Pair and the
+/// renaming: pairs left under their temporary `hsm-harness-pending-` (or
+/// `hsm-harness-probe-`) names. Every pair a kill left behind must then be an orphan
+/// (pending or not) of `list --orphans`, and `destroy` must remove it: afterwards the
+/// token holds exactly the mapped keys and the signer's identity key.
 #[rstest]
 #[case::software(Backend::Software)]
 #[case::softhsm(Backend::SoftHsm)]
+#[case::relay(Backend::Relay)]
 fn kill_9_during_create_key_never_loses_a_reported_key(#[case] backend: Backend) {
     const RUNS: usize = 15;
     let hsm = World::new();
-    let (config, signer_name) = match backend {
-        Backend::Software => (None, IMPLICIT_NAME),
-        Backend::SoftHsm => (Some(hsm.config.as_path()), SIGNER_NAME),
+    // The relay, its PKI and the signer configuration for it, kept for the whole test.
+    let relay = matches!(backend, Backend::Relay).then(|| {
+        let pki = testkit::pki::Pki::new();
+        let relay = testkit::relay::Relay::start(
+            &relay_binary(),
+            &hsm.softhsm,
+            hsm.softhsm.token(),
+            &pki,
+            "warn",
+        );
+        let config = hsm.write("relay-signer.conf", relay.signer_config(RELAY_SIGNER, &pki));
+        (pki, relay, config)
+    });
+    let (config, signer_name) = match (backend, &relay) {
+        (Backend::Software, _) => (None, IMPLICIT_NAME),
+        (Backend::SoftHsm, _) => (Some(hsm.config.as_path()), SIGNER_NAME),
+        (Backend::Relay, Some((_, _, config))) => (Some(config.as_path()), RELAY_SIGNER),
+        (Backend::Relay, None) => unreachable!("the relay case starts a relay"),
     };
-    let after_login = matches!(backend, Backend::SoftHsm)
+    // The longest delay: the relay case's window is short (see above).
+    let max_delay_ms = match backend {
+        Backend::Relay => RELAY_MAX_DELAY_MS,
+        _ => 250,
+    };
+    let after_login = matches!(backend, Backend::SoftHsm | Backend::Relay)
         && std::env::var_os("HSM_HARNESS_KILL_BEFORE_LOGIN").is_none();
     let seed = std::env::var("HSM_HARNESS_CRASH_SEED")
         .ok()
@@ -765,7 +822,7 @@ fn kill_9_during_create_key_never_loses_a_reported_key(#[case] backend: Backend)
     let mut reported = Vec::new();
     let mut journal = Vec::new();
     for i in 0..RUNS {
-        let delay = Duration::from_millis(rng.gen_range(0..=250));
+        let delay = Duration::from_millis(rng.gen_range(0..=max_delay_ms));
         let started = Instant::now();
         let (run, killed) = create_key_killed_after(
             &hsm,
@@ -783,7 +840,7 @@ fn kill_9_during_create_key_never_loses_a_reported_key(#[case] backend: Backend)
         ));
         let context = format!("seed {seed:#x}, {journal:#?}");
         reported.extend(reported_key(&run, killed, signer_name, &context));
-        if matches!(backend, Backend::SoftHsm) {
+        if matches!(backend, Backend::SoftHsm | Backend::Relay) {
             assert!(
                 softhsm_token_present(&hsm, TOKEN_LABEL),
                 "SoftHSMv2 lost token '{TOKEN_LABEL}' after run {i} was {} (token.object \
@@ -825,11 +882,77 @@ fn kill_9_during_create_key_never_loses_a_reported_key(#[case] backend: Backend)
         .signer_at(config, &hsm.state, USER_PIN, &[], &["list", "--orphans"])
         .json();
     let orphans = orphans_of(&with_orphans, signer_name);
+    let pending = pending_of(&with_orphans, signer_name);
     eprintln!(
-        "{backend:?}: {} key(s) reported, {} orphan(s)\n{context}",
+        "{backend:?}: {} key(s) reported, {} orphan(s), {} of them pending\n{context}",
         reported.len(),
-        orphans.len()
+        orphans.len(),
+        pending.len()
     );
+    assert!(
+        pending.is_subset(&orphans),
+        "pending pairs that are not orphans: {with_orphans}"
+    );
+    if matches!(backend, Backend::Relay) {
+        // Every leftover pair, pending or not, is removable; then the token holds the
+        // mapped keys and the signer's identity key, nothing else.
+        for orphan in &orphans {
+            hsm.signer_at(
+                config,
+                &hsm.state,
+                USER_PIN,
+                &[],
+                &["destroy", "--key", orphan],
+            )
+            .success();
+        }
+        let after = hsm
+            .signer_at(config, &hsm.state, USER_PIN, &[], &["list", "--orphans"])
+            .json();
+        assert!(
+            orphans_of(&after, signer_name).is_empty(),
+            "orphans left after destroying them all: {after}\n{context}"
+        );
+        // The signer's identity key is on the token too, neither mapped nor an orphan.
+        let status = hsm
+            .signer_at(config, &hsm.state, USER_PIN, &[], &["status"])
+            .json();
+        let identity = status_of(&status, signer_name)["identity_key"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no identity key for {signer_name}: {status}"))
+            .to_string();
+        assert!(!mapped.contains(&identity), "{listed}");
+        assert_eq!(
+            private_keys_on(&hsm, TOKEN_LABEL),
+            mapped.len() + 1,
+            "the token holds private keys besides the {} mapped ones and the identity key \
+             {identity} after every orphan was destroyed: a pair a kill left behind is \
+             invisible to list --orphans ({with_orphans}; after destroying: {after})\n\
+             {context}\n{}",
+            mapped.len(),
+            hsm.list_objects(TOKEN_LABEL)
+        );
+    }
+}
+
+/// The longest delay after the KMIP signer's "connected to" line in the relay case:
+/// its create-key (with a debug build, on a loaded machine) takes one to a few hundred
+/// milliseconds from there, so most kills land in it and some runs finish.
+const RELAY_MAX_DELAY_MS: u64 = 400;
+
+/// The pending pairs a `list --orphans` answer shows for signer `name` (an empty set
+/// when the entry has no `pending` list).
+fn pending_of(listed: &Value, name: &str) -> BTreeSet<String> {
+    listed["orphans"]
+        .as_array()
+        .and_then(|o| o.iter().find(|o| o["signer"] == name))
+        .and_then(|e| e["pending"].as_array())
+        .map(|p| {
+            p.iter()
+                .map(|k| k.as_str().expect("pending key id").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `kill -9` while the first command of a fresh state creates the key map: the state

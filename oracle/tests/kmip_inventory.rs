@@ -10,7 +10,10 @@ use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::signature::{self as sig, KeyPair as _};
 use oracle::kmip::message::{tag, Credential};
 use oracle::kmip::ttlv::{Item, Value};
-use oracle::kmip::{inventory, query_operations, ClientIdentity, Endpoint, KmipError};
+use oracle::kmip::{
+    inventory, object_type_name, query_objects, query_operations, ClientIdentity, Endpoint,
+    KmipError,
+};
 use rstest::rstest;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, ServerConnection, StreamOwned};
@@ -143,17 +146,23 @@ fn answer(objects: &[Object], behaviour: Behaviour, request: &Item) -> Item {
                 ],
             )
         }
-        0x18 => {
-            assert_eq!(
-                payload.child(0x420074).and_then(Item::as_enum),
-                Some(1),
-                "Query Function Query Operations"
-            );
-            let ops = [0x08, 0x0A, 0x18]
-                .map(|o| Item::new(0x42005C, Value::Enumeration(o)))
-                .to_vec();
-            response(op, 0, None, ops)
-        }
+        0x18 => match payload.child(0x420074).and_then(Item::as_enum) {
+            // Query Operations.
+            Some(1) => {
+                let ops = [0x08, 0x0A, 0x18]
+                    .map(|o| Item::new(0x42005C, Value::Enumeration(o)))
+                    .to_vec();
+                response(op, 0, None, ops)
+            }
+            // Query Objects: the key pair halves.
+            Some(2) => {
+                let types = [PUBLIC_KEY, PRIVATE_KEY]
+                    .map(|t| Item::new(0x420057, Value::Enumeration(t)))
+                    .to_vec();
+                response(op, 0, None, types)
+            }
+            other => panic!("unexpected Query Function {other:?}"),
+        },
         other => panic!("unexpected operation {other:#x}"),
     }
 }
@@ -345,6 +354,22 @@ fn query_operations_lists_what_the_server_answers() {
     assert_eq!(
         query_operations(&endpoint(&pki, port)),
         Ok(vec![0x08, 0x0A, 0x18])
+    );
+    assert_eq!(requests.join().unwrap().len(), 1);
+}
+
+#[test]
+fn query_objects_lists_the_object_types_the_server_answers() {
+    let pki = Pki::new();
+    let (port, requests) = serve(&pki, vec![], Behaviour::default());
+    let types = query_objects(&endpoint(&pki, port)).expect("Query Objects");
+    assert_eq!(types, vec![PUBLIC_KEY, PRIVATE_KEY]);
+    assert_eq!(
+        types
+            .iter()
+            .map(|t| object_type_name(*t))
+            .collect::<Vec<_>>(),
+        vec![Some("Public Key"), Some("Private Key")]
     );
     assert_eq!(requests.join().unwrap().len(), 1);
 }

@@ -95,13 +95,17 @@ pub enum Action {
     /// `abort()` the process inside the call.
     Abort,
     /// Answer CKR_OK without calling the module: a module that says it did what it
-    /// did not (a destroy that destroys nothing). Only for functions with no outputs
+    /// did not (a destroy that destroys nothing, a generator that generates nothing).
+    /// Only for functions whose success sets nothing the caller did not provide
     /// ([`PRETEND_FUNCTIONS`]), so no caller reads values that were never set.
     Pretend,
 }
 
-/// The functions `pretend` applies to: their success returns nothing but CKR_OK.
-pub const PRETEND_FUNCTIONS: &[&str] = &["C_DestroyObject", "C_SetAttributeValue"];
+/// The functions `pretend` applies to: their success returns nothing but CKR_OK, or
+/// (C_GenerateRandom) fills a buffer the caller allocated, which then keeps what the
+/// caller put in it.
+pub const PRETEND_FUNCTIONS: &[&str] =
+    &["C_DestroyObject", "C_SetAttributeValue", "C_GenerateRandom"];
 
 /// The checked configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,7 +251,7 @@ impl Rule {
             }
             Action::Pretend => {
                 return Err(format!(
-                    "action `pretend` applies only to functions without outputs ({}), not `{}`",
+                    "action `pretend` applies only to functions without outputs of their own ({}), not `{}`",
                     PRETEND_FUNCTIONS.join(", "),
                     self.function
                 ))
@@ -420,9 +424,12 @@ mod tests {
             p.decide(destroy, 1).answer,
             Some((Action::Pretend, Effect::Pretend))
         );
-        assert!(plan("C_Sign")
-            .unwrap_err()
-            .contains("applies only to functions without outputs"));
+        assert!(plan("C_GenerateRandom").is_ok());
+        for function in ["C_Sign", "C_GetAttributeValue", "C_GenerateKeyPair"] {
+            assert!(plan(function)
+                .unwrap_err()
+                .contains("applies only to functions without outputs"));
+        }
     }
 
     #[test]

@@ -80,6 +80,7 @@ pub mod operation {
     pub const CREATE_KEY_PAIR: u32 = 0x02;
     pub const LOCATE: u32 = 0x08;
     pub const GET: u32 = 0x0A;
+    pub const GET_ATTRIBUTES: u32 = 0x0B;
     pub const ADD_ATTRIBUTE: u32 = 0x0D;
     pub const MODIFY_ATTRIBUTE: u32 = 0x0E;
     pub const ACTIVATE: u32 = 0x12;
@@ -91,11 +92,12 @@ pub mod operation {
     pub const RNG_RETRIEVE: u32 = 0x25;
 
     /// Every operation this relay knows by name (it runs all but Create).
-    pub const KNOWN: [u32; 13] = [
+    pub const KNOWN: [u32; 14] = [
         CREATE,
         CREATE_KEY_PAIR,
         LOCATE,
         GET,
+        GET_ATTRIBUTES,
         ADD_ATTRIBUTE,
         MODIFY_ATTRIBUTE,
         ACTIVATE,

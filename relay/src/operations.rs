@@ -63,6 +63,11 @@ use crate::pool::Failure;
 use crate::token::{Curve, KeySpec, SigningKey, Token};
 use crate::ttlv::{self, Item, Value};
 
+/// The log target of the debug line each successfully run operation writes ("RNG
+/// Retrieve succeeded", ...): `log_level = "warn,kmip2pkcs11::requests=debug"` logs
+/// the requests alone.
+pub const REQUEST_LOG: &str = "kmip2pkcs11::requests";
+
 /// Largest RNG Retrieve answered.
 pub const MAX_RANDOM: i32 = 4096;
 
@@ -578,6 +583,7 @@ impl Dispatcher {
             }
             op::CREATE_KEY_PAIR => self.create_key_pair(p, placeholder),
             op::GET => self.get(p, placeholder),
+            op::GET_ATTRIBUTES => self.get_attributes(p, placeholder),
             op::ACTIVATE => self.activate(p, placeholder),
             op::REVOKE => self.revoke(p, placeholder),
             op::DESTROY => self.destroy(p, placeholder),
@@ -592,6 +598,13 @@ impl Dispatcher {
                 kmip::operation::name(other)
             ))),
         }?;
+        // Before the answer leaves: whoever reads the log after the answer arrived
+        // finds the line (the harness's evidence that RNG Retrieve reached the token).
+        tracing::debug!(
+            target: REQUEST_LOG,
+            "{} succeeded",
+            kmip::operation::name(item.operation)
+        );
         Ok(Some(out))
     }
 
@@ -610,6 +623,7 @@ impl Dispatcher {
         ops.extend([
             op::LOCATE,
             op::GET,
+            op::GET_ATTRIBUTES,
             op::ADD_ATTRIBUTE,
             op::MODIFY_ATTRIBUTE,
             op::ACTIVATE,
@@ -923,6 +937,43 @@ impl Dispatcher {
                 vec![Item::text(tag::ATTRIBUTE_NAME, "Name"), name_item(&text)],
             ),
         ]))
+    }
+
+    /// Get Attributes, of the one attribute objects here have besides what Get gives:
+    /// Name (CKA_LABEL). The object's Name when it has a label and the request asks
+    /// for Name or for no attribute in particular; an attribute asked for that is not
+    /// there (any other name) is left out of the answer, as KMIP 1.2 has it.
+    fn get_attributes(
+        &self,
+        p: &Item,
+        placeholder: &mut Option<String>,
+    ) -> Result<Item, KmipError> {
+        let id = self.object_id(p, placeholder)?;
+        let mut asked = Vec::new();
+        for a in p.all(tag::ATTRIBUTE_NAME) {
+            match &a.value {
+                Value::TextString(t) => asked.push(t.as_str()),
+                _ => {
+                    return Err(KmipError::invalid_field(
+                        "an Attribute Name must be a Text String",
+                    ))
+                }
+            }
+        }
+        let label = self.token.run(|s: &Session| {
+            let h = Token::find(s, &id)?;
+            Token::label(s, h)
+        })?;
+        let mut fields = vec![Item::text(tag::UNIQUE_IDENTIFIER, id.to_string())];
+        if asked.is_empty() || asked.contains(&"Name") {
+            if let Some(label) = label {
+                fields.push(Item::structure(
+                    tag::ATTRIBUTE,
+                    vec![Item::text(tag::ATTRIBUTE_NAME, "Name"), name_item(&label)],
+                ));
+            }
+        }
+        Ok(payload(fields))
     }
 
     fn locate(&self, p: &Item, placeholder: &mut Option<String>) -> Result<Item, KmipError> {

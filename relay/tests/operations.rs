@@ -189,6 +189,7 @@ fn query_is_truthful() {
         Operation::CreateKeyPair,
         Operation::Locate,
         Operation::Get,
+        Operation::GetAttributes,
         Operation::AddAttribute,
         Operation::ModifyAttribute,
         Operation::Activate,
@@ -646,6 +647,28 @@ fn names_locate_modify_and_add() {
     assert_eq!(text_of(a.ok(), tag::UNIQUE_IDENTIFIER), private);
     assert_eq!(locate(&mut c, "beta", None), vec![private.clone()]);
     assert!(locate(&mut c, "alpha", None).is_empty());
+
+    // Get Attributes shows the Name (CKA_LABEL), asked for or with nothing asked for;
+    // an attribute the relay does not keep is left out.
+    let names = |c: &mut Client, uid: &str, asked: &[&str]| -> Vec<String> {
+        let mut p = vec![Item::text(tag::UNIQUE_IDENTIFIER, uid)];
+        p.extend(asked.iter().map(|a| Item::text(tag::ATTRIBUTE_NAME, *a)));
+        let a = one(c, op::GET_ATTRIBUTES, p);
+        assert_eq!(text_of(a.ok(), tag::UNIQUE_IDENTIFIER), uid);
+        a.ok()
+            .all(tag::ATTRIBUTE)
+            .map(|attribute| {
+                assert_eq!(text_of(attribute, tag::ATTRIBUTE_NAME), "Name");
+                let value = attribute
+                    .child(tag::ATTRIBUTE_VALUE)
+                    .expect("Attribute Value");
+                text_of(value, tag::NAME_VALUE)
+            })
+            .collect()
+    };
+    assert_eq!(names(&mut c, &private, &["Name"]), vec!["beta".to_string()]);
+    assert_eq!(names(&mut c, &public, &[]), vec!["alpha.pub".to_string()]);
+    assert!(names(&mut c, &private, &["Contact Information"]).is_empty());
 
     // Add Attribute: refused on a named object, accepted on an unnamed one.
     one(

@@ -562,10 +562,10 @@ fn logs_are_plain_exact_and_quiet() {
         },
     );
     let mut c = relay.connect();
-    // Get Attributes (0x0B): named as KMIP names it.
-    let a = answers(&c.tree(&request_tree(&[(0x0B, vec![])], None)));
+    // Get Attribute List (0x0C): named as KMIP names it.
+    let a = answers(&c.tree(&request_tree(&[(0x0C, vec![])], None)));
     let m = a[0].failed(ResultReason::OperationNotSupported);
-    assert!(m.contains("Get Attributes is not supported"), "{m}");
+    assert!(m.contains("Get Attribute List is not supported"), "{m}");
     let log = relay.log();
     assert!(log.contains("TLS 1.2 clients are accepted"), "{log}");
     assert!(

@@ -582,12 +582,19 @@ impl Router {
     /// ([`Router::orphans`]: never an identity key) of exactly one reachable signer,
     /// such as a KMIP pair a killed `create-key` left under its temporary names.
     pub fn destroy_key(&self, key: &KeyIdentifier) -> Result<(), SignerError> {
+        self.destroy_key_of(key).map(drop)
+    }
+
+    /// [`Router::destroy_key`], returning the name of the signer whose backend held the
+    /// key (its owner, or the one signer whose orphan it was).
+    pub fn destroy_key_of(&self, key: &KeyIdentifier) -> Result<String, SignerError> {
         if self.keymap.key(key)?.is_none() {
             return self.destroy_orphan(key);
         }
         let (slot, _) = self.owner(key)?;
+        let name = self.slots[slot].signer.name().to_string();
         match self.slots[slot].signer.destroy_key(key) {
-            Ok(()) => self.keymap.remove_key(key),
+            Ok(()) => self.keymap.remove_key(key).map(|()| name),
             Err(e) if e.kind == ErrorKind::NotFound => {
                 self.keymap.remove_key(key)?;
                 Err(e)
@@ -687,7 +694,7 @@ impl Router {
 
     /// Destroys `key`, which the map does not know, in the one signer that lists it as
     /// an orphan; not found when none does (or more than one: which would be a guess).
-    fn destroy_orphan(&self, key: &KeyIdentifier) -> Result<(), SignerError> {
+    fn destroy_orphan(&self, key: &KeyIdentifier) -> Result<String, SignerError> {
         let holders: Vec<String> = self
             .orphans()
             .into_iter()
@@ -716,6 +723,7 @@ impl Router {
             .signer
             .destroy_key(key)
             .inspect_err(|e| self.note_failure(slot, e))
+            .map(|()| name.clone())
     }
 
     /// Keys each reachable signer's backend holds that the map does not know (identity

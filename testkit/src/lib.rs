@@ -4,12 +4,15 @@
 //! - [`softhsm`]: a SoftHSMv2 token directory and token of a test's own ([`softhsm::Hsm`]).
 //! - [`pki`]: a CA with a server and a client certificate, as files ([`pki::Pki`]).
 //! - [`pykmip`]: a PyKMIP server on a free port with such a PKI ([`pykmip::PyKmip`]).
+//! - [`relay`]: our relay, `kmip2pkcs11`, in front of such a token, with such a PKI
+//!   ([`relay::Relay`]).
 //!
 //! Everything here is test set-up: it panics, naming what failed and what to install,
 //! rather than returning errors, and a missing tool fails the test instead of skipping it.
 
 pub mod pki;
 pub mod pykmip;
+pub mod relay;
 pub mod softhsm;
 
 /// `bytes` random bytes as lowercase hex: for labels, PINs and names that must differ

@@ -369,7 +369,8 @@ impl Running {
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    fn logs(&self) -> String {
+    /// Everything the container wrote so far, stdout then stderr.
+    pub fn logs(&self) -> String {
         let Some(c) = &self.container else {
             return String::new();
         };

@@ -240,11 +240,62 @@ pub trait Instance {
         Vec::new()
     }
 
+    /// A log of the instance's server in which each RNG Retrieve it answered shows as
+    /// a line holding [`relay::RNG_RETRIEVE_LOGGED`]; `None`: no such log.
+    fn rng_log(&self) -> Option<PathBuf> {
+        None
+    }
+
     /// What the backend itself says it can do, for the capabilities this kind can
     /// observe (PKCS#11 mechanisms and C_GenerateRandom, KMIP Query), through the
     /// harness's own session or client. Kinds that observe nothing say nothing.
     fn probe(&mut self) -> anyhow::Result<Vec<Observed>> {
         Ok(Vec::new())
+    }
+}
+
+/// Where a cell can see that a backend's own generator made random bytes (see
+/// [`Instances::rng_evidence`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RngEvidence {
+    /// The PKCS#11 shim's trace: C_GenerateRandom calls that reached the module (not
+    /// answered by the shim) and returned CKR_OK.
+    ShimTrace(PathBuf),
+    /// A KMIP server's log: the lines saying it answered an RNG Retrieve.
+    ServerLog(PathBuf),
+}
+
+impl RngEvidence {
+    /// What the evidence is, for the cell's log.
+    pub fn describe(&self) -> String {
+        match self {
+            RngEvidence::ShimTrace(_) => "C_GenerateRandom calls in the PKCS#11 shim's trace",
+            RngEvidence::ServerLog(_) => "RNG Retrieve answers in the relay's log",
+        }
+        .to_string()
+    }
+
+    /// How many times the generator has been seen making bytes so far. A log that is
+    /// not there yet holds none.
+    pub fn count(&self) -> anyhow::Result<usize> {
+        match self {
+            RngEvidence::ShimTrace(path) => Ok(shim::read(path)?
+                .iter()
+                .filter(|c| {
+                    c.function == "C_GenerateRandom"
+                        && !c.injected
+                        && c.rv.as_deref() == Some("CKR_OK")
+                })
+                .count()),
+            RngEvidence::ServerLog(path) => match std::fs::read_to_string(path) {
+                Ok(text) => Ok(text
+                    .lines()
+                    .filter(|l| l.contains(relay::RNG_RETRIEVE_LOGGED))
+                    .count()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+                Err(e) => bail!("reading {}: {e}", path.display()),
+            },
+        }
     }
 }
 
@@ -254,14 +305,47 @@ pub struct Observed {
     pub capability: Capability,
     pub has: bool,
     pub evidence: String,
+    /// The evidence decides both ways. `false`: it can only rule the capability out
+    /// (`has: false`); `has: true` then means "not ruled out" and is never compared.
+    pub exact: bool,
 }
 
+impl Observed {
+    /// Evidence that decides both ways.
+    pub fn exact(capability: Capability, has: bool, evidence: String) -> Observed {
+        Observed {
+            capability,
+            has,
+            evidence,
+            exact: true,
+        }
+    }
+
+    /// Whether a profile that does (`listed`) or does not list the capability
+    /// disagrees with this evidence.
+    pub fn disagrees(&self, listed: bool) -> bool {
+        listed != self.has && (self.exact || !self.has)
+    }
+}
+
+/// The capabilities that are key pair algorithms.
+pub(crate) const KEY_PAIR_ALGORITHMS: [Capability; 5] = [
+    Capability::Rsa2048,
+    Capability::Rsa2048Pss,
+    Capability::EcdsaP256,
+    Capability::EcdsaP384,
+    Capability::Ed25519,
+];
+
 /// What a KMIP server's Query says about the capabilities it decides (asked by the
-/// oracle's own client): `random` (RNG Retrieve), `destroy` (Destroy) and
-/// `kmip-modify-attribute` (Modify Attribute).
+/// oracle's own client): Query Operations for `random` (RNG Retrieve), `destroy`
+/// (Destroy) and `kmip-modify-attribute` (Modify Attribute); Query Objects for the key
+/// pair algorithms, which it can only rule out: a server that lists object types but
+/// not both Public Key and Private Key has no key pairs. (A server that answers Query
+/// Objects with no object type at all says nothing, and the log says so.)
 pub(crate) fn probe_kmip(endpoint: &oracle::kmip::Endpoint) -> anyhow::Result<Vec<Observed>> {
     let listed = oracle::kmip::query_operations(endpoint).map_err(|e| anyhow!("Query: {e}"))?;
-    Ok([
+    let mut seen: Vec<Observed> = [
         (Capability::Random, 0x25),
         (Capability::Destroy, 0x14),
         (Capability::KmipModifyAttribute, 0x0E),
@@ -270,16 +354,54 @@ pub(crate) fn probe_kmip(endpoint: &oracle::kmip::Endpoint) -> anyhow::Result<Ve
     .map(|(capability, op)| {
         let name = oracle::kmip::operation_name(op).unwrap_or("?");
         let has = listed.contains(&op);
-        Observed {
+        Observed::exact(
             capability,
             has,
-            evidence: format!(
+            format!(
                 "the server's Query {} {name}",
                 if has { "lists" } else { "does not list" }
             ),
-        }
+        )
     })
-    .collect())
+    .collect();
+    let objects =
+        oracle::kmip::query_objects(endpoint).map_err(|e| anyhow!("Query (Query Objects): {e}"))?;
+    seen.extend(key_pairs_by_query_objects(&objects));
+    Ok(seen)
+}
+
+/// What a Query Objects answer listing `objects` (Object Type values) says about the
+/// key pair algorithms: ruled out when it lists object types but not both Public Key
+/// and Private Key; otherwise not ruled out (an empty list says nothing).
+fn key_pairs_by_query_objects(objects: &[u32]) -> Vec<Observed> {
+    let (public, private) = (3, 4);
+    let has = objects.is_empty() || (objects.contains(&public) && objects.contains(&private));
+    let evidence = if objects.is_empty() {
+        "the server's Query Objects lists no object type at all, so it rules nothing out"
+            .to_string()
+    } else {
+        let names: Vec<String> = objects
+            .iter()
+            .map(|t| match oracle::kmip::object_type_name(*t) {
+                Some(n) => n.to_string(),
+                None => format!("{t:#x}"),
+            })
+            .collect();
+        format!(
+            "the server's Query Objects lists {} ({}both Public Key and Private Key)",
+            names.join(", "),
+            if has { "" } else { "not " }
+        )
+    };
+    KEY_PAIR_ALGORITHMS
+        .into_iter()
+        .map(|capability| Observed {
+            capability,
+            has,
+            evidence: evidence.clone(),
+            exact: false,
+        })
+        .collect()
 }
 
 /// A backend file's `provider:`, read as `provider: name` or `provider: { name: {...} }`.
@@ -430,6 +552,20 @@ impl Instances {
     /// The shim's trace of this cell, when the signers run through the shim.
     pub fn trace_path(&self) -> Option<PathBuf> {
         self.cell.module().and_then(|m| m.trace_path())
+    }
+
+    /// Where this cell sees instance `name`'s own generator at work: the shim's trace
+    /// when the cell's PKCS#11 module (the signers', or the relay's) runs through the
+    /// shim, else the log of a server that writes one ([`Instance::rng_log`]). `None`:
+    /// no evidence source (the software signer, a KMIP server without a shim or log).
+    pub fn rng_evidence(&mut self, name: &str) -> anyhow::Result<Option<RngEvidence>> {
+        if name == "software" {
+            return Ok(None);
+        }
+        if let Some(trace) = self.trace_path() {
+            return Ok(Some(RngEvidence::ShimTrace(trace)));
+        }
+        Ok(self.ensure(name)?.rng_log().map(RngEvidence::ServerLog))
     }
 
     /// Facts for the report: the provider's, then each instance's made so far, and
@@ -591,5 +727,42 @@ impl Drop for Instances {
     /// serving its token).
     fn drop(&mut self) {
         self.made.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A profile that lists a key pair algorithm disagrees with a Query Objects answer
+    /// that lists object types but no key pairs; an answer with key pairs, or with no
+    /// object type at all, disagrees with no profile (it cannot say which algorithms).
+    #[test]
+    fn query_objects_can_only_rule_key_pairs_out() {
+        let verdict = |objects: &[u32], listed: bool| {
+            key_pairs_by_query_objects(objects)
+                .iter()
+                .map(|o| o.disagrees(listed))
+                .collect::<Vec<_>>()
+        };
+        // Symmetric Key and Secret Data only.
+        assert_eq!(verdict(&[2, 7], true), vec![true; 5]);
+        assert_eq!(verdict(&[2, 7], false), vec![false; 5]);
+        // Public Key without Private Key.
+        assert_eq!(verdict(&[3], true), vec![true; 5]);
+        for objects in [&[3, 4][..], &[1, 2, 3, 4, 7], &[]] {
+            assert_eq!(verdict(objects, true), vec![false; 5], "{objects:?}");
+            assert_eq!(verdict(objects, false), vec![false; 5], "{objects:?}");
+        }
+        let said = &key_pairs_by_query_objects(&[2, 7])[0].evidence;
+        assert!(said.contains("Symmetric Key, Secret Data"), "{said}");
+    }
+
+    #[test]
+    fn exact_evidence_decides_both_ways() {
+        let present = Observed::exact(Capability::Random, true, "x".into());
+        let absent = Observed::exact(Capability::Random, false, "x".into());
+        assert!(!present.disagrees(true) && present.disagrees(false));
+        assert!(absent.disagrees(true) && !absent.disagrees(false));
     }
 }

@@ -179,6 +179,14 @@ impl CellBackend for RelayCell {
     }
 }
 
+/// The relay's log level: warnings, and a line per operation it ran
+/// (`kmip2pkcs11::requests`, e.g. "RNG Retrieve succeeded"), which the `random` step
+/// takes as the relay's evidence that its token made random bytes.
+const RELAY_LOG_LEVEL: &str = "warn,kmip2pkcs11::requests=debug";
+
+/// What the relay logs, at [`RELAY_LOG_LEVEL`], when it has answered an RNG Retrieve.
+pub const RNG_RETRIEVE_LOGGED: &str = "kmip2pkcs11::requests: RNG Retrieve succeeded";
+
 /// An instance: a token and the relay serving it.
 struct RelayInstance {
     name: String,
@@ -286,7 +294,7 @@ impl RelayInstance {
         std::fs::write(
             &config,
             format!(
-                "listen = \"{listen}\"\nready_file = \"{}\"\nlog_level = \"warn\"\n\n\
+                "listen = \"{listen}\"\nready_file = \"{}\"\nlog_level = \"{RELAY_LOG_LEVEL}\"\n\n\
                  [tls]\ncert = \"{}\"\nkey = \"{}\"\nmin_version = \"{}\"\nmax_version = \"{}\"\n{}\n\
                  [pkcs11]\nlib_path = \"{}\"\nslot = \"{}\"\n{}{}{}",
                 ready.display(),
@@ -310,6 +318,9 @@ impl RelayInstance {
                     Command::new(&bin)
                         .arg("--config")
                         .arg(&config)
+                        // RUST_LOG would replace the configured log level, and with it
+                        // the request lines the `random` step reads.
+                        .env_remove("RUST_LOG")
                         .stdin(Stdio::null())
                         .stdout(std::fs::File::create(dir.join("relay.log"))?)
                         .stderr(std::fs::File::create(self.stderr_file())?),
@@ -411,12 +422,16 @@ impl Instance for RelayInstance {
         result
     }
 
-    /// Query, asked by the oracle: what the server says it does.
+    /// The key pair algorithms the token behind the relay offers (its mechanism list,
+    /// through the harness's own session) as far as the relay's mode lets clients use
+    /// them ([`relay_algorithms`]), then Query, asked by the oracle: what the server
+    /// says it does.
     fn probe(&mut self) -> anyhow::Result<Vec<super::Observed>> {
-        match self.kmip_endpoint() {
-            Some(endpoint) => super::probe_kmip(&endpoint?),
-            None => Ok(Vec::new()),
+        let mut seen = relay_algorithms(self.token.probe()?, self.mimic);
+        if let Some(endpoint) = self.kmip_endpoint() {
+            seen.extend(super::probe_kmip(&endpoint?)?);
         }
+        Ok(seen)
     }
 
     fn kmip_endpoint(&self) -> Option<anyhow::Result<oracle::kmip::Endpoint>> {
@@ -434,5 +449,106 @@ impl Instance for RelayInstance {
 
     fn properties(&self) -> Vec<(String, String)> {
         vec![("token_label".to_string(), self.token.label.clone())]
+    }
+
+    /// The running relay's log (stderr; a restart starts a new one).
+    /// The relay's stderr: its file, or for a container a copy of the container's log
+    /// taken now.
+    fn rng_log(&self) -> Option<PathBuf> {
+        let path = self.stderr_file();
+        self.server.copy_container_log(&path);
+        Some(path)
+    }
+}
+
+/// The key pair algorithms a relay in front of a token offers, from the token's own
+/// evidence (`token`, what [`Token::probe`] saw) narrowed by what the relay makes of
+/// it: KMIP 1.2 has no Ed25519 keys, and the seed-003 stand-in ([`Mimic::Seed003`])
+/// refuses PSS and makes every EC key P-256. Other observations of the token (its
+/// generator) are left out: the relay's Query decides those.
+fn relay_algorithms(token: Vec<super::Observed>, mimic: Option<Mimic>) -> Vec<super::Observed> {
+    use super::{Observed, KEY_PAIR_ALGORITHMS};
+    token
+        .into_iter()
+        .filter(|o| KEY_PAIR_ALGORITHMS.contains(&o.capability))
+        .map(|o| {
+            let refused = match (o.capability, mimic) {
+                (Capability::Ed25519, _) => {
+                    Some("the relay speaks KMIP 1.2, which has no Ed25519 keys")
+                }
+                (Capability::Rsa2048Pss, Some(Mimic::Seed003)) => {
+                    Some("the seed-003 relay refuses PSS signatures")
+                }
+                (Capability::EcdsaP384, Some(Mimic::Seed003)) => {
+                    Some("the seed-003 relay makes every EC key P-256")
+                }
+                _ => None,
+            };
+            match refused {
+                Some(why) => Observed::exact(
+                    o.capability,
+                    false,
+                    format!("{why} (the token's {})", o.evidence),
+                ),
+                None => Observed::exact(
+                    o.capability,
+                    o.has,
+                    format!("the token behind the relay: {}", o.evidence),
+                ),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backends::Observed;
+
+    /// A token that offers every algorithm.
+    fn everything() -> Vec<Observed> {
+        crate::backends::KEY_PAIR_ALGORITHMS
+            .into_iter()
+            .chain([Capability::Random])
+            .map(|c| Observed::exact(c, true, "offered".into()))
+            .collect()
+    }
+
+    fn offered(seen: &[Observed]) -> Vec<Capability> {
+        seen.iter()
+            .filter(|o| o.has)
+            .map(|o| o.capability)
+            .collect()
+    }
+
+    #[test]
+    fn the_relay_offers_what_both_its_token_and_its_mode_allow() {
+        assert_eq!(
+            offered(&relay_algorithms(everything(), None)),
+            vec![
+                Capability::Rsa2048,
+                Capability::Rsa2048Pss,
+                Capability::EcdsaP256,
+                Capability::EcdsaP384
+            ]
+        );
+        assert_eq!(
+            offered(&relay_algorithms(everything(), Some(Mimic::Seed003))),
+            vec![Capability::Rsa2048, Capability::EcdsaP256]
+        );
+        let mut no_ec = everything();
+        for o in &mut no_ec {
+            if matches!(o.capability, Capability::EcdsaP256 | Capability::EcdsaP384) {
+                o.has = false;
+            }
+        }
+        assert_eq!(
+            offered(&relay_algorithms(no_ec, None)),
+            vec![Capability::Rsa2048, Capability::Rsa2048Pss]
+        );
+        // Random is the relay's Query's to say.
+        assert!(relay_algorithms(everything(), None)
+            .iter()
+            .all(|o| o.capability != Capability::Random && o.exact));
     }
 }

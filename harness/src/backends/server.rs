@@ -289,6 +289,23 @@ impl ServerSlot {
         self.server.as_ref().map_or(0, |s| s.signer_port())
     }
 
+    /// For a server in a container: writes the container's log so far to `path`,
+    /// where a local server's output would be.
+    pub fn copy_container_log(&self, path: &Path) {
+        if let Some(Server {
+            process: Process::Container(c),
+            ..
+        }) = &self.server
+        {
+            if let Err(e) = std::fs::write(path, c.logs()) {
+                log_line(format!(
+                    "  cannot copy the container's log to {}: {e}",
+                    path.display()
+                ));
+            }
+        }
+    }
+
     /// The server's own port, not the proxy's: the oracle goes straight to it.
     pub fn direct_port(&self, name: &str) -> anyhow::Result<u16> {
         self.server

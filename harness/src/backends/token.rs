@@ -415,10 +415,10 @@ impl Token {
                 let signs =
                     mechanisms.contains(&sign) || bare.is_some_and(|b| mechanisms.contains(&b));
                 let has = mechanisms.contains(&generate) && signs;
-                Observed {
+                Observed::exact(
                     capability,
                     has,
-                    evidence: format!(
+                    format!(
                         "C_GetMechanismList {} {generate} and {sign}",
                         if has {
                             "offers"
@@ -426,19 +426,19 @@ impl Token {
                             "does not offer both of"
                         }
                     ),
-                }
+                )
             })
             .collect();
         let session = p11.open_ro_session(slot).map_err(ck("C_OpenSession"))?;
         let random = session.generate_random_vec(16);
-        seen.push(Observed {
-            capability: Capability::Random,
-            has: random.is_ok(),
-            evidence: match random {
+        seen.push(Observed::exact(
+            Capability::Random,
+            random.is_ok(),
+            match random {
                 Ok(_) => "C_GenerateRandom gave 16 bytes".to_string(),
                 Err(e) => format!("C_GenerateRandom: {e}"),
             },
-        });
+        ));
         Ok(seen)
     }
 

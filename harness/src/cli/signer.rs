@@ -150,8 +150,8 @@ fn execute(router: &Router, command: SignerCommand) -> Result<String, SignerErro
         }
         SignerCommand::PublicKey { key } => pem(&router.public_key(&key)?),
         SignerCommand::Destroy { key } => {
-            let owner = router.owner_name(&key)?;
-            router.destroy_key(&key)?;
+            // Also a key the map does not know: an orphan of one signer (a pending pair).
+            let owner = router.destroy_key_of(&key)?;
             to_json(json!({ "destroyed": key, "signer": owner }))
         }
         SignerCommand::List { orphans } => {

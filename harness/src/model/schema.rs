@@ -318,7 +318,7 @@ impl JsonSchema for ShimRule {
     fn json_schema(generator: &mut SchemaGenerator) -> Schema {
         let rv = r"^(CKR_[A-Z0-9_]+|0x[0-9a-fA-F]+|[0-9]+)$";
         json_schema!({
-            "description": "One fault: what the shim does to which calls of a function (counted from 1 per process, or from the last change of the settings). unsupported: answer CKR_FUNCTION_NOT_SUPPORTED. return: answer rv (a CKR_* name or a number, not CKR_OK). delay: wait millis, then go on. abort: abort() the process inside the call. pretend: answer CKR_OK without calling the module (C_DestroyObject, C_SetAttributeValue only: a module that claims what it did not do). on_call: only that call; from_call: that call and every later one; neither: every call.",
+            "description": "One fault: what the shim does to which calls of a function (counted from 1 per process, or from the last change of the settings). unsupported: answer CKR_FUNCTION_NOT_SUPPORTED. return: answer rv (a CKR_* name or a number, not CKR_OK). delay: wait millis, then go on. abort: abort() the process inside the call. pretend: answer CKR_OK without calling the module (C_DestroyObject, C_SetAttributeValue, C_GenerateRandom only: a module that claims what it did not do; C_GenerateRandom leaves the caller's buffer as it was). on_call: only that call; from_call: that call and every later one; neither: every call.",
             "type": "object",
             "required": ["function", "action"],
             "additionalProperties": false,

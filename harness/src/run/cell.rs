@@ -176,11 +176,15 @@ fn check_profile(backend: &Backend, instances: &mut Instances) -> Option<CellRep
         log(format!(
             "  probe: {} {} ({}; the profile {} it)",
             o.capability,
-            if o.has { "present" } else { "absent" },
+            match (o.has, o.exact) {
+                (true, true) => "present",
+                (true, false) => "not ruled out",
+                (false, _) => "absent",
+            },
             o.evidence,
             if listed { "lists" } else { "does not list" }
         ));
-        if listed != o.has {
+        if o.disagrees(listed) {
             disagreements.push(format!(
                 "the profile {} '{}', but {}",
                 if listed { "lists" } else { "does not list" },

@@ -4,19 +4,26 @@ use hsm_signers::router::RandomSource;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use crate::backends::RngEvidence;
+
 use super::{log, CellContext, CheckContext, CheckError, Expect, StepError, StepKind};
 
 /// Ask the signer router for random bytes and check it returns exactly that many (and,
 /// with `from`, where they came from). A value of 16 bytes or more must not be one
 /// byte repeated, nor start like an earlier value of the cell (a generator that
-/// repeats itself); compared over the first 16 bytes.
+/// repeats itself); compared over the first 16 bytes. With `from: backend`, the
+/// backend must also show its generator at work during the step: a C_GenerateRandom
+/// that reached the module in the PKCS#11 shim's trace (when the cell runs through the
+/// shim), or an RNG Retrieve in the relay's log; a backend with neither is noted in
+/// the cell's log.
 #[derive(Clone, Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Random {
     /// How many bytes: 1 to 65536.
     #[schemars(range(min = 1, max = 65536))]
     pub bytes: usize,
-    /// Where the bytes must come from. Not checked when the step expects an error.
+    /// Where the bytes must come from; `backend` also needs the backend's own evidence
+    /// where the cell has a source of it. Not checked when the step expects an error.
     #[serde(default)]
     pub from: Option<RandomFrom>,
     #[serde(default)]
@@ -69,6 +76,23 @@ impl StepKind for Random {
 
     fn run(&self, cell: &mut CellContext) -> Result<(), StepError> {
         let bytes = self.bytes;
+        // `from: backend`: the backend's own evidence, counted before and after.
+        let evidence = match self.from {
+            Some(RandomFrom::Backend) => {
+                let instance = cell.instance_of(&cell.default_signer_name())?;
+                let source = cell
+                    .instances
+                    .rng_evidence(&instance)
+                    .map_err(StepError::harness)?;
+                let before = source
+                    .as_ref()
+                    .map(RngEvidence::count)
+                    .transpose()
+                    .map_err(StepError::harness)?;
+                Some((instance, source, before))
+            }
+            _ => None,
+        };
         let router = cell.router()?;
         let Some((r, source)) = self.expect.judge(router.random_with_source(bytes))? else {
             return Ok(());
@@ -93,15 +117,56 @@ impl StepKind for Random {
         match (self.from, source) {
             (None, _)
             | (Some(RandomFrom::Backend), RandomSource::DefaultSigner)
-            | (Some(RandomFrom::Fallback), RandomSource::Fallback) => Ok(()),
-            (Some(want), _) => Err(StepError::Failed(format!(
-                "the random bytes came from {said}, expected from: {}",
-                match want {
-                    RandomFrom::Backend => "backend",
-                    RandomFrom::Fallback => "fallback",
-                }
-            ))),
+            | (Some(RandomFrom::Fallback), RandomSource::Fallback) => {}
+            (Some(want), _) => {
+                return Err(StepError::Failed(format!(
+                    "the random bytes came from {said}, expected from: {}",
+                    match want {
+                        RandomFrom::Backend => "backend",
+                        RandomFrom::Fallback => "fallback",
+                    }
+                )))
+            }
         }
+        match evidence {
+            Some((instance, Some(source), Some(before))) => {
+                let after = source.count().map_err(StepError::harness)?;
+                backend_made_them(&instance, &source, before, after)
+            }
+            Some((instance, _, _)) => {
+                log(format!(
+                    "  no evidence source for instance '{instance}': nothing shows its \
+                     generator at work (no PKCS#11 shim, no server log), so only the \
+                     router's word says the bytes came from it"
+                ));
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// The verdict on `from: backend` given the backend's evidence counted `before` and
+/// `after` the step: more after, or a failure.
+fn backend_made_them(
+    instance: &str,
+    source: &RngEvidence,
+    before: usize,
+    after: usize,
+) -> Result<(), StepError> {
+    if after > before {
+        log(format!(
+            "  instance '{instance}' made them: {} new {}",
+            after - before,
+            source.describe()
+        ));
+        Ok(())
+    } else {
+        Err(StepError::Failed(format!(
+            "the router says the default signer's generator made the random bytes, but \
+             instance '{instance}' shows no sign of it: no new {} during the step",
+            source.describe()
+        )))
     }
 }
 

@@ -27,6 +27,7 @@ pub mod tag {
     pub const MODULUS: u32 = 0x420052;
     pub const NAME_TYPE: u32 = 0x420054;
     pub const NAME_VALUE: u32 = 0x420055;
+    pub const OBJECT_TYPE: u32 = 0x420057;
     pub const OPERATION: u32 = 0x42005C;
     pub const PROTOCOL_VERSION: u32 = 0x420069;
     pub const PROTOCOL_VERSION_MAJOR: u32 = 0x42006A;
@@ -59,6 +60,7 @@ pub mod operation {
 /// Query Function values.
 pub mod query_function {
     pub const QUERY_OPERATIONS: u32 = 0x01;
+    pub const QUERY_OBJECTS: u32 = 0x02;
 }
 
 /// Object Type values.
@@ -193,6 +195,22 @@ pub fn operations(payload: &Item) -> Result<Vec<u32>, String> {
                 format!(
                     "the Query response holds an Operation that is not an Enumeration: {:?}",
                     op.value
+                )
+            })
+        })
+        .collect()
+}
+
+/// The Object Type values in a Query response payload, in the server's order. Refused:
+/// an Object Type that is not an Enumeration.
+pub fn object_types(payload: &Item) -> Result<Vec<u32>, String> {
+    payload
+        .all(tag::OBJECT_TYPE)
+        .map(|t| {
+            t.as_enum().ok_or_else(|| {
+                format!(
+                    "the Query response holds an Object Type that is not an Enumeration: {:?}",
+                    t.value
                 )
             })
         })

@@ -205,6 +205,50 @@ pub fn query_operations(endpoint: &Endpoint) -> Result<Vec<u32>, KmipError> {
     operations_of(&answer, &endpoint.address())
 }
 
+/// The Object Type values (KMIP 1.2 section 9.1.3.2.12: 0x03 Public Key, 0x04 Private
+/// Key, ...) the server at `endpoint` says it supports, in its order, as its answer to
+/// Query with Query Function Query Objects. An empty list is what the server said: some
+/// servers answer Query Objects with no Object Type at all.
+///
+/// Refused as [`query_operations`] is.
+pub fn query_objects(endpoint: &Endpoint) -> Result<Vec<u32>, KmipError> {
+    let mut session = Session::open(endpoint)?;
+    let answer = session.call(
+        operation::QUERY,
+        vec![message::query_function(
+            message::query_function::QUERY_OBJECTS,
+        )],
+    )?;
+    session.close();
+    if answer.status != 0 {
+        return Err(KmipError::Refused(format!(
+            "Query: {} answered {}",
+            endpoint.address(),
+            answer.describe()
+        )));
+    }
+    match &answer.payload {
+        Some(payload) => message::object_types(payload).map_err(KmipError::Protocol),
+        None => Ok(vec![]),
+    }
+}
+
+/// The name of a KMIP 1.2 Object Type value, if it is one.
+pub fn object_type_name(code: u32) -> Option<&'static str> {
+    const NAMES: [&str; 8] = [
+        "Certificate",
+        "Symmetric Key",
+        "Public Key",
+        "Private Key",
+        "Split Key",
+        "Template",
+        "Secret Data",
+        "Opaque Object",
+    ];
+    let index = usize::try_from(code).ok()?.checked_sub(1)?;
+    NAMES.get(index).copied()
+}
+
 /// The operations a Query Operations answer lists.
 fn operations_of(answer: &Answer, address: &str) -> Result<Vec<u32>, KmipError> {
     if answer.status != 0 {

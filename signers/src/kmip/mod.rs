@@ -133,6 +133,12 @@ const RANDOM_CHUNK: usize = 4096;
 /// orphan nobody reported, and [`Signer::destroy_key`] removes it.
 pub const PENDING_PREFIX: &str = "hsm-harness-pending-";
 
+/// The start of the temporary Names of the pair made to learn whether the server
+/// creates EC key pairs of a curve (destroyed at once, or kept as the next key of that
+/// type). A pair still named so was left by a process killed in between, and is
+/// pending as a [`PENDING_PREFIX`] pair is.
+pub const PROBE_PREFIX: &str = "hsm-harness-probe-";
+
 /// The server-side Name of a key's private half.
 pub fn private_key_name(key: &KeyIdentifier) -> String {
     format!("{key}_priv")
@@ -867,17 +873,19 @@ impl KmipSigner {
     }
 
     /// The private half of the pending pair whose public half is `public_uid`: when
-    /// that public key still carries a temporary name ([`PENDING_PREFIX`]) and a
+    /// that public key still carries a temporary name ([`PENDING_PREFIX`], or
+    /// [`PROBE_PREFIX`] for a probe pair) and a
     /// private key carries the matching one.
     fn pending_private(&self, public_uid: &str) -> Result<Option<String>, SignerError> {
         for name in self.names_of(public_uid)? {
-            let Some(tmp) = name
-                .strip_prefix(PENDING_PREFIX)
-                .and_then(|rest| rest.strip_suffix("_pub"))
-            else {
+            let Some((prefix, tmp)) = [PENDING_PREFIX, PROBE_PREFIX].into_iter().find_map(|p| {
+                name.strip_prefix(p)
+                    .and_then(|rest| rest.strip_suffix("_pub"))
+                    .map(|tmp| (p, tmp))
+            }) else {
                 continue;
             };
-            let private = format!("{PENDING_PREFIX}{tmp}_priv");
+            let private = format!("{prefix}{tmp}_priv");
             if let Some(uid) = self.locate_one(&private, ObjectType::PrivateKey)? {
                 return Ok(Some(uid));
             }
@@ -1243,7 +1251,7 @@ impl KmipSigner {
         if let Some(known) = lock(&self.algorithms).get(&kt) {
             return Ok(known.is_ok());
         }
-        let tmp = format!("hsm-harness-probe-{}", uuid::Uuid::new_v4().simple());
+        let tmp = format!("{PROBE_PREFIX}{}", uuid::Uuid::new_v4().simple());
         match self.create_pair(kt, &tmp) {
             Ok(pair) => {
                 if !self.cleanup(&pair.private, &pair.public, false) {
