@@ -38,7 +38,7 @@ impl Runtime {
 /// A server process: a child of this process, or a container.
 pub(crate) enum Process {
     Local(Child),
-    Container(container::Running),
+    Container(Box<container::Running>),
 }
 
 impl Process {
@@ -108,7 +108,7 @@ impl Server {
     /// A server in a container, published on `port`.
     pub fn in_container(running: container::Running, port: u16) -> Self {
         Server {
-            process: Process::Container(running),
+            process: Process::Container(Box::new(running)),
             port,
             stop_signal: libc::SIGTERM,
             proxy: None,
