@@ -130,7 +130,23 @@ impl StepKind for Random {
         }
         match evidence {
             Some((instance, Some(source), Some(before))) => {
-                let after = source.count().map_err(StepError::harness)?;
+                // Asked anew each time: a container's log is copied out when asked, and
+                // reaches the engine a moment after the container wrote it.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+                let after = loop {
+                    let now = match cell
+                        .instances
+                        .rng_evidence(&instance)
+                        .map_err(StepError::harness)?
+                    {
+                        Some(s) => s.count().map_err(StepError::harness)?,
+                        None => before,
+                    };
+                    if now > before || std::time::Instant::now() >= deadline {
+                        break now;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                };
                 backend_made_them(&instance, &source, before, after)
             }
             Some((instance, _, _)) => {
