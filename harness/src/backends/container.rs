@@ -22,16 +22,13 @@
 //! removes what is left by label ([`remove_labelled`]). A container's logs go to the
 //! cell's log (the JUnit `system-out`) when it is removed.
 
-use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context};
-use testcontainers::bollard::query_parameters::{
-    KillContainerOptions, ListContainersOptions, RemoveContainerOptions,
-};
+use anyhow::{anyhow, bail, Context};
+use testcontainers::bollard::query_parameters::{KillContainerOptions, RemoveContainerOptions};
 use testcontainers::bollard::Docker;
 use testcontainers::core::{ContainerPort, Mount, WaitFor};
 use testcontainers::runners::SyncRunner;
@@ -111,53 +108,95 @@ pub fn check_engine() -> anyhow::Result<()> {
 /// volumes; returns how many. Used by the runner after a cell that did not end by
 /// itself, and by the run's janitor.
 pub fn remove_labelled(label: &str, value: &str) -> anyhow::Result<usize> {
+    let ids: Vec<String> = list(label)?
+        .into_iter()
+        .filter(|(_, v)| v == value)
+        .map(|(id, _)| id)
+        .collect();
     let docker = docker()?;
     block_on(async {
-        let mut filters = HashMap::new();
-        filters.insert("label".to_string(), vec![format!("{label}={value}")]);
-        let found = docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(filters),
-                ..Default::default()
-            }))
-            .await?;
         let mut removed = 0;
-        for id in found.into_iter().filter_map(|c| c.id) {
+        for id in &ids {
             let options = RemoveContainerOptions {
                 force: true,
                 v: true,
                 ..Default::default()
             };
-            if docker.remove_container(&id, Some(options)).await.is_ok() {
+            if docker.remove_container(id, Some(options)).await.is_ok() {
                 removed += 1;
             }
         }
-        Ok::<_, testcontainers::bollard::errors::Error>(removed)
-    })?
-    .map_err(|e| anyhow!("listing containers labelled {label}={value}: {e}"))
+        removed
+    })
 }
 
 /// The values `label` has on the containers that carry it (running or not): for
 /// checks that a run left nothing behind.
 pub fn labelled(label: &str) -> anyhow::Result<Vec<String>> {
-    let docker = docker()?;
-    let found = block_on(async {
-        let mut filters = HashMap::new();
-        filters.insert("label".to_string(), vec![label.to_string()]);
-        docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(filters),
-                ..Default::default()
-            }))
-            .await
-    })?
-    .map_err(|e| anyhow!("listing containers labelled {label}: {e}"))?;
+    Ok(list(label)?.into_iter().map(|(_, v)| v).collect())
+}
+
+/// The containers (any state) carrying `label`: id and the label's value.
+///
+/// Read as plain JSON: bollard's typed list refuses podman's container state
+/// `stopped`, which a container passes through while it is removed.
+fn list(label: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let filters = serde_json::json!({ "label": [label] }).to_string();
+    let path = format!(
+        "/containers/json?all=true&filters={}",
+        percent_encode(&filters)
+    );
+    let body = get_json(&path)?;
+    let found = body
+        .as_array()
+        .ok_or_else(|| anyhow!("the engine's container list is not a JSON array"))?;
     Ok(found
-        .into_iter()
-        .filter_map(|c| c.labels.and_then(|mut l| l.remove(label)))
+        .iter()
+        .filter_map(|c| {
+            let id = c.get("Id")?.as_str()?.to_string();
+            let value = c.get("Labels")?.get(label)?.as_str()?.to_string();
+            Some((id, value))
+        })
         .collect())
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// An HTTP/1.0 GET to the engine's unix socket (`DOCKER_HOST=unix://...` or the
+/// default socket), its body as JSON.
+fn get_json(path: &str) -> anyhow::Result<serde_json::Value> {
+    use std::io::{Read, Write};
+    let socket = match std::env::var("DOCKER_HOST") {
+        Ok(h) => match h.strip_prefix("unix://") {
+            Some(p) => PathBuf::from(p),
+            None => bail!("listing containers needs a unix socket engine (DOCKER_HOST={h})"),
+        },
+        Err(_) => PathBuf::from("/var/run/docker.sock"),
+    };
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket)
+        .with_context(|| format!("connecting to the engine at {}", socket.display()))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: engine\r\n\r\n")?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("the engine's answer has no body"))?;
+    let status = head.lines().next().unwrap_or_default();
+    if !status.contains(" 200 ") {
+        bail!("the engine answered {status}: {}", body.trim());
+    }
+    serde_json::from_str(body).map_err(|e| anyhow!("the engine's answer is not JSON: {e}"))
 }
 
 /// The container side of one cell: where its containers come from and what they share.
