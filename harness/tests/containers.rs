@@ -7,12 +7,16 @@
 //! HSM_HARNESS_REQUIRE_CONTAINERS=1, under which a missing engine fails the tests;
 //! without it they say why and do nothing.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hsm_harness::backends::container::{self, RUN_LABEL};
 use rstest::rstest;
+
+mod support;
+
+use support::{run_dirs, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hsm-harness");
 
@@ -88,23 +92,6 @@ impl Project {
             .into_iter()
             .filter(|run| run.starts_with(&tmp))
             .collect()
-    }
-}
-
-fn run_dirs(tmp: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(tmp)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().contains("hsm-harness-run-"))
-        .collect()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

@@ -6,6 +6,10 @@ use std::process::{Command, Output};
 
 use rstest::rstest;
 
+mod support;
+
+use support::{run_dirs, wait_for};
+
 const BIN: &str = env!("CARGO_BIN_EXE_hsm-harness");
 
 /// A scratch project: its own suites/ and backends/ directories.
@@ -592,27 +596,6 @@ fn processes_under(dir: &std::path::Path) -> Vec<String> {
         }
     }
     found
-}
-
-/// Run directories left in `tmp`.
-fn run_dirs(tmp: &std::path::Path) -> Vec<PathBuf> {
-    std::fs::read_dir(tmp)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().contains("hsm-harness-run-"))
-        .collect()
-}
-
-fn wait_for(what: &str, timeout: std::time::Duration, mut done: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + timeout;
-    while !done() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
 }
 
 /// Ctrl-C, SIGTERM or SIGKILL to a run: within 10 s nothing it started is left, no

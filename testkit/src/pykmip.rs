@@ -166,19 +166,25 @@ impl Drop for PyKmip {
     /// SIGINT first: PyKMIP serves until a KeyboardInterrupt and then shuts down in
     /// order; SIGKILL only for a server that does not stop.
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        stop(&mut self.child, "-INT");
     }
+}
+
+/// Stops a server the tests started: `signal` (as `kill` spells it), then SIGKILL if it
+/// has not exited within 5 s.
+pub(crate) fn stop(child: &mut Child, signal: &str) {
+    let _ = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// A port nobody listened on a moment ago. PyKMIP takes its port from its

@@ -112,3 +112,25 @@ pub fn require_tools() {
         }
     }
 }
+
+/// The run directories (`hsm-harness-run-*`) left in `tmp`.
+pub fn run_dirs(tmp: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains("hsm-harness-run-"))
+        .collect()
+}
+
+/// Polls `done` until it holds; fails the test, naming `what`, after `timeout`.
+pub fn wait_for(what: &str, timeout: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
