@@ -455,6 +455,7 @@ impl KmipSigner {
             .map_err(|e| self.err(ErrorKind::Config, format!("TLS client: {e}")))?;
         while tls.is_handshaking() {
             if let Err(e) = tls.complete_io(&mut sock) {
+                let e = tls::alert_behind(&mut tls, &mut sock, e);
                 return Err(self.io_error(&e, true));
             }
         }

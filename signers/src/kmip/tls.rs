@@ -5,13 +5,15 @@
 //! rustls configuration (a TLS 1.3-only ClientHello offers no TLS 1.2 suites, so no
 //! server can pick 1.2). One crypto provider, aws-lc-rs, passed explicitly.
 
+use std::io::{self, Read};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{AlertDescription, CertificateError, ClientConfig, DigitallySignedStruct};
+use rustls::DigitallySignedStruct;
+use rustls::{AlertDescription, CertificateError, ClientConfig, ClientConnection};
 use rustls::{Error as TlsError, PeerIncompatible, RootCertStore, SignatureScheme};
 
 use crate::config::KmipConfig;
@@ -330,6 +332,39 @@ pub fn classify(config: &KmipConfig, e: &TlsError, in_handshake: bool) -> TlsFai
     }
 }
 
+/// The error a failed handshake really means.
+///
+/// A server that refuses the handshake sends an alert and closes; if we are still
+/// writing our flight then (TLS 1.2: Certificate, Key Exchange, Finished), the write
+/// fails with a broken pipe or a reset before the alert is read, and the refusal would
+/// pass for a network fault. So after such a write error, what the server still sent is
+/// read and processed: an alert among it decides. Timeouts are returned unchanged
+/// (draining would wait again).
+pub fn alert_behind<S: Read>(tls: &mut ClientConnection, sock: &mut S, e: io::Error) -> io::Error {
+    let closed = matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+    );
+    if !closed || e.get_ref().is_some_and(|i| i.is::<TlsError>()) {
+        return e;
+    }
+    // A handful of reads: an alert is one small record; a peer that keeps sending
+    // is not refusing.
+    for _ in 0..8 {
+        match tls.read_tls(sock) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                if let Err(t) = tls.process_new_packets() {
+                    return io::Error::new(io::ErrorKind::InvalidData, t);
+                }
+            }
+        }
+    }
+    e
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,5 +440,63 @@ mod tests {
         assert!(m.contains("no client_cert_path"), "{m}");
         let (k, _) = text(classify(&c, &TlsError::DecryptError, false));
         assert_eq!(k, "transient");
+    }
+
+    /// A socket whose peer already closed: writes fail with `write_error`, reads give
+    /// what the peer sent before closing.
+    struct Closed {
+        unread: io::Cursor<Vec<u8>>,
+        write_error: io::ErrorKind,
+    }
+
+    impl Read for Closed {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.unread.read(buf)
+        }
+    }
+
+    impl io::Write for Closed {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(self.write_error.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn handshake_over(sent: Vec<u8>, write_error: io::ErrorKind) -> io::Error {
+        let config = KmipConfig::new("127.0.0.1", 5696);
+        let client = client_config("test", &config).unwrap();
+        let mut tls =
+            ClientConnection::new(client, server_name("test", "127.0.0.1").unwrap()).unwrap();
+        let mut sock = Closed {
+            unread: io::Cursor::new(sent),
+            write_error,
+        };
+        let e = tls.complete_io(&mut sock).unwrap_err();
+        alert_behind(&mut tls, &mut sock, e)
+    }
+
+    #[rstest::rstest]
+    #[case::broken_pipe(io::ErrorKind::BrokenPipe)]
+    #[case::reset(io::ErrorKind::ConnectionReset)]
+    fn an_alert_behind_a_broken_write_decides(#[case] write_error: io::ErrorKind) {
+        // A fatal alert record: handshake_failure (40), as a server sends it when it
+        // refuses a client without a certificate.
+        let alert = vec![0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 40];
+        let e = handshake_over(alert, write_error);
+        let tls = e.get_ref().and_then(|i| i.downcast_ref::<TlsError>());
+        assert_eq!(
+            tls,
+            Some(&TlsError::AlertReceived(AlertDescription::HandshakeFailure)),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_broken_write_without_an_alert_stays_a_network_fault() {
+        let e = handshake_over(vec![], io::ErrorKind::BrokenPipe);
+        assert_eq!(e.kind(), io::ErrorKind::BrokenPipe);
+        assert!(e.get_ref().is_none(), "{e}");
     }
 }
