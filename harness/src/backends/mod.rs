@@ -2,7 +2,7 @@
 //! administers it beside the signer under test.
 //!
 //! A kind of backend is a [`Provider`], one file each (`software`, `softhsm`, `relay`,
-//! `pykmip`, `cosmian`), registered by one line in the `providers!` list below. A
+//! `pykmip`, `cosmian`, and `pkcs11` for a vendor's existing token), registered by one line in the `providers!` list below. A
 //! backend file's `provider:` names one and gives its settings. In a cell, the provider
 //! opens a [`CellBackend`] (what the cell's instances share: a token directory, the
 //! PKCS#11 shim), which makes each [`Instance`] (`on: a`, `on: b` in a suite) on first
@@ -39,6 +39,7 @@ use shim::ShimSpec;
 pub mod container;
 pub mod cosmian;
 mod kmip_server;
+pub mod pkcs11;
 pub mod pki;
 pub mod proxy;
 pub mod pykmip;
@@ -88,6 +89,7 @@ providers! {
     "relay" => relay::Relay,
     "pykmip" => pykmip::Pykmip,
     "cosmian" => cosmian::Cosmian,
+    "pkcs11" => pkcs11::Pkcs11,
 }
 
 /// The capabilities that hold only if the harness can administer the backend that
@@ -251,6 +253,13 @@ pub trait Instance {
     /// harness's own session or client. Kinds that observe nothing say nothing.
     fn probe(&mut self) -> anyhow::Result<Vec<Observed>> {
         Ok(Vec::new())
+    }
+
+    /// The end of the cell, before its result is written: an instance on a backend
+    /// the harness does not own puts it back as it was (see [`pkcs11`]) and returns
+    /// what it could not put back. Asked once; fresh backends have nothing to do.
+    fn finish(&mut self) -> Vec<String> {
+        Vec::new()
     }
 }
 
@@ -714,6 +723,20 @@ impl Instances {
             Some(endpoint) => endpoint,
             None => bail!("instance '{name}' is not a KMIP server"),
         }
+    }
+
+    /// The end of the cell (see [`Instance::finish`]): what each instance made so far
+    /// could not put back, named by instance, and the facts for the report then.
+    pub fn finish(&mut self) -> (Vec<String>, Vec<(String, String)>) {
+        let mut problems = Vec::new();
+        for (name, inst) in self.made.iter_mut() {
+            problems.extend(
+                inst.finish()
+                    .into_iter()
+                    .map(|p| format!("instance '{name}': {p}")),
+            );
+        }
+        (problems, self.properties())
     }
 
     /// Where the router's own software signer (one-off and random fallback) keeps keys.

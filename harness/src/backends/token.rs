@@ -53,7 +53,7 @@ pub fn softhsm_module(configured: Option<&Path>) -> Result<PathBuf, String> {
     }
 }
 
-fn ck(what: &str) -> impl Fn(CkError) -> anyhow::Error + '_ {
+pub(crate) fn ck(what: &str) -> impl Fn(CkError) -> anyhow::Error + '_ {
     move |e| anyhow!("{what}: {e}")
 }
 
@@ -134,6 +134,20 @@ impl Module {
             shim_spec: None,
             reconnects: 0,
         })
+    }
+
+    /// Any other PKCS#11 module at `path`, as it is: nothing in the environment is
+    /// set here (an external module reads its own configuration), and no token is
+    /// made ([`Module::new_token`] is for SoftHSMv2 only). The shim can go in front.
+    pub fn external(path: &Path, workdir: &Path) -> Module {
+        Module {
+            real: path.to_path_buf(),
+            workdir: workdir.to_path_buf(),
+            shim: None,
+            container: None,
+            shim_spec: None,
+            reconnects: 0,
+        }
     }
 
     /// The real module (the harness's own sessions always use it).
@@ -377,71 +391,79 @@ impl Token {
     /// The algorithms the token's mechanism list offers (key generation and signing
     /// mechanism, as the PKCS#11 signer uses them), and whether C_GenerateRandom works.
     pub fn probe(&self) -> anyhow::Result<Vec<super::Observed>> {
-        use super::Observed;
-        use crate::model::suite::Capability;
-        use cryptoki::mechanism::MechanismType as M;
         let p11 = self.p11()?;
         let slot = slot_of(&p11, &self.label)?;
-        let mechanisms = p11
-            .get_mechanism_list(slot)
-            .map_err(ck("C_GetMechanismList"))?;
-        // PSS counts as offered with either the hash-and-sign mechanism or the bare
-        // one over a digest computed by the caller (what p11-kit 0.24 passes).
-        let pairs: [(Capability, M, M, Option<M>); 5] = [
-            (
-                Capability::Rsa2048,
-                M::RSA_PKCS_KEY_PAIR_GEN,
-                M::SHA256_RSA_PKCS,
-                None,
-            ),
-            (
-                Capability::Rsa2048Pss,
-                M::RSA_PKCS_KEY_PAIR_GEN,
-                M::SHA256_RSA_PKCS_PSS,
-                Some(M::RSA_PKCS_PSS),
-            ),
-            (Capability::EcdsaP256, M::ECC_KEY_PAIR_GEN, M::ECDSA, None),
-            (Capability::EcdsaP384, M::ECC_KEY_PAIR_GEN, M::ECDSA, None),
-            (
-                Capability::Ed25519,
-                M::ECC_EDWARDS_KEY_PAIR_GEN,
-                M::EDDSA,
-                None,
-            ),
-        ];
-        let mut seen: Vec<Observed> = pairs
-            .into_iter()
-            .map(|(capability, generate, sign, bare)| {
-                let signs =
-                    mechanisms.contains(&sign) || bare.is_some_and(|b| mechanisms.contains(&b));
-                let has = mechanisms.contains(&generate) && signs;
-                Observed::exact(
-                    capability,
-                    has,
-                    format!(
-                        "C_GetMechanismList {} {generate} and {sign}",
-                        if has {
-                            "offers"
-                        } else {
-                            "does not offer both of"
-                        }
-                    ),
-                )
-            })
-            .collect();
-        let session = p11.open_ro_session(slot).map_err(ck("C_OpenSession"))?;
-        let random = session.generate_random_vec(16);
-        seen.push(Observed::exact(
-            Capability::Random,
-            random.is_ok(),
-            match random {
-                Ok(_) => "C_GenerateRandom gave 16 bytes".to_string(),
-                Err(e) => format!("C_GenerateRandom: {e}"),
-            },
-        ));
-        Ok(seen)
+        probe_slot(&p11, slot)
     }
+}
 
+/// What the token in `slot` offers: the algorithms its mechanism list has (key
+/// generation and signing mechanism, as the PKCS#11 signer uses them), and whether
+/// C_GenerateRandom works.
+pub(crate) fn probe_slot(p11: &Pkcs11, slot: Slot) -> anyhow::Result<Vec<super::Observed>> {
+    use super::Observed;
+    use crate::model::suite::Capability;
+    use cryptoki::mechanism::MechanismType as M;
+    let mechanisms = p11
+        .get_mechanism_list(slot)
+        .map_err(ck("C_GetMechanismList"))?;
+    // PSS counts as offered with either the hash-and-sign mechanism or the bare
+    // one over a digest computed by the caller (what p11-kit 0.24 passes).
+    let pairs: [(Capability, M, M, Option<M>); 5] = [
+        (
+            Capability::Rsa2048,
+            M::RSA_PKCS_KEY_PAIR_GEN,
+            M::SHA256_RSA_PKCS,
+            None,
+        ),
+        (
+            Capability::Rsa2048Pss,
+            M::RSA_PKCS_KEY_PAIR_GEN,
+            M::SHA256_RSA_PKCS_PSS,
+            Some(M::RSA_PKCS_PSS),
+        ),
+        (Capability::EcdsaP256, M::ECC_KEY_PAIR_GEN, M::ECDSA, None),
+        (Capability::EcdsaP384, M::ECC_KEY_PAIR_GEN, M::ECDSA, None),
+        (
+            Capability::Ed25519,
+            M::ECC_EDWARDS_KEY_PAIR_GEN,
+            M::EDDSA,
+            None,
+        ),
+    ];
+    let mut seen: Vec<Observed> = pairs
+        .into_iter()
+        .map(|(capability, generate, sign, bare)| {
+            let signs = mechanisms.contains(&sign) || bare.is_some_and(|b| mechanisms.contains(&b));
+            let has = mechanisms.contains(&generate) && signs;
+            Observed::exact(
+                capability,
+                has,
+                format!(
+                    "C_GetMechanismList {} {generate} and {sign}",
+                    if has {
+                        "offers"
+                    } else {
+                        "does not offer both of"
+                    }
+                ),
+            )
+        })
+        .collect();
+    let session = p11.open_ro_session(slot).map_err(ck("C_OpenSession"))?;
+    let random = session.generate_random_vec(16);
+    seen.push(Observed::exact(
+        Capability::Random,
+        random.is_ok(),
+        match random {
+            Ok(_) => "C_GenerateRandom gave 16 bytes".to_string(),
+            Err(e) => format!("C_GenerateRandom: {e}"),
+        },
+    ));
+    Ok(seen)
+}
+
+impl Token {
     /// Replaces key pair `id` by a new one of `alg`'s key type with the same CKA_ID
     /// and labels: whoever finds keys by them finds the impostor.
     pub fn replace_key(&self, id: &KeyIdentifier, alg: Algorithm) -> anyhow::Result<()> {
@@ -473,16 +495,16 @@ impl Token {
 
 /// A key pair on a token, identified by its public key material (not by CKA_ID,
 /// which a server such as the relay chooses itself).
-struct Pair {
-    id: KeyIdentifier,
+pub(crate) struct Pair {
+    pub(crate) id: KeyIdentifier,
     cka_id: Vec<u8>,
-    public: ObjectHandle,
+    pub(crate) public: ObjectHandle,
     public_label: Vec<u8>,
-    private: Option<(ObjectHandle, Vec<u8>)>,
+    pub(crate) private: Option<(ObjectHandle, Vec<u8>)>,
 }
 
 /// Every key pair on the token whose private half is there too.
-fn pairs(session: &Session) -> anyhow::Result<Vec<Pair>> {
+pub(crate) fn pairs(session: &Session) -> anyhow::Result<Vec<Pair>> {
     let publics = session
         .find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY)])
         .map_err(ck("C_FindObjects"))?;
@@ -515,19 +537,10 @@ fn pairs(session: &Session) -> anyhow::Result<Vec<Pair>> {
             }
         }
         // Keys on curves the harness does not know are not counted.
-        let spki = match (n, e, params, point) {
-            (Some(n), Some(e), _, _) => public_key::rsa(&n, &e),
-            (_, _, Some(params), Some(point)) => match Curve::from_ec_params(&params) {
-                Some(curve) => public_key::ec(curve, &point),
-                None => continue,
-            },
-            _ => continue,
+        let Some(id) = public_key_identifier(n, e, params, point) else {
+            continue;
         };
-        let spki =
-            spki.map_err(|e| anyhow!("public key with CKA_ID {}: {e}", hex::encode(&cka_id)))?;
-        let id = oracle::KeyId::of_spki(&spki)
-            .map(oracle_terms::key_identifier)
-            .map_err(|e| anyhow!("{e}"))?;
+        let id = id.map_err(|e| anyhow!("public key with CKA_ID {}: {e}", hex::encode(&cka_id)))?;
         let private = session
             .find_objects(&[
                 Attribute::Class(ObjectClass::PRIVATE_KEY),
@@ -558,6 +571,29 @@ fn pairs(session: &Session) -> anyhow::Result<Vec<Pair>> {
         });
     }
     Ok(out)
+}
+
+/// The identifier the oracle computes for a public key given by its attributes (RSA
+/// modulus and exponent, or EC parameters and point); `None` for keys of a kind or
+/// curve the harness does not know.
+pub(crate) fn public_key_identifier(
+    n: Option<Vec<u8>>,
+    e: Option<Vec<u8>>,
+    params: Option<Vec<u8>>,
+    point: Option<Vec<u8>>,
+) -> Option<anyhow::Result<KeyIdentifier>> {
+    let spki = match (n, e, params, point) {
+        (Some(n), Some(e), _, _) => public_key::rsa(&n, &e),
+        (_, _, Some(params), Some(point)) => {
+            public_key::ec(Curve::from_ec_params(&params)?, &point)
+        }
+        _ => return None,
+    };
+    Some(spki.map_err(|e| anyhow!("{e}")).and_then(|spki| {
+        oracle::KeyId::of_spki(&spki)
+            .map(oracle_terms::key_identifier)
+            .map_err(|e| anyhow!("{e}"))
+    }))
 }
 
 fn free_slot(p11: &Pkcs11) -> anyhow::Result<Slot> {

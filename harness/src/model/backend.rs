@@ -84,7 +84,9 @@ struct RawBackend {
     /// through the PKCS#11 signer; `relay`: our KMIP relay kmip2pkcs11 on a fresh
     /// SoftHSMv2 token, TLS 1.3, through the KMIP signer; `pykmip`: a PyKMIP server with
     /// a fresh database, TLS 1.2; `cosmian`: a Cosmian KMS server with a fresh SQLite
-    /// database, through the KMIP signer with its default TLS 1.3-only settings.
+    /// database, through the KMIP signer with its default TLS 1.3-only settings;
+    /// `pkcs11`: an existing PKCS#11 token (a vendor's) used as it is, never
+    /// initialised or wiped, through the PKCS#11 signer.
     provider: ProviderConfig,
     /// The capability profile: what the backend can do (see fixtures/README.md). A case
     /// that requires a capability not listed here is skipped with that reason.

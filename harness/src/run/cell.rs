@@ -46,7 +46,7 @@ fn run(case: &Case, backend: &Backend, workdir: &Path, probe: bool) -> CellRepor
         backend.name,
         backend.provider_name()
     ));
-    let mut instances = match Instances::new(backend, workdir, &case.instances) {
+    let instances = match Instances::new(backend, workdir, &case.instances) {
         Ok(i) => i,
         Err(e) => {
             return errored(
@@ -55,27 +55,6 @@ fn run(case: &Case, backend: &Backend, workdir: &Path, probe: bool) -> CellRepor
             )
         }
     };
-    // The backend's shim settings first, then the case's.
-    let shim = match (backend.shim(), &case.shim) {
-        (Some(b), Some(c)) => Some(b.merged(c)),
-        (b, c) => b.or(c.as_ref()).cloned(),
-    };
-    if let Some(spec) = &shim {
-        if let Err(e) = instances.use_shim(spec) {
-            return errored(
-                format!(
-                    "backend '{}': cannot put the PKCS#11 shim in front: {e:#}",
-                    backend.name
-                ),
-                vec![],
-            );
-        }
-    }
-    if probe {
-        if let Some(report) = check_profile(backend, &mut instances) {
-            return report;
-        }
-    }
     let spec = case
         .signers
         .clone()
@@ -88,6 +67,65 @@ fn run(case: &Case, backend: &Backend, workdir: &Path, probe: bool) -> CellRepor
         router: None,
         bindings: Bindings::default(),
     };
+    let report = run_in(case, backend, probe, &mut cell);
+    end(report, &mut cell)
+}
+
+/// The end of a cell, however it went: the signers go, then each instance puts back
+/// what it must (an external token: its keys destroyed, its old objects checked).
+/// What could not be put back makes the cell an error, whatever the case's verdict.
+fn end(mut report: CellReport, cell: &mut CellContext) -> CellReport {
+    cell.router = None;
+    let (problems, late) = cell.instances.finish();
+    for (k, v) in late {
+        if !report.properties.iter().any(|(pk, _)| *pk == k) {
+            report.properties.push((k, v));
+        }
+    }
+    if problems.is_empty() {
+        return report;
+    }
+    for p in &problems {
+        log(format!("cell end: {p}"));
+    }
+    let verdict = match &report.status {
+        Status::Passed => "the case passed".to_string(),
+        Status::Failed { message } => format!("the case failed: {message}"),
+        Status::Errored { message } => format!("the case errored: {message}"),
+        Status::Skipped { reason } => format!("the case was skipped: {reason}"),
+    };
+    report.status = Status::Errored {
+        message: format!(
+            "the backend was not left as found: {} ({verdict})",
+            problems.join("; ")
+        ),
+    };
+    report
+}
+
+/// The cell's case, once its instances are there.
+fn run_in(case: &Case, backend: &Backend, probe: bool, cell: &mut CellContext) -> CellReport {
+    // The backend's shim settings first, then the case's.
+    let shim = match (backend.shim(), &case.shim) {
+        (Some(b), Some(c)) => Some(b.merged(c)),
+        (b, c) => b.or(c.as_ref()).cloned(),
+    };
+    if let Some(spec) = &shim {
+        if let Err(e) = cell.instances.use_shim(spec) {
+            return errored(
+                format!(
+                    "backend '{}': cannot put the PKCS#11 shim in front: {e:#}",
+                    backend.name
+                ),
+                vec![],
+            );
+        }
+    }
+    if probe {
+        if let Some(report) = check_profile(backend, &mut cell.instances) {
+            return report;
+        }
+    }
     if let Err(e) = cell.start() {
         return errored(
             format!("backend '{}' did not come up: {e:#}", backend.name),
@@ -119,7 +157,7 @@ fn run(case: &Case, backend: &Backend, workdir: &Path, probe: bool) -> CellRepor
             step.referenced.line()
         );
         log(format!("{at}: start"));
-        match step.value.run(&mut cell) {
+        match step.value.run(cell) {
             Ok(()) => {}
             Err(StepError::Failed(message)) => {
                 log(format!("{at}: FAILED: {message}"));

@@ -1,0 +1,784 @@
+//! Provider `pkcs11`: a vendor's existing PKCS#11 token, as it is, reached through the
+//! PKCS#11 signer: `provider: { pkcs11: { module, slot, user_pin, env, second_slot } }`.
+//!
+//! The harness does not own such a token, so it never initialises, wipes or re-PINs it
+//! and never replaces a key on it: those abilities refuse, and a backend file cannot
+//! claim the capabilities that need them. What it does to keep the token as it was:
+//!
+//! - cells on one token never run at the same time: each holds an exclusive lock
+//!   (`flock`) on a file in the system's temporary directory named after the module
+//!   and the token, for the whole cell, so every object that appears during a cell is
+//!   that cell's;
+//! - when an instance is made, the harness's own session records every object it can
+//!   see (class, CKA_ID, CKA_LABEL, key type, and the oracle's identifier of a public
+//!   key), and keeps that session open, so the object handles stay valid;
+//! - when the cell ends ([`Instance::finish`], or the instance's drop), every object
+//!   that was not there at the start is destroyed, and every recorded object must be
+//!   there still with the same facts. What could not be destroyed, what is missing or
+//!   changed, is the cell's `<error>` and is in its log and report properties.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::fs::File;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use cryptoki::context::Pkcs11 as Context11;
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::object::{Attribute, AttributeType, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use hsm_signers::config::{Pkcs11Config, SignerKind, SlotSelector};
+use hsm_signers::{Algorithm, KeyIdentifier, Secret};
+use secrecy::ExposeSecret;
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+use super::server::Runtime;
+use super::token::{self, ck, Module};
+use super::{log_line, CellBackend, Instance, Observed, Provider, SignerOptions};
+use crate::model::backend::Placement;
+use crate::model::suite::{Capability, InstanceSpec};
+
+/// A vendor's existing PKCS#11 token (and optionally a second one for two-instance
+/// cases), used as it is: never initialised, wiped or re-PINned; objects that were
+/// there before a cell are left unchanged, keys a cell makes are destroyed when it
+/// ends.
+#[derive(Clone, Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pkcs11 {
+    /// The vendor's PKCS#11 module (a shared library).
+    pub module: PathBuf,
+    /// The token of instance `a`.
+    pub slot: SlotChoice,
+    /// The user PIN, for the signer and the harness's own sessions: `env:NAME` or
+    /// `file:PATH` only (a PIN written in the backend file is refused).
+    pub user_pin: PinSource,
+    /// Environment variables the module reads, set in each cell's process before the
+    /// module loads.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The token of instance `b`, for cases with two instances (same PIN); without it
+    /// such cases cannot run here.
+    #[serde(default)]
+    pub second_slot: Option<SlotChoice>,
+}
+
+/// `provider: pkcs11` alone has no module, slot or PIN; [`Provider::check`] refuses it.
+impl Default for Pkcs11 {
+    fn default() -> Self {
+        Pkcs11 {
+            module: PathBuf::new(),
+            slot: SlotChoice::Index(0),
+            user_pin: PinSource(Secret::Env(String::new())),
+            env: BTreeMap::new(),
+            second_slot: None,
+        }
+    }
+}
+
+/// Which token: by its label, the slot's id, or the position in the module's list of
+/// slots with a token (0 is the first).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum SlotChoice {
+    /// The token's label (CKA_LABEL of the token, trailing blanks ignored).
+    Label(String),
+    /// The slot id.
+    Id(u64),
+    /// The position in C_GetSlotList(with token), from 0.
+    Index(usize),
+}
+
+impl fmt::Display for SlotChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SlotChoice::Label(l) => write!(f, "token label '{l}'"),
+            SlotChoice::Id(id) => write!(f, "slot id {id}"),
+            SlotChoice::Index(i) => write!(f, "slot index {i}"),
+        }
+    }
+}
+
+/// A PIN named by where it is read from (`env:NAME`, `file:PATH`), never a literal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinSource(pub Secret);
+
+impl<'de> Deserialize<'de> for PinSource {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let refused =
+            "a PIN written in the backend file is refused: give \"env:NAME\" or \"file:PATH\"";
+        match Secret::deserialize(d)? {
+            Secret::Literal(_) => Err(de::Error::custom(refused)),
+            s => Ok(PinSource(s)),
+        }
+    }
+}
+
+impl schemars::JsonSchema for PinSource {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "pinSource".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Where the PIN is read from: \"env:NAME\" or \"file:PATH\".",
+            "type": "string",
+            "pattern": "^(env|file):.+$"
+        })
+    }
+}
+
+impl Provider for Pkcs11 {
+    fn name(&self) -> &'static str {
+        "pkcs11"
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.module.as_os_str().is_empty() {
+            return Err("the pkcs11 provider needs settings: module, slot and user_pin".into());
+        }
+        if self.second_slot.as_ref() == Some(&self.slot) {
+            return Err(format!(
+                "provider pkcs11: second_slot names the same token as slot ({})",
+                self.slot
+            ));
+        }
+        if let Some(k) = self
+            .env
+            .keys()
+            .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+        {
+            return Err(format!(
+                "provider pkcs11: '{k}' is not an environment variable name"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The PKCS#11 signer, and the shim in front of the module; never credentials or
+    /// key replacement (that would change a token the harness does not own).
+    fn administers(&self) -> &'static [Capability] {
+        &[Capability::Pkcs11Shim, Capability::Pkcs11]
+    }
+
+    fn unavailable_reason(&self, placement: Placement) -> Option<String> {
+        match placement {
+            Placement::Local if self.module.exists() => None,
+            Placement::Local => Some(format!(
+                "PKCS#11 module {} not found",
+                self.module.display()
+            )),
+            Placement::Container => self.container_unavailable_reason(),
+        }
+    }
+
+    fn open(&self, workdir: &Path, _runtime: &Runtime) -> anyhow::Result<Box<dyn CellBackend>> {
+        // Read by the vendor's module when it loads, which is after this.
+        for (k, v) in &self.env {
+            std::env::set_var(k, v);
+        }
+        let module = Module::external(&self.module, workdir);
+        let p11 = module.p11()?;
+        let mut slots = vec![("a", resolve(&p11, &self.slot)?)];
+        if let Some(second) = &self.second_slot {
+            slots.push(("b", resolve(&p11, second)?));
+        }
+        if slots.len() == 2 && slots[0].1.slot == slots[1].1.slot {
+            bail!(
+                "slot ({}) and second_slot ({}) are the same slot",
+                self.slot,
+                self.second_slot
+                    .as_ref()
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            );
+        }
+        // Locks in one order (by file name), so two cells never wait for each other.
+        let canonical = std::fs::canonicalize(&self.module).unwrap_or(self.module.clone());
+        let mut lock_files: Vec<PathBuf> = slots
+            .iter()
+            .map(|(_, t)| lock_path(&canonical, t))
+            .collect();
+        lock_files.sort();
+        let mut locks = Vec::new();
+        for path in &lock_files {
+            locks.push(lock(path)?);
+        }
+        Ok(Box::new(Pkcs11Cell {
+            module,
+            p11,
+            pin: self.user_pin.0.clone(),
+            selectors: slots
+                .into_iter()
+                .zip([Some(&self.slot), self.second_slot.as_ref()])
+                .map(|((name, token), choice)| {
+                    let selector = match choice {
+                        Some(SlotChoice::Label(l)) => SlotSelector::Label(l.clone()),
+                        _ => SlotSelector::Id(token.slot.id()),
+                    };
+                    (name.to_string(), (token, selector))
+                })
+                .collect(),
+            used: BTreeSet::new(),
+            _locks: locks,
+        }))
+    }
+}
+
+/// A token found in a slot.
+#[derive(Clone, Debug)]
+struct FoundToken {
+    slot: Slot,
+    label: String,
+    serial: String,
+}
+
+/// The slot `choice` names, which must hold an initialised token.
+fn resolve(p11: &Context11, choice: &SlotChoice) -> anyhow::Result<FoundToken> {
+    let slots = p11.get_slots_with_token().map_err(ck("C_GetSlotList"))?;
+    let slot = match choice {
+        SlotChoice::Index(i) => slots.get(*i).copied().ok_or_else(|| {
+            anyhow!(
+                "{choice}: the module has {} slots with a token",
+                slots.len()
+            )
+        })?,
+        SlotChoice::Id(id) => slots
+            .iter()
+            .copied()
+            .find(|s| s.id() == *id)
+            .ok_or_else(|| anyhow!("{choice}: no slot with a token has that id"))?,
+        SlotChoice::Label(label) => {
+            let found: Vec<Slot> = slots
+                .iter()
+                .copied()
+                .filter(|s| {
+                    p11.get_token_info(*s)
+                        .map(|t| t.label().trim_end() == label)
+                        .unwrap_or(false)
+                })
+                .collect();
+            match found[..] {
+                [s] => s,
+                [] => bail!("{choice}: no token has that label"),
+                _ => bail!("{choice}: {} tokens have that label", found.len()),
+            }
+        }
+    };
+    let info = p11.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
+    if !info.token_initialized() {
+        bail!("{choice}: the token is not initialised (the harness never initialises an external token)");
+    }
+    Ok(FoundToken {
+        slot,
+        label: info.label().trim_end().to_string(),
+        serial: info.serial_number().trim_end().to_string(),
+    })
+}
+
+/// The lock file of a token: the system's temporary directory, a name made from the
+/// module's path and the token's serial number and label (FNV-1a, stable across
+/// builds).
+fn lock_path(module: &Path, token: &FoundToken) -> PathBuf {
+    let key = format!("{}\0{}\0{}", module.display(), token.serial, token.label);
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    std::env::temp_dir().join(format!("hsm-harness-pkcs11-{hash:016x}.lock"))
+}
+
+/// An exclusive lock on `path` (created if missing), held until the file is closed:
+/// by the cell's end, or by the kernel when the cell's process dies.
+fn lock(path: &Path) -> anyhow::Result<File> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .with_context(|| format!("opening lock file {}", path.display()))?;
+    let fd = file.as_raw_fd();
+    // SAFETY: flock on a file descriptor this function owns.
+    if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(file);
+    }
+    log_line(format!(
+        "  waiting for {}: another cell is using this token",
+        path.display()
+    ));
+    loop {
+        // SAFETY: as above; blocks until the other cell's process closes the file.
+        if unsafe { libc::flock(fd, libc::LOCK_EX) } == 0 {
+            return Ok(file);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e).with_context(|| format!("locking {}", path.display()));
+        }
+    }
+}
+
+struct Pkcs11Cell {
+    module: Module,
+    p11: Context11,
+    pin: Secret,
+    /// Per instance name (`a`, `b`), its token and how the signer finds it.
+    selectors: BTreeMap<String, (FoundToken, SlotSelector)>,
+    /// The slots of the instances made so far.
+    used: BTreeSet<u64>,
+    _locks: Vec<File>,
+}
+
+impl CellBackend for Pkcs11Cell {
+    fn make(
+        &mut self,
+        name: &str,
+        _dir: &Path,
+        _spec: &InstanceSpec,
+    ) -> anyhow::Result<Box<dyn Instance>> {
+        // The capability probe ([`super::Instances::probe`]) looks at instance a's
+        // token and makes nothing there.
+        let probing = name == "Probe";
+        let key = if probing { "a" } else { name };
+        let Some((token, selector)) = self.selectors.get(key).cloned() else {
+            if name == "b" {
+                bail!("instance 'b' needs second_slot in the pkcs11 provider's settings");
+            }
+            bail!("the pkcs11 provider has instances 'a' (slot) and 'b' (second_slot) only, not '{name}'");
+        };
+        if !probing && !self.used.insert(token.slot.id()) {
+            bail!(
+                "instance '{name}': slot {} already serves another instance of this cell",
+                token.slot.id()
+            );
+        }
+        let session = user_session(&self.p11, token.slot, &self.pin)?;
+        let snapshot = snapshot(&session)?;
+        log_line(format!(
+            "  instance '{name}': token '{}' (serial {}) in slot {}, {} objects there before the cell",
+            token.label,
+            token.serial,
+            token.slot.id(),
+            snapshot.len()
+        ));
+        Ok(Box::new(External {
+            name: name.to_string(),
+            p11: self.p11.clone(),
+            pin: self.pin.clone(),
+            token,
+            selector,
+            signer_module: self.module.signer_module(),
+            session,
+            snapshot,
+            finished: None,
+        }))
+    }
+
+    fn module(&self) -> Option<&Module> {
+        Some(&self.module)
+    }
+
+    fn module_mut(&mut self) -> Option<&mut Module> {
+        Some(&mut self.module)
+    }
+
+    fn properties(&self) -> Vec<(String, String)> {
+        self.module.properties()
+    }
+}
+
+/// A session of the harness's own, logged in as user. It never logs out (login state
+/// is per token: it would log the signer out too).
+fn user_session(p11: &Context11, slot: Slot, pin: &Secret) -> anyhow::Result<Session> {
+    let session = p11.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
+    login(&session, pin)?;
+    Ok(session)
+}
+
+fn login(session: &Session, pin: &Secret) -> anyhow::Result<()> {
+    let pin = pin
+        .resolve()
+        .map_err(|e| anyhow!("the user PIN ({pin}): {e}"))?;
+    let pin = AuthPin::from(pin.expose_secret().to_string());
+    match session.login(UserType::User, Some(&pin)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        Err(e) => Err(anyhow!("C_Login: {e}")),
+    }
+}
+
+/// What the harness records of an object on an external token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Facts {
+    class: String,
+    cka_id: String,
+    label: String,
+    key_type: Option<String>,
+    /// The oracle's identifier, for a public key of a kind it knows.
+    key_id: Option<String>,
+}
+
+impl fmt::Display for Facts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} CKA_ID {} label '{}'",
+            self.class, self.cka_id, self.label
+        )?;
+        if let Some(t) = &self.key_type {
+            write!(f, " type {t}")?;
+        }
+        if let Some(k) = &self.key_id {
+            write!(f, " key {k}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The facts of object `h`. Attributes an object does not have are left empty.
+fn facts(session: &Session, h: ObjectHandle) -> anyhow::Result<Facts> {
+    let attrs = session
+        .get_attributes(
+            h,
+            &[
+                AttributeType::Class,
+                AttributeType::Id,
+                AttributeType::Label,
+                AttributeType::KeyType,
+                AttributeType::Modulus,
+                AttributeType::PublicExponent,
+                AttributeType::EcParams,
+                AttributeType::EcPoint,
+            ],
+        )
+        .map_err(ck("C_GetAttributeValue"))?;
+    let mut out = Facts {
+        class: "?".into(),
+        cka_id: String::new(),
+        label: String::new(),
+        key_type: None,
+        key_id: None,
+    };
+    let (mut n, mut e, mut params, mut point) = (None, None, None, None);
+    let mut public = false;
+    for a in attrs {
+        match a {
+            Attribute::Class(c) => {
+                public = c == cryptoki::object::ObjectClass::PUBLIC_KEY;
+                out.class = c.to_string();
+            }
+            Attribute::Id(v) => out.cka_id = hex::encode(v),
+            Attribute::Label(v) => out.label = String::from_utf8_lossy(&v).into_owned(),
+            Attribute::KeyType(t) => out.key_type = Some(t.to_string()),
+            Attribute::Modulus(v) => n = Some(v),
+            Attribute::PublicExponent(v) => e = Some(v),
+            Attribute::EcParams(v) => params = Some(v),
+            Attribute::EcPoint(v) => point = Some(v),
+            _ => {}
+        }
+    }
+    if public {
+        out.key_id = match token::public_key_identifier(n, e, params, point) {
+            Some(Ok(id)) => Some(id.to_string()),
+            Some(Err(e)) => Some(format!("unreadable ({e})")),
+            None => None,
+        };
+    }
+    Ok(out)
+}
+
+/// Every object the session sees, with its facts.
+fn snapshot(session: &Session) -> anyhow::Result<Vec<(ObjectHandle, Facts)>> {
+    let handles = session.find_objects(&[]).map_err(ck("C_FindObjects"))?;
+    handles
+        .into_iter()
+        .map(|h| Ok((h, facts(session, h)?)))
+        .collect()
+}
+
+/// An instance: an external token, with what was on it when the instance was made.
+struct External {
+    name: String,
+    p11: Context11,
+    pin: Secret,
+    token: FoundToken,
+    selector: SlotSelector,
+    signer_module: PathBuf,
+    /// Open for the instance's life, so that the snapshot's handles stay valid.
+    session: Session,
+    snapshot: Vec<(ObjectHandle, Facts)>,
+    /// What the end of the cell found (once it ran).
+    finished: Option<Vec<String>>,
+}
+
+impl External {
+    /// Whether object `h` was on the token when the instance was made.
+    fn was_there(&self, h: ObjectHandle) -> bool {
+        self.snapshot.iter().any(|(s, _)| *s == h)
+    }
+
+    fn refuse(&self, what: &str) -> anyhow::Error {
+        anyhow!(
+            "instance '{}' is an external token (pkcs11 provider): the harness never {what} it",
+            self.name
+        )
+    }
+
+    /// Destroys what the cell made and checks what was there before; the problems.
+    fn clean_up(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let token = format!("token '{}'", self.token.label);
+        // The signer may have logged the token out; objects must be visible again.
+        if let Err(e) = login(&self.session, &self.pin) {
+            problems.push(format!("{token}: cannot log in to check it: {e:#}"));
+            return problems;
+        }
+        let now = match self.session.find_objects(&[]) {
+            Ok(h) => h,
+            Err(e) => {
+                problems.push(format!("{token}: C_FindObjects: {e}"));
+                return problems;
+            }
+        };
+        let mut destroyed = 0;
+        for h in now.iter().filter(|h| !self.was_there(**h)) {
+            let what = facts(&self.session, *h)
+                .map(|f| f.to_string())
+                .unwrap_or_else(|e| format!("object {h} ({e:#})"));
+            match self.session.destroy_object(*h) {
+                Ok(()) => {
+                    destroyed += 1;
+                    log_line(format!("  {token}: destroyed {what} (made by this cell)"));
+                }
+                Err(e) => problems.push(format!(
+                    "{token}: could not destroy {what}, made by this cell: C_DestroyObject: {e}"
+                )),
+            }
+        }
+        for (h, before) in &self.snapshot {
+            if !now.contains(h) {
+                problems.push(format!("{token}: {before}, there before the cell, is gone"));
+                continue;
+            }
+            match facts(&self.session, *h) {
+                Ok(after) if after == *before => {}
+                Ok(after) => problems.push(format!(
+                    "{token}: {before}, there before the cell, changed: now {after}"
+                )),
+                Err(e) => problems.push(format!(
+                    "{token}: {before}, there before the cell, cannot be read: {e:#}"
+                )),
+            }
+        }
+        log_line(format!(
+            "  {token}: cell end: {destroyed} objects made by the cell destroyed, {} there before it checked, {} problems",
+            self.snapshot.len(),
+            problems.len()
+        ));
+        for p in &problems {
+            log_line(format!("  {p}"));
+        }
+        problems
+    }
+}
+
+impl Instance for External {
+    fn signer_kind(&self, options: &SignerOptions<'_>) -> anyhow::Result<SignerKind> {
+        Ok(SignerKind::Pkcs11(Pkcs11Config {
+            lib_path: self.signer_module.clone(),
+            slot: self.selector.clone(),
+            user_pin: Some(self.pin.clone()),
+            login: true,
+            force: options.pkcs11.and_then(|o| o.force).unwrap_or(false),
+        }))
+    }
+
+    /// The key pairs made since the instance was (those there before are the vendor's,
+    /// not the cell's: a case sees the token as if it had been empty).
+    fn inventory(&mut self) -> anyhow::Result<Vec<KeyIdentifier>> {
+        login(&self.session, &self.pin)?;
+        let mut ids: Vec<KeyIdentifier> = token::pairs(&self.session)?
+            .into_iter()
+            .filter(|p| p.private.is_some() && !self.was_there(p.public))
+            .map(|p| p.id)
+            .collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    fn wipe(&mut self) -> anyhow::Result<()> {
+        Err(self.refuse("wipes"))
+    }
+
+    fn change_credentials(&mut self) -> anyhow::Result<()> {
+        Err(self.refuse("changes the PIN of"))
+    }
+
+    fn replace_key(&mut self, _id: &KeyIdentifier, _alg: Algorithm) -> anyhow::Result<()> {
+        Err(self.refuse("replaces keys on"))
+    }
+
+    fn start_server(&mut self) -> anyhow::Result<()> {
+        bail!("instance '{}' has no server process", self.name)
+    }
+
+    fn properties(&self) -> Vec<(String, String)> {
+        let mut props = vec![
+            ("token_label".to_string(), self.token.label.clone()),
+            ("token_serial".to_string(), self.token.serial.clone()),
+            (
+                "objects_before".to_string(),
+                self.snapshot.len().to_string(),
+            ),
+        ];
+        if let Some(problems) = &self.finished {
+            props.push((
+                "cleanup".to_string(),
+                if problems.is_empty() {
+                    "token left as found".to_string()
+                } else {
+                    problems.join("; ")
+                },
+            ));
+        }
+        props
+    }
+
+    fn probe(&mut self) -> anyhow::Result<Vec<Observed>> {
+        token::probe_slot(&self.p11, self.token.slot)
+    }
+
+    fn finish(&mut self) -> Vec<String> {
+        match &self.finished {
+            Some(p) => p.clone(),
+            None => {
+                let problems = self.clean_up();
+                self.finished = Some(problems.clone());
+                problems
+            }
+        }
+    }
+}
+
+impl Drop for External {
+    /// A cell that ends without [`Instance::finish`] (an early error) cleans up too.
+    fn drop(&mut self) {
+        if self.finished.is_none() {
+            self.finish();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::backend::Backend;
+
+    fn load(provider: &str) -> Result<Backend, crate::model::suite::SuiteError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.yaml");
+        std::fs::write(
+            &p,
+            format!(
+                "backend: x\nabout: x\nprovider:\n  pkcs11:\n{provider}capabilities: [pkcs11]\n"
+            ),
+        )
+        .unwrap();
+        Backend::load(&p)
+    }
+
+    #[test]
+    fn settings_load() {
+        let b = load(
+            "    module: /m.so\n    slot: { label: vendor }\n    user_pin: env:PIN\n    env: { VENDOR_CONF: /etc/v.conf }\n    second_slot: { index: 1 }\n",
+        )
+        .unwrap();
+        assert_eq!(b.provider_name(), "pkcs11");
+        let text = format!("{:?}", b.provider);
+        assert!(
+            text.contains("VENDOR_CONF") && text.contains("Index(1)"),
+            "{text}"
+        );
+    }
+
+    #[rstest::rstest]
+    #[case::id("{ id: 7 }")]
+    #[case::index("{ index: 0 }")]
+    #[case::label("{ label: 'a token' }")]
+    fn slot_shapes(#[case] slot: &str) {
+        load(&format!(
+            "    module: /m.so\n    slot: {slot}\n    user_pin: file:/run/pin\n"
+        ))
+        .unwrap();
+    }
+
+    /// A PIN written in the file is refused where it stands, with its line.
+    #[rstest::rstest]
+    #[case::string("\"1234\"")]
+    #[case::integer("1234")]
+    #[case::bare("secret")]
+    fn literal_pin_is_refused_with_its_place(#[case] pin: &str) {
+        let e = load(&format!(
+            "    module: /m.so\n    slot: {{ id: 0 }}\n    user_pin: {pin}\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.line, 7, "{e}");
+        assert!(e.column > 0, "{e}");
+        assert!(e.message.contains("env:NAME"), "{e}");
+        assert!(!e.to_string().contains(pin.trim_matches('"')), "{e}");
+    }
+
+    #[rstest::rstest]
+    #[case::two_ways("{ id: 1, label: x }")]
+    #[case::unknown_way("{ serial: '1234' }")]
+    #[case::bare_number("3")]
+    #[case::negative_index("{ index: -1 }")]
+    fn bad_slot_shape_is_refused(#[case] slot: &str) {
+        let e = load(&format!(
+            "    module: /m.so\n    slot: {slot}\n    user_pin: env:PIN\n"
+        ))
+        .unwrap_err();
+        assert!(e.line >= 6, "{e}");
+    }
+
+    #[rstest::rstest]
+    #[case::no_settings("provider: pkcs11\ncapabilities: []\n", "needs settings")]
+    #[case::same_slot(
+        "provider: { pkcs11: { module: /m.so, slot: { id: 1 }, second_slot: { id: 1 }, user_pin: env:P } }\ncapabilities: []\n",
+        "same token"
+    )]
+    #[case::credentials(
+        "provider: { pkcs11: { module: /m.so, slot: { id: 1 }, user_pin: env:P } }\ncapabilities: [credentials]\n",
+        "'credentials' is not something the pkcs11 provider can give"
+    )]
+    #[case::replace_keys(
+        "provider: { pkcs11: { module: /m.so, slot: { id: 1 }, user_pin: env:P } }\ncapabilities: [replace-keys]\n",
+        "'replace-keys' is not something"
+    )]
+    fn refused(#[case] rest: &str, #[case] said: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.yaml");
+        std::fs::write(&p, format!("backend: x\nabout: x\n{rest}")).unwrap();
+        let e = Backend::load(&p).unwrap_err();
+        assert!(e.message.contains(said), "{e}");
+    }
+
+    #[test]
+    fn lock_files_differ_per_token_and_module() {
+        let t = |label: &str| FoundToken {
+            slot: Slot::try_from(1u64).unwrap(),
+            label: label.into(),
+            serial: "1".into(),
+        };
+        let m = Path::new("/m.so");
+        assert_eq!(lock_path(m, &t("a")), lock_path(m, &t("a")));
+        assert_ne!(lock_path(m, &t("a")), lock_path(m, &t("b")));
+        assert_ne!(
+            lock_path(m, &t("a")),
+            lock_path(Path::new("/n.so"), &t("a"))
+        );
+    }
+}
