@@ -255,11 +255,53 @@ pub trait Instance {
         Ok(Vec::new())
     }
 
+    /// What the backend says about itself, for `probe` and `certify` (library, token
+    /// and mechanisms; KMIP server, versions, operations and TLS), read through the
+    /// harness's own session or client. Facts only: nothing here decides a verdict.
+    fn describe(&mut self) -> anyhow::Result<Description> {
+        Ok(Description::default())
+    }
+
     /// The end of the cell, before its result is written: an instance on a backend
     /// the harness does not own puts it back as it was (see [`pkcs11`]) and returns
     /// what it could not put back. Asked once; fresh backends have nothing to do.
     fn finish(&mut self) -> Vec<String> {
         Vec::new()
+    }
+}
+
+/// What an instance says about itself (see [`Instance::describe`]): titled sections
+/// of (field, value) rows, in the order they print. Conventional titles: `library`,
+/// `token`, `mechanisms` (a row per mechanism: its CKM_ name, then key sizes and
+/// flags), `server`, `protocol versions`, `operations`, `object types`, `tls`,
+/// `random`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Description {
+    pub sections: Vec<Section>,
+}
+
+/// One titled part of a [`Description`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Section {
+    pub title: String,
+    pub rows: Vec<(String, String)>,
+}
+
+impl Description {
+    /// Appends a section.
+    pub fn section(&mut self, title: &str, rows: Vec<(String, String)>) {
+        self.sections.push(Section {
+            title: title.to_string(),
+            rows,
+        });
+    }
+
+    /// The rows of the section titled `title`, if there is one.
+    pub fn rows(&self, title: &str) -> Option<&[(String, String)]> {
+        self.sections
+            .iter()
+            .find(|s| s.title == title)
+            .map(|s| s.rows.as_slice())
     }
 }
 
@@ -714,6 +756,17 @@ impl Instances {
         let dir = self.workdir.join("instances").join(name);
         let mut instance = self.cell.make(name, &dir, &InstanceSpec::default())?;
         instance.probe()
+    }
+
+    /// Describes and probes a fresh instance of the cell's kind, as [`Self::probe`]
+    /// makes it (for the `probe` and `certify` commands).
+    pub fn describe(&mut self) -> anyhow::Result<(Description, Vec<Observed>)> {
+        let name = "Probe";
+        let dir = self.workdir.join("instances").join(name);
+        let mut instance = self.cell.make(name, &dir, &InstanceSpec::default())?;
+        let description = instance.describe()?;
+        let observed = instance.probe()?;
+        Ok((description, observed))
     }
 
     /// How the oracle's KMIP client reaches instance `name` (see
