@@ -201,3 +201,105 @@ fn a_failing_case_leaves_no_key_and_administration_is_skipped() {
     assert!(pin.to_string().contains("credentials"), "{pin:#}");
     assert_eq!(p.state(), before);
 }
+
+/// The mechanism names pkcs11-tool prints, the way the harness spells them
+/// (`CKM_` + underscores), and the codes of those it prints only by number.
+fn pkcs11_tool_mechanisms(listed: &str) -> (Vec<String>, Vec<u64>) {
+    let mut names = Vec::new();
+    let mut codes = Vec::new();
+    for line in listed.lines().filter(|l| l.starts_with("  ")) {
+        let name = line.trim().split(',').next().unwrap_or_default();
+        match name.strip_prefix("mechtype-0x") {
+            Some(hex) => codes.push(u64::from_str_radix(hex, 16).unwrap()),
+            None => names.push(format!("CKM_{}", name.replace('-', "_"))),
+        }
+    }
+    (names, codes)
+}
+
+#[test]
+fn probe_writes_a_profile_listing_the_mechanisms_pkcs11_tool_shows() {
+    let p = Prepared::new();
+    let profile = p.dir.path().join("external.profile.yaml");
+    let out = Command::new(BIN)
+        .arg("probe")
+        .arg("--backend")
+        .arg(p.backends().join("external.yaml"))
+        .arg("--write")
+        .arg(&profile)
+        .env_remove("SOFTHSM2_CONF")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("SoftHSM"), "{text}");
+
+    let written: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(&profile).unwrap()).unwrap();
+    let mechanisms = written["described"]["mechanisms"].as_object().unwrap();
+    let (names, codes) = pkcs11_tool_mechanisms(&p.tool(&["--list-mechanisms"]));
+    assert_eq!(
+        mechanisms.len(),
+        names.len() + codes.len(),
+        "one profile row per mechanism pkcs11-tool lists: {mechanisms:?} against {names:?} {codes:?}"
+    );
+    // The two tools name a few mechanisms differently (PKCS#11 gave CKM_EC_KEY_PAIR_GEN
+    // the older name CKM_ECDSA_KEY_PAIR_GEN); compare those by their code.
+    let code_of = |row: &serde_json::Value| {
+        let text = row.as_str().unwrap();
+        u64::from_str_radix(text[2..10].trim_end_matches(';'), 16).unwrap()
+    };
+    let written_codes: Vec<u64> = mechanisms.values().map(code_of).collect();
+    let mut unnamed_by_the_harness = 0;
+    for name in &names {
+        let alias = match name.as_str() {
+            "CKM_ECDSA_KEY_PAIR_GEN" => Some(0x1040),
+            _ => None,
+        };
+        match alias {
+            Some(code) => assert!(written_codes.contains(&code), "{name}"),
+            None if mechanisms.contains_key(name) => {}
+            // A name cryptoki does not know (CKM_DES2_KEY_GEN): in the profile by code.
+            None => unnamed_by_the_harness += 1,
+        }
+    }
+    let by_code = mechanisms
+        .iter()
+        .filter(|(k, v)| k.starts_with("CKM_0x") && !codes.contains(&code_of(v)))
+        .count();
+    assert_eq!(
+        unnamed_by_the_harness, by_code,
+        "{mechanisms:?} against {names:?}"
+    );
+    for code in &codes {
+        assert!(written_codes.contains(code), "0x{code:x}");
+    }
+    let caps: Vec<&str> = written["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for c in ["rsa2048", "ecdsa-p256", "random", "pkcs11"] {
+        assert!(caps.contains(&c), "{caps:?}");
+    }
+
+    // A backend file that names the profile runs on it.
+    let file = p.backends().join("external.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let capabilities = text
+        .lines()
+        .find(|l| l.starts_with("capabilities:"))
+        .unwrap();
+    std::fs::write(
+        &file,
+        text.replace(capabilities, &format!("profile: {}", profile.display())),
+    )
+    .unwrap();
+    let check = Command::new(BIN).arg("check").arg(&file).output().unwrap();
+    assert!(check.status.success(), "{check:?}");
+}

@@ -37,6 +37,7 @@ use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
 use super::server::Runtime;
+use super::shim::{self, ShimSpec};
 use super::token::{self, ck, Module};
 use super::{log_line, CellBackend, Instance, Observed, Provider, SignerOptions};
 use crate::model::backend::Placement;
@@ -64,6 +65,12 @@ pub struct Pkcs11 {
     /// such cases cannot run here.
     #[serde(default)]
     pub second_slot: Option<SlotChoice>,
+    /// Put the PKCS#11 shim in front of the module in every cell, with these settings
+    /// (`{}`: trace only; `rules` make functions fail, as a module that lacks them
+    /// would), before any settings of the case. The harness's own sessions (snapshot,
+    /// inventory, clean-up) always use the module itself.
+    #[serde(default)]
+    pub shim: Option<ShimSpec>,
 }
 
 /// `provider: pkcs11` alone has no module, slot or PIN; [`Provider::check`] refuses it.
@@ -75,6 +82,7 @@ impl Default for Pkcs11 {
             user_pin: PinSource(Secret::Env(String::new())),
             env: BTreeMap::new(),
             second_slot: None,
+            shim: None,
         }
     }
 }
@@ -155,7 +163,10 @@ impl Provider for Pkcs11 {
                 "provider pkcs11: '{k}' is not an environment variable name"
             ));
         }
-        Ok(())
+        match &self.shim {
+            Some(s) => s.check().map_err(|m| format!("provider pkcs11: shim: {m}")),
+            None => Ok(()),
+        }
     }
 
     /// The PKCS#11 signer, and the shim in front of the module; never credentials or
@@ -166,13 +177,17 @@ impl Provider for Pkcs11 {
 
     fn unavailable_reason(&self, placement: Placement) -> Option<String> {
         match placement {
-            Placement::Local if self.module.exists() => None,
-            Placement::Local => Some(format!(
+            Placement::Local if !self.module.exists() => Some(format!(
                 "PKCS#11 module {} not found",
                 self.module.display()
             )),
+            Placement::Local => self.shim.as_ref().and_then(|_| shim::library().err()),
             Placement::Container => self.container_unavailable_reason(),
         }
+    }
+
+    fn shim(&self) -> Option<&ShimSpec> {
+        self.shim.as_ref()
     }
 
     fn open(&self, workdir: &Path, _runtime: &Runtime) -> anyhow::Result<Box<dyn CellBackend>> {
@@ -372,6 +387,7 @@ impl CellBackend for Pkcs11Cell {
             token,
             selector,
             signer_module: self.module.signer_module(),
+            real_module: self.module.path().to_path_buf(),
             session,
             snapshot,
             finished: None,
@@ -507,6 +523,8 @@ struct External {
     token: FoundToken,
     selector: SlotSelector,
     signer_module: PathBuf,
+    /// The vendor's module itself (the harness's own calls never go through the shim).
+    real_module: PathBuf,
     /// Open for the instance's life, so that the snapshot's handles stay valid.
     session: Session,
     snapshot: Vec<(ObjectHandle, Facts)>,
@@ -649,6 +667,10 @@ impl Instance for External {
 
     fn probe(&mut self) -> anyhow::Result<Vec<Observed>> {
         token::probe_slot(&self.p11, self.token.slot)
+    }
+
+    fn describe(&mut self) -> anyhow::Result<super::Description> {
+        token::describe_slot(&self.p11, &self.real_module, self.token.slot)
     }
 
     fn finish(&mut self) -> Vec<String> {

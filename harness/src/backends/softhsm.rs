@@ -169,4 +169,8 @@ impl Instance for TokenInstance {
     fn probe(&mut self) -> anyhow::Result<Vec<super::Observed>> {
         self.token.probe()
     }
+
+    fn describe(&mut self) -> anyhow::Result<super::Description> {
+        self.token.describe()
+    }
 }

@@ -395,6 +395,13 @@ impl Token {
         let slot = slot_of(&p11, &self.label)?;
         probe_slot(&p11, slot)
     }
+
+    /// What the module and the token say about themselves (see [`describe_slot`]).
+    pub fn describe(&self) -> anyhow::Result<super::Description> {
+        let p11 = self.p11()?;
+        let slot = slot_of(&p11, &self.label)?;
+        describe_slot(&p11, &self.module, slot)
+    }
 }
 
 /// What the token in `slot` offers: the algorithms its mechanism list has (key
@@ -461,6 +468,205 @@ pub(crate) fn probe_slot(p11: &Pkcs11, slot: Slot) -> anyhow::Result<Vec<super::
         },
     ));
     Ok(seen)
+}
+
+/// What the module and the token in `slot` say about themselves: C_GetInfo,
+/// C_GetSlotInfo, C_GetTokenInfo, every mechanism of C_GetMechanismList with its
+/// C_GetMechanismInfo (key sizes and flags), and whether C_GenerateRandom answers.
+/// Read-only: a public session, no login.
+pub(crate) fn describe_slot(
+    p11: &Pkcs11,
+    module: &Path,
+    slot: Slot,
+) -> anyhow::Result<super::Description> {
+    let mut d = super::Description::default();
+    let row = |k: &str, v: String| (k.to_string(), v);
+    let info = p11.get_library_info().map_err(ck("C_GetInfo"))?;
+    d.section(
+        "library",
+        vec![
+            row(
+                "manufacturer",
+                info.manufacturer_id().trim_end().to_string(),
+            ),
+            row(
+                "description",
+                info.library_description().trim_end().to_string(),
+            ),
+            row("library version", info.library_version().to_string()),
+            row("cryptoki version", info.cryptoki_version().to_string()),
+        ],
+    );
+    let slot_info = p11.get_slot_info(slot).map_err(ck("C_GetSlotInfo"))?;
+    let token = p11.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
+    let flags = [
+        (token.rng(), "rng"),
+        (token.login_required(), "login-required"),
+        (token.user_pin_initialized(), "user-pin-initialized"),
+        (token.token_initialized(), "token-initialized"),
+        (token.write_protected(), "write-protected"),
+        (
+            token.protected_authentication_path(),
+            "protected-authentication-path",
+        ),
+        (token.user_pin_locked(), "user-pin-locked"),
+    ];
+    let flags: Vec<&str> = flags
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect();
+    d.section(
+        "token",
+        vec![
+            row(
+                "slot",
+                format!(
+                    "{} ({})",
+                    slot.id(),
+                    slot_info.slot_description().trim_end()
+                ),
+            ),
+            row("label", token.label().trim_end().to_string()),
+            row(
+                "manufacturer",
+                token.manufacturer_id().trim_end().to_string(),
+            ),
+            row("model", token.model().trim_end().to_string()),
+            row(
+                "serial number",
+                token.serial_number().trim_end().to_string(),
+            ),
+            row("hardware version", token.hardware_version().to_string()),
+            row("firmware version", token.firmware_version().to_string()),
+            row(
+                "PIN length",
+                format!("{}-{}", token.min_pin_length(), token.max_pin_length()),
+            ),
+            row("flags", flags.join(" ")),
+        ],
+    );
+    let rows = raw_mechanisms(module, slot)?
+        .into_iter()
+        .map(|(code, info)| {
+            let name = cryptoki::mechanism::MechanismType::try_from(code)
+                .map(|m| m.to_string())
+                .unwrap_or_else(|_| unnamed_mechanism(code));
+            let details = match info {
+                Ok(i) => {
+                    use cryptoki_sys as sys;
+                    let flags = [
+                        (sys::CKF_HW, "hw"),
+                        (sys::CKF_ENCRYPT, "encrypt"),
+                        (sys::CKF_DECRYPT, "decrypt"),
+                        (sys::CKF_DIGEST, "digest"),
+                        (sys::CKF_SIGN, "sign"),
+                        (sys::CKF_SIGN_RECOVER, "sign-recover"),
+                        (sys::CKF_VERIFY, "verify"),
+                        (sys::CKF_VERIFY_RECOVER, "verify-recover"),
+                        (sys::CKF_GENERATE, "generate"),
+                        (sys::CKF_GENERATE_KEY_PAIR, "generate-key-pair"),
+                        (sys::CKF_WRAP, "wrap"),
+                        (sys::CKF_UNWRAP, "unwrap"),
+                        (sys::CKF_DERIVE, "derive"),
+                    ];
+                    let flags: Vec<&str> = flags
+                        .iter()
+                        .filter(|(bit, _)| i.flags & bit != 0)
+                        .map(|(_, n)| *n)
+                        .collect();
+                    format!(
+                        "0x{code:08x}; key sizes {}-{}; {}",
+                        i.ulMinKeySize,
+                        i.ulMaxKeySize,
+                        flags.join(" ")
+                    )
+                }
+                Err(rv) => format!("0x{code:08x}; C_GetMechanismInfo: 0x{rv:x}"),
+            };
+            (name, details)
+        })
+        .collect();
+    d.section("mechanisms", rows);
+    let random = p11
+        .open_ro_session(slot)
+        .map_err(ck("C_OpenSession"))?
+        .generate_random_vec(32);
+    d.section(
+        "random",
+        vec![row(
+            "C_GenerateRandom",
+            match random {
+                Ok(b) => format!("CKR_OK, {} bytes", b.len()),
+                Err(e) => e.to_string(),
+            },
+        )],
+    );
+    Ok(d)
+}
+
+/// The name of a mechanism cryptoki has none for: vendor-defined ones relative to
+/// CKM_VENDOR_DEFINED, others by number.
+fn unnamed_mechanism(code: u64) -> String {
+    let vendor = cryptoki_sys::CKM_VENDOR_DEFINED;
+    if code >= vendor {
+        format!("CKM_VENDOR_DEFINED+0x{:x}", code - vendor)
+    } else {
+        format!("CKM_0x{code:08x}")
+    }
+}
+
+/// What C_GetMechanismInfo said of one mechanism: its info, or the CKR_ value.
+type MechanismInfo = Result<cryptoki_sys::CK_MECHANISM_INFO, u64>;
+
+/// Every mechanism of `slot` as the module lists it, with its C_GetMechanismInfo.
+/// Asked through the module's own function list because cryptoki's
+/// `get_mechanism_list` drops the types it has no name for (vendor-defined ones, and
+/// older ones such as CKM_DES2_KEY_GEN), which a probe must not hide. The module is
+/// already loaded and initialised in this process (by the caller's context), so
+/// loading it again only takes another reference.
+fn raw_mechanisms(module: &Path, slot: Slot) -> anyhow::Result<Vec<(u64, MechanismInfo)>> {
+    use cryptoki_sys as sys;
+    let slot_id: sys::CK_SLOT_ID = slot.id();
+    // SAFETY: the library is a PKCS#11 module (cryptoki loaded it already); the calls
+    // follow the PKCS#11 2.40 signatures, with buffers sized from the module's count.
+    unsafe {
+        let lib = libloading::Library::new(module)
+            .with_context(|| format!("loading {}", module.display()))?;
+        let get: libloading::Symbol<
+            unsafe extern "C" fn(*mut *mut sys::CK_FUNCTION_LIST) -> sys::CK_RV,
+        > = lib.get(b"C_GetFunctionList\0")?;
+        let mut list: *mut sys::CK_FUNCTION_LIST = std::ptr::null_mut();
+        let rv = get(&mut list);
+        if rv != sys::CKR_OK || list.is_null() {
+            bail!("C_GetFunctionList: 0x{rv:x}");
+        }
+        let f = &*list;
+        let (Some(mechanism_list), Some(mechanism_info)) =
+            (f.C_GetMechanismList, f.C_GetMechanismInfo)
+        else {
+            bail!("the module's function list has no C_GetMechanismList or C_GetMechanismInfo");
+        };
+        let mut count: sys::CK_ULONG = 0;
+        let rv = mechanism_list(slot_id, std::ptr::null_mut(), &mut count);
+        if rv != sys::CKR_OK {
+            bail!("C_GetMechanismList: 0x{rv:x}");
+        }
+        let mut codes: Vec<sys::CK_MECHANISM_TYPE> = vec![0; count as usize];
+        let rv = mechanism_list(slot_id, codes.as_mut_ptr(), &mut count);
+        if rv != sys::CKR_OK {
+            bail!("C_GetMechanismList: 0x{rv:x}");
+        }
+        codes.truncate(count as usize);
+        Ok(codes
+            .into_iter()
+            .map(|code| {
+                let mut info: sys::CK_MECHANISM_INFO = std::mem::zeroed();
+                let rv = mechanism_info(slot_id, code, &mut info);
+                (code, if rv == sys::CKR_OK { Ok(info) } else { Err(rv) })
+            })
+            .collect())
+    }
 }
 
 impl Token {

@@ -1,4 +1,5 @@
-//! Command line: `run`, `list`, `check`, `signer`, `schema`, and the hidden `cell`.
+//! Command line: `run`, `list`, `check`, `probe`, `signer`, `schema`, and the hidden
+//! `cell`.
 //!
 //! Exit codes: 0 when nothing failed or errored; 1 when a cell failed or errored (or a
 //! signer command failed); 2 for bad input (a suite, backend file or signer
@@ -9,6 +10,7 @@
 mod cell;
 mod check;
 mod list;
+mod probe;
 mod run;
 pub mod schema;
 mod select;
@@ -49,6 +51,10 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Ask a backend what it offers (library, token and mechanisms, or KMIP server,
+    /// operations and TLS; its random generator) and, with --write, write the
+    /// capability profile that follows.
+    Probe(probe::ProbeArgs),
     /// Operate the configured signers from the shell (JSON on stdout).
     Signer(signer::SignerArgs),
     /// Print the JSON Schema of suite or backend files (for editors; the committed
@@ -100,6 +106,7 @@ pub fn main() -> i32 {
         Command::Run(args) => run::main(args),
         Command::List(select) => list::main(select),
         Command::Check { files } => check::main(&files),
+        Command::Probe(args) => probe::main(args),
         Command::Signer(args) => signer::main(args),
         Command::Janitor { dir, containers } => {
             crate::run::lifeline::janitor_main(&dir, containers)

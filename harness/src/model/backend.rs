@@ -31,6 +31,9 @@ pub struct Backend {
     pub path: PathBuf,
     pub provider: ProviderConfig,
     pub capabilities: Vec<Capability>,
+    /// Whether the file gives a profile (`capabilities:` or `profile:`); `probe`
+    /// compares only a given one.
+    pub profile_given: bool,
     /// Where its server processes run.
     pub placement: Placement,
     /// Capabilities of the profile the placement takes away, each with why.
@@ -89,8 +92,28 @@ struct RawBackend {
     /// initialised or wiped, through the PKCS#11 signer.
     provider: ProviderConfig,
     /// The capability profile: what the backend can do (see fixtures/README.md). A case
-    /// that requires a capability not listed here is skipped with that reason.
+    /// that requires a capability not listed here is skipped with that reason. Give
+    /// this or `profile`; with neither, the profile is empty (for `hsm-harness probe`).
+    #[serde(default)]
+    capabilities: Option<Vec<Capability>>,
+    /// A profile file written by `hsm-harness probe --write` (relative to this file),
+    /// whose `capabilities` are this backend's; in place of `capabilities`.
+    #[serde(default)]
+    profile: Option<PathBuf>,
+}
+
+/// A profile file, as `hsm-harness probe --write` writes it: the capabilities, and
+/// what the backend said (read by people, not by the harness).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // Only `capabilities` is read; the rest is checked for shape.
+struct ProfileFile {
+    backend: String,
     capabilities: Vec<Capability>,
+    #[serde(default)]
+    evidence: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    described: Option<serde::de::IgnoredAny>,
 }
 
 impl Backend {
@@ -112,8 +135,29 @@ impl Backend {
             message,
         };
         raw.provider.check().map_err(refuse)?;
-        if let Some(c) = raw
-            .capabilities
+        let profile_given = raw.capabilities.is_some() || raw.profile.is_some();
+        let capabilities = match (raw.capabilities, &raw.profile) {
+            (Some(_), Some(_)) => {
+                return Err(refuse(
+                    "give `capabilities` or `profile`, not both".to_string(),
+                ))
+            }
+            (Some(c), None) => c,
+            (None, Some(p)) => {
+                let p = path.parent().unwrap_or(Path::new(".")).join(p);
+                let text = std::fs::read_to_string(&p).map_err(|e| SuiteError {
+                    file: p.display().to_string(),
+                    line: 0,
+                    column: 0,
+                    message: format!("cannot read the profile named by {}: {e}", path.display()),
+                })?;
+                let file: ProfileFile =
+                    serde_saphyr::from_str(&text).map_err(|e| yaml_error(&p, &e))?;
+                file.capabilities
+            }
+            (None, None) => Vec::new(),
+        };
+        if let Some(c) = capabilities
             .iter()
             .find(|c| ADMINISTERED.contains(c) && !raw.provider.administers().contains(c))
         {
@@ -127,7 +171,8 @@ impl Backend {
             about: raw.about,
             path: path.to_path_buf(),
             provider: raw.provider,
-            capabilities: raw.capabilities,
+            capabilities,
+            profile_given,
             placement: Placement::Local,
             withdrawn: Vec::new(),
         })
