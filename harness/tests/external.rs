@@ -46,7 +46,7 @@ impl Prepared {
         std::fs::write(
             p.backends().join("external.yaml"),
             format!(
-                "backend: external\nabout: a SoftHSMv2 token prepared by hand\nprovider:\n  pkcs11:\n    module: {MODULE}\n    slot: {{ label: {} }}\n    user_pin: file:{}\n    env: {{ SOFTHSM2_CONF: {} }}\ncapabilities: [rsa2048, rsa2048-pss, ecdsa-p256, ecdsa-p384, ed25519, random, persistent-keys, hsm, pkcs11, destroy]\n",
+                "backend: external\nabout: a SoftHSMv2 token prepared by hand\nprovider:\n  pkcs11:\n    module: {MODULE}\n    slot: {{ label: {} }}\n    user_pin: file:{}\n    env: {{ SOFTHSM2_CONF: {} }}\ncapabilities: [rsa2048, rsa2048-pss, ecdsa-p256, ecdsa-p384, ed25519, random, persistent-keys, hsm, pkcs11, destroy, credentials, replace-keys]\n",
                 p.hsm.token().label,
                 pin.display(),
                 p.hsm.conf().display()
@@ -98,6 +98,16 @@ impl Prepared {
 
     /// `hsm-harness run` on the external backend; exit code, the cells, the output.
     fn run(&self, suites_dir: &Path, suite: &str) -> (Option<i32>, Vec<serde_json::Value>, String) {
+        self.run_with(suites_dir, suite, &[])
+    }
+
+    /// `run` with more arguments.
+    fn run_with(
+        &self,
+        suites_dir: &Path,
+        suite: &str,
+        more: &[&str],
+    ) -> (Option<i32>, Vec<serde_json::Value>, String) {
         let json = self.dir.path().join("out/results.json");
         let out = Command::new(BIN)
             .arg("run")
@@ -106,6 +116,7 @@ impl Prepared {
             .arg("--backends-dir")
             .arg(self.backends())
             .args(["--backend", "external", "--suite", suite, "-j", "2"])
+            .args(more)
             .arg("--junit")
             .arg(self.dir.path().join("out/junit.xml"))
             .arg("--json")
@@ -198,7 +209,11 @@ fn a_failing_case_leaves_no_key_and_administration_is_skipped() {
         .find(|c| c["case"] == "changes the PIN")
         .unwrap();
     assert_eq!(pin["status"], "skipped", "{pin:#}");
-    assert!(pin.to_string().contains("credentials"), "{pin:#}");
+    assert!(
+        pin.to_string().contains("changes the PIN of instance 'a'")
+            && pin.to_string().contains("--allow-destructive"),
+        "{pin:#}"
+    );
     assert_eq!(p.state(), before);
 }
 
@@ -302,4 +317,35 @@ fn probe_writes_a_profile_listing_the_mechanisms_pkcs11_tool_shows() {
     .unwrap();
     let check = Command::new(BIN).arg("check").arg(&file).output().unwrap();
     assert!(check.status.success(), "{check:?}");
+}
+
+#[test]
+fn with_allow_destructive_a_pin_change_and_an_impostor_run_and_the_token_is_put_back() {
+    let p = Prepared::new();
+    let before = p.state();
+    let cases = ["changed credentials keep the keys", "an impostor identity key does not bind"];
+    let filter = "*{changed credentials keep the keys,an impostor identity key does not bind}";
+
+    let (code, cells, out) = p.run_with(&suites(), "identity-binding", &["--filter", filter]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(cells.len(), 2, "{out}");
+    for c in &cells {
+        assert_eq!(c["status"], "skipped", "{c:#}");
+        assert!(c.to_string().contains("--allow-destructive"), "{c:#}");
+    }
+
+    let (code, cells, out) = p.run_with(
+        &suites(),
+        "identity-binding",
+        &["--filter", filter, "--allow-destructive"],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    for case in cases {
+        let c = cells.iter().find(|c| c["case"] == case).unwrap();
+        assert_eq!(c["status"], "passed", "{c:#}");
+    }
+    // The backend file's PIN works again (state() logs in with it), the prepared pair is
+    // as it was, and nothing the run made is left.
+    assert_eq!(p.state(), before);
+    assert_only_the_prepared_pair(&before.0);
 }

@@ -148,6 +148,13 @@ pub trait Provider: fmt::Debug + Send + Sync {
         ))
     }
 
+    /// Whether the backend exists before the run and the harness does not own it (a
+    /// vendor's token or server): cases that would wipe it, change its credentials or
+    /// plant impostor keys there are skipped unless `--allow-destructive`.
+    fn existing(&self) -> bool {
+        false
+    }
+
     /// The PKCS#11 shim settings the provider puts in front of every cell's module.
     fn shim(&self) -> Option<&ShimSpec> {
         None
@@ -161,6 +168,10 @@ pub trait Provider: fmt::Debug + Send + Sync {
 
 /// What one cell's instances of a provider share.
 pub trait CellBackend {
+    /// The run allows destructive cases (`--allow-destructive`); asked before any
+    /// instance is made. Only an existing backend ([`Provider::existing`]) cares.
+    fn allow_destructive(&mut self) {}
+
     /// A fresh instance `name`, with the case's settings for it, its files in `dir`.
     fn make(
         &mut self,
@@ -560,9 +571,13 @@ impl Instances {
                 Runtime::Container(Arc::new(container::Engine::for_cell(workdir)?))
             }
         };
+        let mut cell = backend.provider.open(workdir, &runtime)?;
+        if backend.allow_destructive {
+            cell.allow_destructive();
+        }
         Ok(Instances {
             workdir: workdir.to_path_buf(),
-            cell: backend.provider.open(workdir, &runtime)?,
+            cell,
             made: BTreeMap::new(),
             specs: specs.clone(),
         })

@@ -171,8 +171,19 @@ impl Provider for Pkcs11 {
 
     /// The PKCS#11 signer, and the shim in front of the module; never credentials or
     /// key replacement (that would change a token the harness does not own).
+    /// The PKCS#11 signer and the shim in front of the module; a PIN change and
+    /// impostor keys only with `--allow-destructive` (see [`Provider::existing`]).
     fn administers(&self) -> &'static [Capability] {
-        &[Capability::Pkcs11Shim, Capability::Pkcs11]
+        &[
+            Capability::Pkcs11Shim,
+            Capability::Pkcs11,
+            Capability::Credentials,
+            Capability::ReplaceKeys,
+        ]
+    }
+
+    fn existing(&self) -> bool {
+        true
     }
 
     fn unavailable_reason(&self, placement: Placement) -> Option<String> {
@@ -222,6 +233,14 @@ impl Provider for Pkcs11 {
         for path in &lock_files {
             locks.push(lock(path)?);
         }
+        for (_, token) in &slots {
+            restore_pin_left_changed(
+                &p11,
+                token,
+                &pin_record(&canonical, token),
+                &self.user_pin.0,
+            )?;
+        }
         Ok(Box::new(Pkcs11Cell {
             module,
             p11,
@@ -238,6 +257,8 @@ impl Provider for Pkcs11 {
                 })
                 .collect(),
             used: BTreeSet::new(),
+            module_key: canonical,
+            allow_destructive: false,
             _locks: locks,
         }))
     }
@@ -307,6 +328,84 @@ fn lock_path(module: &Path, token: &FoundToken) -> PathBuf {
     std::env::temp_dir().join(format!("hsm-harness-pkcs11-{hash:016x}.lock"))
 }
 
+/// Where a changed user PIN of `token` is kept while it is changed (see
+/// [`External::pin_record`]): beside the token's lock file.
+fn pin_record(module: &Path, token: &FoundToken) -> PathBuf {
+    lock_path(module, token).with_extension("changed-pin")
+}
+
+/// Writes `secret` to `path`, mode 0600, replacing what was there.
+fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(secret.as_bytes())
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// A cell that changed the user PIN and died before setting it back left the changed
+/// PIN at `record`: set the backend file's PIN again before anything else.
+fn restore_pin_left_changed(
+    p11: &Context11,
+    token: &FoundToken,
+    record: &Path,
+    pin: &Secret,
+) -> anyhow::Result<()> {
+    let Ok(changed) = std::fs::read_to_string(record) else {
+        return Ok(());
+    };
+    let original = pin
+        .resolve()
+        .map_err(|e| anyhow!("the user PIN ({pin}): {e}"))?;
+    let session = p11
+        .open_rw_session(token.slot)
+        .map_err(token::ck("C_OpenSession"))?;
+    session
+        .login(UserType::User, Some(&AuthPin::from(changed.clone())))
+        .or_else(|e| match e {
+            CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _) => Ok(()),
+            e => Err(e),
+        })
+        .map_err(|e| {
+            anyhow!(
+                "token '{}': a cell left the user PIN changed (the PIN is in {}), and logging \
+                 in with it failed: {e}",
+                token.label,
+                record.display()
+            )
+        })?;
+    session
+        .set_pin(
+            &AuthPin::from(changed),
+            &AuthPin::from(original.expose_secret().to_string()),
+        )
+        .map_err(|e| {
+            anyhow!(
+                "token '{}': setting the user PIN back: C_SetPIN: {e}",
+                token.label
+            )
+        })?;
+    let _ = session.logout();
+    std::fs::remove_file(record).with_context(|| format!("removing {}", record.display()))?;
+    log_line(format!(
+        "  token '{}': a cell had left the user PIN changed; set back to the backend file's",
+        token.label
+    ));
+    Ok(())
+}
+
 /// An exclusive lock on `path` (created if missing), held until the file is closed:
 /// by the cell's end, or by the kernel when the cell's process dies.
 fn lock(path: &Path) -> anyhow::Result<File> {
@@ -345,14 +444,22 @@ struct Pkcs11Cell {
     selectors: BTreeMap<String, (FoundToken, SlotSelector)>,
     /// The slots of the instances made so far.
     used: BTreeSet<u64>,
+    /// The module's canonical path, which names the tokens' lock files.
+    module_key: PathBuf,
+    /// `--allow-destructive`: wipes, PIN changes and impostors are done, not refused.
+    allow_destructive: bool,
     _locks: Vec<File>,
 }
 
 impl CellBackend for Pkcs11Cell {
+    fn allow_destructive(&mut self) {
+        self.allow_destructive = true;
+    }
+
     fn make(
         &mut self,
         name: &str,
-        _dir: &Path,
+        dir: &Path,
         _spec: &InstanceSpec,
     ) -> anyhow::Result<Box<dyn Instance>> {
         // The capability probe ([`super::Instances::probe`]) looks at instance a's
@@ -373,6 +480,7 @@ impl CellBackend for Pkcs11Cell {
         }
         let session = user_session(&self.p11, token.slot, &self.pin)?;
         let snapshot = snapshot(&session)?;
+        let token_for_record = token.clone();
         log_line(format!(
             "  instance '{name}': token '{}' (serial {}) in slot {}, {} objects there before the cell",
             token.label,
@@ -391,6 +499,11 @@ impl CellBackend for Pkcs11Cell {
             session,
             snapshot,
             finished: None,
+            allow_destructive: self.allow_destructive,
+            pin_record: pin_record(&self.module_key, &token_for_record),
+            pin_file: dir.join("user.pin"),
+            changed_pin: None,
+            wiped: Vec::new(),
         }))
     }
 
@@ -530,6 +643,18 @@ struct External {
     snapshot: Vec<(ObjectHandle, Facts)>,
     /// What the end of the cell found (once it ran).
     finished: Option<Vec<String>>,
+    /// `--allow-destructive`: wipes, PIN changes and impostors are done, not refused.
+    allow_destructive: bool,
+    /// While the user PIN is changed, the changed PIN is kept here (mode 0600, beside
+    /// the token's lock file, outside the cell's directory), so that whoever takes the
+    /// token next puts the vendor's PIN back should this cell die first.
+    pin_record: PathBuf,
+    /// The PIN file the signer reads once the PIN is changed (mode 0600).
+    pin_file: PathBuf,
+    /// The user PIN now, when a case changed it.
+    changed_pin: Option<String>,
+    /// Objects there before the cell that a wipe destroyed (allowed).
+    wiped: Vec<Facts>,
 }
 
 impl External {
@@ -540,17 +665,63 @@ impl External {
 
     fn refuse(&self, what: &str) -> anyhow::Error {
         anyhow!(
-            "instance '{}' is an external token (pkcs11 provider): the harness never {what} it",
+            "instance '{}' is an external token (pkcs11 provider): the harness {what} it only \
+             with --allow-destructive",
             self.name
         )
+    }
+
+    /// The user PIN as it is now.
+    fn current_pin(&self) -> Secret {
+        match &self.changed_pin {
+            Some(_) => Secret::File(self.pin_file.clone()),
+            None => self.pin.clone(),
+        }
+    }
+
+    /// Puts the vendor's PIN back after a change (see [`External::pin_record`]).
+    fn restore_pin(&mut self) -> anyhow::Result<()> {
+        let Some(changed) = self.changed_pin.clone() else {
+            return Ok(());
+        };
+        let original = self
+            .pin
+            .resolve()
+            .map_err(|e| anyhow!("the user PIN ({}): {e}", self.pin))?;
+        self.session
+            .set_pin(
+                &AuthPin::from(changed),
+                &AuthPin::from(original.expose_secret().to_string()),
+            )
+            .map_err(|e| {
+                anyhow!(
+                    "C_SetPIN back to the user PIN failed ({e}); the changed PIN is in {}",
+                    self.pin_record.display()
+                )
+            })?;
+        self.changed_pin = None;
+        let _ = std::fs::remove_file(&self.pin_record);
+        log_line(format!(
+            "  token '{}': user PIN set back to the backend file's",
+            self.token.label
+        ));
+        Ok(())
     }
 
     /// Destroys what the cell made and checks what was there before; the problems.
     fn clean_up(&mut self) -> Vec<String> {
         let mut problems = Vec::new();
         let token = format!("token '{}'", self.token.label);
+        if let Err(e) = self.restore_pin() {
+            problems.push(format!("{token}: {e:#}"));
+        }
+        for w in &self.wiped {
+            log_line(format!(
+                "  {token}: {w}, there before the cell, was destroyed by a wipe (--allow-destructive)"
+            ));
+        }
         // The signer may have logged the token out; objects must be visible again.
-        if let Err(e) = login(&self.session, &self.pin) {
+        if let Err(e) = login(&self.session, &self.current_pin()) {
             problems.push(format!("{token}: cannot log in to check it: {e:#}"));
             return problems;
         }
@@ -608,7 +779,7 @@ impl Instance for External {
         Ok(SignerKind::Pkcs11(Pkcs11Config {
             lib_path: self.signer_module.clone(),
             slot: self.selector.clone(),
-            user_pin: Some(self.pin.clone()),
+            user_pin: Some(self.current_pin()),
             login: true,
             force: options.pkcs11.and_then(|o| o.force).unwrap_or(false),
         }))
@@ -617,7 +788,7 @@ impl Instance for External {
     /// The key pairs made since the instance was (those there before are the vendor's,
     /// not the cell's: a case sees the token as if it had been empty).
     fn inventory(&mut self) -> anyhow::Result<Vec<KeyIdentifier>> {
-        login(&self.session, &self.pin)?;
+        login(&self.session, &self.current_pin())?;
         let mut ids: Vec<KeyIdentifier> = token::pairs(&self.session)?
             .into_iter()
             .filter(|p| p.private.is_some() && !self.was_there(p.public))
@@ -627,16 +798,107 @@ impl Instance for External {
         Ok(ids)
     }
 
+    /// Allowed: destroys every object the user sees (the vendor's too: that is what
+    /// `--allow-destructive` allows); the token itself is not initialised again.
     fn wipe(&mut self) -> anyhow::Result<()> {
-        Err(self.refuse("wipes"))
+        if !self.allow_destructive {
+            return Err(self.refuse("wipes"));
+        }
+        login(&self.session, &self.current_pin())?;
+        let all = self
+            .session
+            .find_objects(&[])
+            .map_err(token::ck("C_FindObjects"))?;
+        for h in all {
+            let what = facts(&self.session, h);
+            self.session
+                .destroy_object(h)
+                .map_err(token::ck("C_DestroyObject"))?;
+            if let Some(at) = self.snapshot.iter().position(|(s, _)| *s == h) {
+                let (_, before) = self.snapshot.remove(at);
+                self.wiped.push(before);
+            } else if let Ok(f) = what {
+                log_line(format!("  wipe: destroyed {f} (made by this cell)"));
+            }
+        }
+        // Handles of destroyed objects may be handed out again: nothing is "there
+        // before" any more.
+        self.wiped.extend(self.snapshot.drain(..).map(|(_, f)| f));
+        log_line(format!(
+            "  token '{}' wiped (--allow-destructive): {} objects there before the cell destroyed",
+            self.token.label,
+            self.wiped.len()
+        ));
+        Ok(())
     }
 
+    /// Allowed: a new random user PIN (C_SetPIN), which the signer then reads from
+    /// the instance's PIN file; the backend file's PIN is set back when the cell ends.
     fn change_credentials(&mut self) -> anyhow::Result<()> {
-        Err(self.refuse("changes the PIN of"))
+        if !self.allow_destructive {
+            return Err(self.refuse("changes the PIN of"));
+        }
+        let info = self
+            .p11
+            .get_token_info(self.token.slot)
+            .map_err(token::ck("C_GetTokenInfo"))?;
+        let length = info.min_pin_length().clamp(8, 32).max(8);
+        let new = super::random_hex(length.div_ceil(2));
+        let old = match &self.changed_pin {
+            Some(p) => p.clone(),
+            None => self
+                .pin
+                .resolve()
+                .map_err(|e| anyhow!("the user PIN ({}): {e}", self.pin))?
+                .expose_secret()
+                .to_string(),
+        };
+        // Recorded first: should the cell die right after C_SetPIN, the next cell on
+        // this token finds the PIN here and sets the vendor's back.
+        write_secret(&self.pin_record, &new)?;
+        if let Err(e) = write_secret(&self.pin_file, &new) {
+            let _ = std::fs::remove_file(&self.pin_record);
+            return Err(e);
+        }
+        if let Err(e) = self
+            .session
+            .set_pin(&AuthPin::from(old), &AuthPin::from(new.clone()))
+        {
+            // The PIN is as it was: so are the record and the signer's file.
+            match &self.changed_pin {
+                None => {
+                    let _ = std::fs::remove_file(&self.pin_record);
+                }
+                Some(p) => {
+                    let _ = write_secret(&self.pin_record, p);
+                    let _ = write_secret(&self.pin_file, p);
+                }
+            }
+            bail!("C_SetPIN: {e}");
+        }
+        self.changed_pin = Some(new);
+        log_line(format!(
+            "  token '{}': user PIN changed (--allow-destructive); set back when the cell ends",
+            self.token.label
+        ));
+        Ok(())
     }
 
-    fn replace_key(&mut self, _id: &KeyIdentifier, _alg: Algorithm) -> anyhow::Result<()> {
-        Err(self.refuse("replaces keys on"))
+    /// Allowed, for a key pair the cell made: a new pair under the same CKA_ID and
+    /// labels. A pair that was there before the cell is never replaced.
+    fn replace_key(&mut self, id: &KeyIdentifier, alg: Algorithm) -> anyhow::Result<()> {
+        if !self.allow_destructive {
+            return Err(self.refuse("plants impostor keys on"));
+        }
+        login(&self.session, &self.current_pin())?;
+        let pair = token::pairs(&self.session)?
+            .into_iter()
+            .find(|p| p.id == *id)
+            .ok_or_else(|| anyhow!("no key pair {id} on token '{}'", self.token.label))?;
+        if self.was_there(pair.public) {
+            bail!("key pair {id} was on the token before the cell; the harness never replaces it");
+        }
+        token::replace_pair(&self.session, &self.token.label, id, alg)
     }
 
     fn start_server(&mut self) -> anyhow::Result<()> {
@@ -772,13 +1034,9 @@ mod tests {
         "provider: { pkcs11: { module: /m.so, slot: { id: 1 }, second_slot: { id: 1 }, user_pin: env:P } }\ncapabilities: []\n",
         "same token"
     )]
-    #[case::credentials(
-        "provider: { pkcs11: { module: /m.so, slot: { id: 1 }, user_pin: env:P } }\ncapabilities: [credentials]\n",
-        "'credentials' is not something the pkcs11 provider can give"
-    )]
-    #[case::replace_keys(
-        "provider: { pkcs11: { module: /m.so, slot: { id: 1 }, user_pin: env:P } }\ncapabilities: [replace-keys]\n",
-        "'replace-keys' is not something"
+    #[case::kmip(
+        "provider: { pkcs11: { module: /m.so, slot: { id: 1 }, user_pin: env:P } }\ncapabilities: [kmip]\n",
+        "'kmip' is not something the pkcs11 provider can give"
     )]
     fn refused(#[case] rest: &str, #[case] said: &str) {
         let dir = tempfile::tempdir().unwrap();

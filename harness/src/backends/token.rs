@@ -675,28 +675,39 @@ impl Token {
     pub fn replace_key(&self, id: &KeyIdentifier, alg: Algorithm) -> anyhow::Result<()> {
         let p11 = self.p11()?;
         let session = user_session(&p11, &self.label, &self.user_pin)?;
-        let pair = pairs(&session)?
-            .into_iter()
-            .find(|p| p.id == *id)
-            .ok_or_else(|| anyhow!("no key pair {id} on token '{}'", self.label))?;
-        session
-            .destroy_object(pair.public)
-            .map_err(ck("C_DestroyObject"))?;
-        let private_label = match pair.private {
-            Some((h, label)) => {
-                session.destroy_object(h).map_err(ck("C_DestroyObject"))?;
-                label
-            }
-            None => pair.public_label.clone(),
-        };
-        generate_with_id(
-            &session,
-            alg.key_type(),
-            &pair.cka_id,
-            &pair.public_label,
-            &private_label,
-        )
+        replace_pair(&session, &self.label, id, alg)
     }
+}
+
+/// Replaces key pair `id` seen by `session` (logged in) by a new one of `alg`'s key
+/// type with the same CKA_ID and labels (see [`Token::replace_key`]).
+pub(crate) fn replace_pair(
+    session: &Session,
+    token: &str,
+    id: &KeyIdentifier,
+    alg: Algorithm,
+) -> anyhow::Result<()> {
+    let pair = pairs(session)?
+        .into_iter()
+        .find(|p| p.id == *id)
+        .ok_or_else(|| anyhow!("no key pair {id} on token '{token}'"))?;
+    session
+        .destroy_object(pair.public)
+        .map_err(ck("C_DestroyObject"))?;
+    let private_label = match pair.private {
+        Some((h, label)) => {
+            session.destroy_object(h).map_err(ck("C_DestroyObject"))?;
+            label
+        }
+        None => pair.public_label.clone(),
+    };
+    generate_with_id(
+        session,
+        alg.key_type(),
+        &pair.cka_id,
+        &pair.public_label,
+        &private_label,
+    )
 }
 
 /// A key pair on a token, identified by its public key material (not by CKA_ID,

@@ -15,6 +15,7 @@ pub fn main(
     workdir: &Path,
     probe: bool,
     placement: Placement,
+    allow_destructive: bool,
 ) -> i32 {
     init_logging();
     let loaded = Suite::load(suite).and_then(|s| Backend::load(backend).map(|b| (s, b)));
@@ -22,10 +23,11 @@ pub fn main(
         Ok(x) => x,
         Err(e) => return bad_input(e),
     };
-    let backend = match backend.placed(placement) {
+    let mut backend = match backend.placed(placement) {
         Ok(b) => b,
         Err(e) => return bad_input(e),
     };
+    backend.allow_destructive = allow_destructive;
     let Some(case) = suite.cases.iter().find(|c| c.name == case) else {
         return bad_input(format!("suite '{}' has no case '{case}'", suite.name));
     };

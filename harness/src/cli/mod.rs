@@ -87,6 +87,9 @@ enum Command {
         /// Where the backend's servers run.
         #[arg(long, value_enum, default_value_t = crate::model::backend::Placement::Local)]
         provider: crate::model::backend::Placement,
+        /// The run allows destructive cases on an existing backend.
+        #[arg(long)]
+        allow_destructive: bool,
     },
 }
 
@@ -119,7 +122,16 @@ pub fn main() -> i32 {
             workdir,
             probe,
             provider,
-        } => cell::main(&suite, &case, &backend, &workdir, probe, provider),
+            allow_destructive,
+        } => cell::main(
+            &suite,
+            &case,
+            &backend,
+            &workdir,
+            probe,
+            provider,
+            allow_destructive,
+        ),
     }
 }
 

@@ -34,6 +34,11 @@ pub struct SelectArgs {
     /// error, so a run that skipped a whole backend is never green. CI uses it.
     #[arg(long)]
     pub strict: bool,
+    /// Let cases wipe, re-PIN or plant impostor keys on an existing backend (a
+    /// vendor's token or server, providers `pkcs11` and `kmip`). Without it those cases
+    /// are skipped with the reason. Objects there before the run can then be lost.
+    #[arg(long)]
+    pub allow_destructive: bool,
     /// Where the backends' servers run: `local` (processes of this host) or
     /// `container` (each backend's container twin, through the Docker API engine that
     /// DOCKER_HOST names; podman works). Under `container` only backends with a twin
@@ -101,6 +106,9 @@ pub fn load(select: &SelectArgs) -> Result<Plan, i32> {
             eprintln!("error: {e}");
         }
         return Err(EXIT_BAD_INPUT);
+    }
+    for b in &mut backends {
+        b.allow_destructive = select.allow_destructive;
     }
     let (backends, without_twin) = place(backends, select.provider);
     let placed_name = |name: &String| {

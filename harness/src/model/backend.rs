@@ -38,6 +38,9 @@ pub struct Backend {
     pub placement: Placement,
     /// Capabilities of the profile the placement takes away, each with why.
     pub withdrawn: Vec<(Capability, &'static str)>,
+    /// Cases may wipe, re-PIN or plant impostors on it although the harness does not
+    /// own it (`--allow-destructive`; only matters for an existing backend).
+    pub allow_destructive: bool,
 }
 
 /// Where a backend's server processes run (`hsm-harness run --provider`).
@@ -175,6 +178,7 @@ impl Backend {
             profile_given,
             placement: Placement::Local,
             withdrawn: Vec::new(),
+            allow_destructive: false,
         })
     }
 

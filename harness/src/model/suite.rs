@@ -389,6 +389,9 @@ pub struct Case {
     /// Capabilities this case needs: the suite's, the case's own, and the algorithm of
     /// every key it creates.
     pub requires: Vec<Capability>,
+    /// What the case does to a backend beyond its own keys (see
+    /// [`crate::steps::Needs::destructive`]).
+    pub destructive: Vec<String>,
     /// Capabilities a backend must not have for this case to run (the suite's and the
     /// case's `lacks`): the case is about backends without them.
     pub lacks: Vec<Capability>,
@@ -680,6 +683,7 @@ impl Suite {
                 caps: raw.requires.clone(),
                 one_off_on_backend: signers.as_ref().is_some_and(hsm_one_off)
                     || ctx.changes_one_off_signer,
+                destructive: Vec::new(),
             };
             for c in &case.requires {
                 needs.add(*c);
@@ -727,6 +731,7 @@ impl Suite {
                 step.value.requires(&mut needs);
             }
             let requires = needs.caps;
+            let destructive = needs.destructive;
             let mut lacks = raw.lacks.clone();
             for c in &case.lacks {
                 if !lacks.contains(c) {
@@ -750,6 +755,7 @@ impl Suite {
                 signers,
                 instances,
                 requires,
+                destructive,
                 lacks,
                 shim,
                 steps: case.steps,

@@ -149,6 +149,16 @@ impl Plan {
             ));
         }
         let case = &self.suites[cell.suite].cases[cell.case];
+        if backend.provider.existing() && !backend.allow_destructive && !case.destructive.is_empty()
+        {
+            return Some(format!(
+                "the case {}; backend '{}' is an existing {} backend the harness does not own \
+                 (run with --allow-destructive to allow it)",
+                case.destructive.join(" and "),
+                backend.name,
+                backend.provider.name()
+            ));
+        }
         if let Some(c) = backend.missing(&case.requires) {
             if let Some((_, why)) = backend.withdrawn.iter().find(|(w, _)| *w == c) {
                 return Some(format!(

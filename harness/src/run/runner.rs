@@ -250,6 +250,7 @@ fn spawn_and_wait(
         .arg("--workdir")
         .arg(workdir)
         .args(probe.then_some("--probe"))
+        .args(backend.allow_destructive.then_some("--allow-destructive"))
         .arg("--provider")
         .arg(options.placement.name())
         .stdin(Stdio::null())

@@ -139,6 +139,7 @@ impl StepKind for ReplaceIdentityKey {
 
     fn requires(&self, needs: &mut Needs) {
         needs.add(Capability::ReplaceKeys);
+        needs.destroys("plants an impostor key".into());
     }
 
     fn run(&self, cell: &mut CellContext) -> Result<(), StepError> {

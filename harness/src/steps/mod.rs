@@ -243,12 +243,23 @@ pub struct Needs {
     /// One-off keys are made and destroyed on the backend, because one of its signers
     /// is (or becomes) the one-off signer; else the router's OpenSSL signer makes them.
     pub one_off_on_backend: bool,
+    /// What the case does to a backend beyond its own keys (wipes an instance,
+    /// changes its PIN, plants an impostor): on an existing backend it needs
+    /// `--allow-destructive`.
+    pub destructive: Vec<String>,
 }
 
 impl Needs {
     pub fn add(&mut self, c: Capability) {
         if !self.caps.contains(&c) {
             self.caps.push(c);
+        }
+    }
+
+    /// Records something destructive the case does (see [`Needs::destructive`]).
+    pub fn destroys(&mut self, what: String) {
+        if !self.destructive.contains(&what) {
+            self.destructive.push(what);
         }
     }
 }

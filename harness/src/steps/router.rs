@@ -126,6 +126,12 @@ impl StepKind for Restart {
         // One capability per restart, the first that applies (as the loader has always
         // done).
         let new = self.signers.iter().flatten();
+        for inst in &self.wipe {
+            needs.destroys(format!("wipes instance '{inst}'"));
+        }
+        for inst in &self.change_pin {
+            needs.destroys(format!("changes the PIN of instance '{inst}'"));
+        }
         if !self.change_pin.is_empty() {
             needs.add(Capability::Credentials);
         } else if new.clone().any(|s| s.kmip.is_some()) {
