@@ -115,7 +115,12 @@ impl Prepared {
             .arg(suites_dir)
             .arg("--backends-dir")
             .arg(self.backends())
-            .args(["--backend", "external", "--suite", suite, "-j", "2"])
+            .args(["--backend", "external", "--suite", suite])
+            .args(if more.contains(&"-j") {
+                &[][..]
+            } else {
+                &["-j", "2"][..]
+            })
             .args(more)
             .arg("--junit")
             .arg(self.dir.path().join("out/junit.xml"))
@@ -323,7 +328,10 @@ fn probe_writes_a_profile_listing_the_mechanisms_pkcs11_tool_shows() {
 fn with_allow_destructive_a_pin_change_and_an_impostor_run_and_the_token_is_put_back() {
     let p = Prepared::new();
     let before = p.state();
-    let cases = ["changed credentials keep the keys", "an impostor identity key does not bind"];
+    let cases = [
+        "changed credentials keep the keys",
+        "an impostor identity key does not bind",
+    ];
     let filter = "*{changed credentials keep the keys,an impostor identity key does not bind}";
 
     let (code, cells, out) = p.run_with(&suites(), "identity-binding", &["--filter", filter]);
@@ -348,4 +356,40 @@ fn with_allow_destructive_a_pin_change_and_an_impostor_run_and_the_token_is_put_
     // as it was, and nothing the run made is left.
     assert_eq!(p.state(), before);
     assert_only_the_prepared_pair(&before.0);
+}
+
+#[test]
+fn keys_of_a_cell_that_died_are_destroyed_by_the_next_cell_of_the_run() {
+    let p = Prepared::new();
+    let before = p.state();
+    let suites = p.dir.path().join("suites");
+    std::fs::create_dir_all(&suites).unwrap();
+    // Cases run in this order with -j 1 (the run's matrix order is the suite's).
+    std::fs::write(
+        suites.join("dies.yaml"),
+        "suite: dies\nabout: x\ncases:\n  - name: a the module aborts after a key was made\n    shim: { rules: [ { function: C_SignInit, action: abort } ] }\n    steps:\n      - create_key: { alg: rsa2048, as: k }\n      - sign: { key: k, data: abc, as: sig }\n  - name: b signs\n    steps:\n      - create_key: { alg: ecdsa-p256, as: k }\n      - sign: { key: k, data: abc, as: sig }\n      - verify: { signature: sig }\n",
+    )
+    .unwrap();
+    let file = p.backends().join("external.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        text.replace("capabilities: [", "capabilities: [pkcs11-shim, "),
+    )
+    .unwrap();
+    let (code, cells, out) = p.run_with(&suites, "dies", &["-j", "1"]);
+    assert_eq!(code, Some(1), "{out}");
+    let died = cells
+        .iter()
+        .find(|c| c["case"].as_str().unwrap().starts_with("a "))
+        .unwrap();
+    assert_eq!(died["status"], "errored", "{died:#}");
+    let next = cells.iter().find(|c| c["case"] == "b signs").unwrap();
+    assert_eq!(next["status"], "passed", "{next:#}");
+    assert!(
+        next.to_string()
+            .contains("left by a cell of this run that did not end"),
+        "{next:#}"
+    );
+    assert_eq!(p.state(), before);
 }

@@ -908,7 +908,7 @@ fn backend_providers_are_accepted_by_both(#[case] provider: Value) {
 #[case::unknown_provider_field(json!({ "provider": { "softhsm": { "modul": "/x.so" } } }))]
 #[case::unknown_capability(json!({ "capabilities": ["quantum"] }))]
 #[case::unknown_field(json!({ "pin": "1234" }))]
-#[case::missing_capabilities(json!({ "capabilities": null }))]
+#[case::missing_provider(json!({ "provider": null }))]
 fn invalid_backends_are_refused_by_both(#[case] change: Value) {
     let mut doc =
         json!({ "backend": "b", "about": "x", "provider": "software", "capabilities": [] });

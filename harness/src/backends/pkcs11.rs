@@ -240,6 +240,22 @@ impl Provider for Pkcs11 {
                 &pin_record(&canonical, token),
                 &self.user_pin.0,
             )?;
+            // The run's directory holds the run's baseline of each token (only in a
+            // run: a `probe` has no run, and its directory is not one).
+            let run = workdir.parent().filter(|r| {
+                r.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(crate::run::lifeline::RUN_DIR_PREFIX))
+            });
+            if let Some(run) = run {
+                let baseline = run.join(
+                    lock_path(&canonical, token)
+                        .with_extension("baseline")
+                        .file_name()
+                        .unwrap_or_default(),
+                );
+                sweep_leftovers(&p11, token, &baseline, &self.user_pin.0)?;
+            }
         }
         Ok(Box::new(Pkcs11Cell {
             module,
@@ -353,6 +369,54 @@ fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
         .and_then(|_| f.sync_all())
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The first cell of a run on a token records what the token holds (the run's
+/// baseline, in the run's directory); every later cell destroys what is there beyond
+/// it before it starts. A cell that ends cleans up after itself, so what is beyond
+/// the baseline was made by a cell of this run that was killed (its timeout, a crash
+/// of the module) before it could. Objects are told by their facts (handles are per
+/// process), counted, so two alike objects are two.
+fn sweep_leftovers(
+    p11: &Context11,
+    token: &FoundToken,
+    baseline: &Path,
+    pin: &Secret,
+) -> anyhow::Result<()> {
+    let session = user_session(p11, token.slot, pin)?;
+    let now = snapshot(&session)?;
+    let line = |f: &Facts| f.to_string();
+    let Ok(text) = std::fs::read_to_string(baseline) else {
+        let mut text = String::new();
+        for (_, f) in &now {
+            text.push_str(&line(f).replace('\n', " "));
+            text.push('\n');
+        }
+        return std::fs::write(baseline, text)
+            .with_context(|| format!("writing {}", baseline.display()));
+    };
+    let mut expected: Vec<&str> = text.lines().collect();
+    for (h, f) in now {
+        let l = line(&f).replace('\n', " ");
+        if let Some(at) = expected.iter().position(|e| *e == l) {
+            expected.swap_remove(at);
+            continue;
+        }
+        session
+            .destroy_object(h)
+            .map_err(token::ck("C_DestroyObject"))
+            .with_context(|| {
+                format!(
+                    "token '{}': destroying {f}, left by a cell of this run that did not end",
+                    token.label
+                )
+            })?;
+        log_line(format!(
+            "  token '{}': destroyed {f}, left by a cell of this run that did not end",
+            token.label
+        ));
+    }
+    Ok(())
 }
 
 /// A cell that changed the user PIN and died before setting it back left the changed
