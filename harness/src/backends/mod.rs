@@ -39,6 +39,7 @@ use shim::ShimSpec;
 pub mod container;
 pub mod cosmian;
 mod kmip_server;
+mod lock;
 pub mod pkcs11;
 pub mod pki;
 pub mod proxy;
