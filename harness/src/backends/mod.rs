@@ -38,6 +38,7 @@ use shim::ShimSpec;
 
 pub mod container;
 pub mod cosmian;
+mod kmip_describe;
 mod kmip_server;
 mod lock;
 pub mod pkcs11;
