@@ -15,7 +15,8 @@ const RANDOM_BYTES: usize = 16;
 
 /// The sections `server` (address, Vendor Identification and Server Information from
 /// Query Server Information), `protocol versions` (Discover Versions, preference
-/// first), `operations` (Query Operations, one row per operation), `object types`
+/// first), `operations` (Query Operations, one row per operation, then the operations
+/// the KMIP signer requires that Query does not list), `object types`
 /// (Query Objects), `tls` (the version and cipher suite the server picks when offered
 /// TLS 1.3 and 1.2) and `random` (whether RNG Retrieve gives bytes).
 ///
@@ -33,11 +34,7 @@ pub(crate) fn describe_kmip(endpoint: &Endpoint) -> anyhow::Result<Description> 
     );
     d.section(
         "operations",
-        code_rows(
-            oracle::kmip::query_operations(endpoint),
-            oracle::kmip::operation_name,
-            "Query Operations",
-        ),
+        operation_rows(oracle::kmip::query_operations(endpoint)),
     );
     d.section(
         "object types",
@@ -92,12 +89,28 @@ fn version_rows(answer: Result<Vec<(i32, i32)>, KmipError>) -> Vec<(String, Stri
             .map(|(i, (major, minor))| {
                 row(
                     &format!("KMIP {major}.{minor}"),
-                    if i == 0 { "preferred" } else { "" },
+                    if i == 0 { "preferred" } else { "supported" },
                 )
             })
             .collect(),
         Err(e) => vec![row("Discover Versions", not_answered(&e))],
     }
+}
+
+/// The operations Query lists (see [`code_rows`]), then a row for each operation the
+/// KMIP signer requires that it does not list.
+fn operation_rows(answer: Result<Vec<u32>, KmipError>) -> Vec<(String, String)> {
+    let listed = answer.as_ref().ok().cloned();
+    let mut rows = code_rows(answer, oracle::kmip::operation_name, "Query Operations");
+    if let Some(listed) = listed {
+        rows.extend(
+            hsm_signers::kmip::REQUIRED_OPERATIONS
+                .iter()
+                .filter(|(code, _)| !listed.contains(code))
+                .map(|(_, name)| row(name, "not listed (the KMIP signer requires it)")),
+        );
+    }
+    rows
 }
 
 /// One row per code: its KMIP 1.2 name (the hex value for a code 1.2 does not name),
@@ -169,10 +182,31 @@ mod tests {
     }
 
     #[test]
+    fn required_operations_query_omits_are_listed_after() {
+        let required: Vec<u32> = hsm_signers::kmip::REQUIRED_OPERATIONS
+            .iter()
+            .map(|(c, _)| *c)
+            .filter(|c| *c != 0x0E)
+            .collect();
+        let rows = operation_rows(Ok(required.clone()));
+        assert_eq!(rows.len(), required.len() + 1);
+        assert_eq!(
+            rows.last(),
+            Some(&row(
+                "Modify Attribute",
+                "not listed (the KMIP signer requires it)"
+            ))
+        );
+        // A refused Query says only that.
+        let refused = operation_rows(Err(KmipError::Refused("no".into())));
+        assert_eq!(refused, [row("Query Operations", "not answered: no")]);
+    }
+
+    #[test]
     fn versions_say_which_is_preferred() {
         assert_eq!(
             version_rows(Ok(vec![(1, 4), (1, 2)])),
-            [row("KMIP 1.4", "preferred"), row("KMIP 1.2", "")]
+            [row("KMIP 1.4", "preferred"), row("KMIP 1.2", "supported")]
         );
         assert_eq!(
             version_rows(Ok(vec![])),
