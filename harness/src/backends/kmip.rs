@@ -4,7 +4,7 @@
 //!
 //! The harness does not own such a server, so it never wipes it, never changes its
 //! credentials and never replaces a key on it: those abilities refuse (in one place,
-//! [`External::destructive`]). It does not set up the server's TLS either, so it gives
+//! `External::destructive`). It does not set up the server's TLS either, so it gives
 //! no administered capability: cases about TLS enforcement, withheld operations or
 //! `kmip_query` (capability `kmip`) are skipped with that reason.
 //!
@@ -19,7 +19,7 @@
 //! What the harness does to keep the server as it was:
 //!
 //! - cells on one server never run at the same time: each holds an exclusive lock on a
-//!   file named after `host:port` (see [`super::lock`]) for the whole cell, so every
+//!   file named after `host:port` (see `backends::lock`) for the whole cell, so every
 //!   object that appears during a cell is that cell's;
 //! - when an instance is made, the oracle's KMIP client records every object Locate
 //!   (without attributes) finds, with what identifies it: object type, names, state,
