@@ -14,7 +14,9 @@
 //!   signer's PKCS#8 key file, from the key material rather than the file's name.
 //! - [`kmip`]: the key pairs a KMIP server holds, over a KMIP client of its own (its
 //!   own TTLV codec, messages and TLS setup), and the operations it says it supports
-//!   ([`kmip::query_operations`]).
+//!   ([`kmip::query_operations`]); also what a server says of itself
+//!   ([`kmip::server`]) and its objects one by one ([`kmip::objects`]), the harness's
+//!   view of a KMIP server it does not own.
 //!
 //! Why nothing is shared: a check that runs the product's code agrees with the
 //! product's mistakes. A wrong DER encoder, a misread key format or a TTLV slip in the

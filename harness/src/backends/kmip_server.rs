@@ -10,11 +10,12 @@ use anyhow::{anyhow, bail};
 use hsm_signers::config::{KmipConfig, SignerKind};
 use hsm_signers::{Algorithm, KeyIdentifier};
 
+use super::kmip_describe::describe_kmip;
 use super::pki::Pki;
 use super::server::{
     inventory_endpoint, kmip_config, with_options, with_proxy, Runtime, Server, ServerSlot,
 };
-use super::{probe_kmip, Instance, Observed, SignerOptions};
+use super::{probe_kmip, Description, Instance, Observed, SignerOptions};
 use crate::model::suite::InstanceSpec;
 use crate::oracle_terms;
 
@@ -146,6 +147,14 @@ impl Instance for KmipServerInstance {
         match self.kmip_endpoint() {
             Some(endpoint) => probe_kmip(&endpoint?),
             None => Ok(Vec::new()),
+        }
+    }
+
+    /// What the server says about itself, asked by the oracle's client.
+    fn describe(&mut self) -> anyhow::Result<Description> {
+        match self.kmip_endpoint() {
+            Some(endpoint) => describe_kmip(&endpoint?),
+            None => Ok(Description::default()),
         }
     }
 

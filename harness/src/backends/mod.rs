@@ -2,7 +2,8 @@
 //! administers it beside the signer under test.
 //!
 //! A kind of backend is a [`Provider`], one file each (`software`, `softhsm`, `relay`,
-//! `pykmip`, `cosmian`, and `pkcs11` for a vendor's existing token), registered by one line in the `providers!` list below. A
+//! `pykmip`, `cosmian`, and `pkcs11` and `kmip` for a vendor's existing token or KMIP
+//! server), registered by one line in the `providers!` list below. A
 //! backend file's `provider:` names one and gives its settings. In a cell, the provider
 //! opens a [`CellBackend`] (what the cell's instances share: a token directory, the
 //! PKCS#11 shim), which makes each [`Instance`] (`on: a`, `on: b` in a suite) on first
@@ -38,7 +39,10 @@ use shim::ShimSpec;
 
 pub mod container;
 pub mod cosmian;
+pub mod kmip;
+mod kmip_describe;
 mod kmip_server;
+mod lock;
 pub mod pkcs11;
 pub mod pki;
 pub mod proxy;
@@ -90,6 +94,7 @@ providers! {
     "pykmip" => pykmip::Pykmip,
     "cosmian" => cosmian::Cosmian,
     "pkcs11" => pkcs11::Pkcs11,
+    "kmip" => kmip::Kmip,
 }
 
 /// The capabilities that hold only if the harness can administer the backend that

@@ -20,7 +20,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::File;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
@@ -36,6 +35,7 @@ use secrecy::ExposeSecret;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
+use super::lock;
 use super::server::Runtime;
 use super::shim::{self, ShimSpec};
 use super::token::{self, ck, Module};
@@ -231,7 +231,7 @@ impl Provider for Pkcs11 {
         lock_files.sort();
         let mut locks = Vec::new();
         for path in &lock_files {
-            locks.push(lock(path)?);
+            locks.push(lock::acquire(path, "token")?);
         }
         for (_, token) in &slots {
             restore_pin_left_changed(
@@ -331,17 +331,11 @@ fn resolve(p11: &Context11, choice: &SlotChoice) -> anyhow::Result<FoundToken> {
     })
 }
 
-/// The lock file of a token: the system's temporary directory, a name made from the
-/// module's path and the token's serial number and label (FNV-1a, stable across
-/// builds).
+/// The lock file of a token: named from the module's path and the token's serial
+/// number and label (see [`lock`]).
 fn lock_path(module: &Path, token: &FoundToken) -> PathBuf {
     let key = format!("{}\0{}\0{}", module.display(), token.serial, token.label);
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    std::env::temp_dir().join(format!("hsm-harness-pkcs11-{hash:016x}.lock"))
+    lock::path("pkcs11", &key)
 }
 
 /// Where a changed user PIN of `token` is kept while it is changed (see
@@ -468,36 +462,6 @@ fn restore_pin_left_changed(
         token.label
     ));
     Ok(())
-}
-
-/// An exclusive lock on `path` (created if missing), held until the file is closed:
-/// by the cell's end, or by the kernel when the cell's process dies.
-fn lock(path: &Path) -> anyhow::Result<File> {
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .with_context(|| format!("opening lock file {}", path.display()))?;
-    let fd = file.as_raw_fd();
-    // SAFETY: flock on a file descriptor this function owns.
-    if unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(file);
-    }
-    log_line(format!(
-        "  waiting for {}: another cell is using this token",
-        path.display()
-    ));
-    loop {
-        // SAFETY: as above; blocks until the other cell's process closes the file.
-        if unsafe { libc::flock(fd, libc::LOCK_EX) } == 0 {
-            return Ok(file);
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e).with_context(|| format!("locking {}", path.display()));
-        }
-    }
 }
 
 struct Pkcs11Cell {

@@ -434,6 +434,14 @@ impl Instance for RelayInstance {
         Ok(seen)
     }
 
+    /// What the relay says about itself as a KMIP server, asked by the oracle's client.
+    fn describe(&mut self) -> anyhow::Result<super::Description> {
+        match self.kmip_endpoint() {
+            Some(endpoint) => super::kmip_describe::describe_kmip(&endpoint?),
+            None => Ok(super::Description::default()),
+        }
+    }
+
     fn kmip_endpoint(&self) -> Option<anyhow::Result<oracle::kmip::Endpoint>> {
         Some(self.server.direct_port(&self.name).map(|port| {
             let mut e = inventory_endpoint(port, &self.pki);

@@ -37,6 +37,8 @@ pub mod tag {
     pub const Q_STRING: u32 = 0x420072;
     pub const QUERY_FUNCTION: u32 = 0x420074;
     pub const RECOMMENDED_CURVE: u32 = 0x420075;
+    pub const REVOCATION_REASON: u32 = 0x420081;
+    pub const REVOCATION_REASON_CODE: u32 = 0x420082;
     pub const REQUEST_HEADER: u32 = 0x420077;
     pub const REQUEST_MESSAGE: u32 = 0x420078;
     pub const REQUEST_PAYLOAD: u32 = 0x420079;
@@ -45,22 +47,32 @@ pub mod tag {
     pub const RESULT_MESSAGE: u32 = 0x42007D;
     pub const RESULT_REASON: u32 = 0x42007E;
     pub const RESULT_STATUS: u32 = 0x42007F;
+    pub const SERVER_INFORMATION: u32 = 0x420088;
     pub const UNIQUE_IDENTIFIER: u32 = 0x420094;
     pub const USERNAME: u32 = 0x420099;
+    pub const VENDOR_IDENTIFICATION: u32 = 0x42009D;
     pub const PASSWORD: u32 = 0x4200A1;
+    pub const DATA: u32 = 0x4200C2;
+    pub const DATA_LENGTH: u32 = 0x4200C4;
 }
 
-/// Operation codes the inventory uses.
+/// Operation codes the oracle's client sends.
 pub mod operation {
     pub const LOCATE: u32 = 0x08;
     pub const GET: u32 = 0x0A;
+    pub const GET_ATTRIBUTES: u32 = 0x0B;
+    pub const REVOKE: u32 = 0x13;
+    pub const DESTROY: u32 = 0x14;
     pub const QUERY: u32 = 0x18;
+    pub const DISCOVER_VERSIONS: u32 = 0x1E;
+    pub const RNG_RETRIEVE: u32 = 0x25;
 }
 
 /// Query Function values.
 pub mod query_function {
     pub const QUERY_OPERATIONS: u32 = 0x01;
     pub const QUERY_OBJECTS: u32 = 0x02;
+    pub const QUERY_SERVER_INFORMATION: u32 = 0x03;
 }
 
 /// Object Type values.
@@ -83,10 +95,20 @@ pub mod reason {
 pub const MAX_RESPONSE: usize = 1 << 20;
 
 /// Username and password for the request header.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Credential {
     pub username: String,
     pub password: Option<String>,
+}
+
+/// The username only: a password never reaches a log through `{:?}`.
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 fn int(tag: u32, v: i32) -> Item {
@@ -180,6 +202,24 @@ pub fn unique_identifier(uid: &str) -> Item {
     text(tag::UNIQUE_IDENTIFIER, uid)
 }
 
+/// An Attribute Name, for Get Attributes.
+pub fn attribute_name(name: &str) -> Item {
+    text(tag::ATTRIBUTE_NAME, name)
+}
+
+/// A Revocation Reason with its code alone, for Revoke.
+pub fn revocation_reason(code: u32) -> Item {
+    Item::structure(
+        tag::REVOCATION_REASON,
+        vec![enumeration(tag::REVOCATION_REASON_CODE, code)],
+    )
+}
+
+/// A Data Length, for RNG Retrieve.
+pub fn data_length(len: i32) -> Item {
+    int(tag::DATA_LENGTH, len)
+}
+
 /// A Query Function, for Query.
 pub fn query_function(function: u32) -> Item {
     enumeration(tag::QUERY_FUNCTION, function)
@@ -213,6 +253,35 @@ pub fn object_types(payload: &Item) -> Result<Vec<u32>, String> {
                     t.value
                 )
             })
+        })
+        .collect()
+}
+
+/// The (major, minor) Protocol Versions in a Discover Versions response payload, in
+/// the server's order (its preference first). Versions without both numbers are left
+/// out.
+pub fn protocol_versions(payload: &Item) -> Vec<(i32, i32)> {
+    payload
+        .all(tag::PROTOCOL_VERSION)
+        .filter_map(|v| {
+            Some((
+                v.child(tag::PROTOCOL_VERSION_MAJOR)?.as_int()?,
+                v.child(tag::PROTOCOL_VERSION_MINOR)?.as_int()?,
+            ))
+        })
+        .collect()
+}
+
+/// The (Attribute Name, Attribute Value) pairs in a Get Attributes response payload,
+/// in the server's order; an Attribute without a name or value is left out.
+pub fn attributes(payload: &Item) -> Vec<(&str, &Item)> {
+    payload
+        .all(tag::ATTRIBUTE)
+        .filter_map(|a| {
+            Some((
+                a.child(tag::ATTRIBUTE_NAME)?.as_text()?,
+                a.child(tag::ATTRIBUTE_VALUE)?,
+            ))
         })
         .collect()
 }
@@ -379,6 +448,19 @@ mod tests {
             None,
         );
         assert_eq!(hex::encode_upper(msg.encode()), expected);
+    }
+
+    #[test]
+    fn a_credential_debugs_without_its_password() {
+        let c = Credential {
+            username: "u".into(),
+            password: Some("hunter2".into()),
+        };
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("<redacted>") && !shown.contains("hunter2"),
+            "{shown}"
+        );
     }
 
     #[test]

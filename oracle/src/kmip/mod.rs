@@ -16,10 +16,16 @@
 //! Get with a public key this module cannot read (see [`key_block`]).
 //!
 //! [`query_operations`] asks a server which operations it supports (Query with Query
-//! Function Query Operations), over the same kind of connection.
+//! Function Query Operations), over the same kind of connection. [`server`] asks what
+//! a server says about itself (TLS, versions, vendor, RNG Retrieve), and [`objects`]
+//! what it holds object by object, and destroys objects: the harness's own view of a
+//! KMIP server it does not own. A [`Session`] is one such connection, for callers that
+//! ask many questions.
 
 mod key_block;
 pub mod message;
+pub mod objects;
+pub mod server;
 mod tls;
 pub mod ttlv;
 
@@ -75,7 +81,8 @@ impl Endpoint {
         }
     }
 
-    fn address(&self) -> String {
+    /// `host:port`.
+    pub fn address(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
 }
@@ -100,6 +107,18 @@ impl fmt::Display for KmipError {
             KmipError::Connection(m) => write!(f, "KMIP inventory connection: {m}"),
             KmipError::Protocol(m) => write!(f, "KMIP inventory: unreadable answer: {m}"),
             KmipError::Refused(m) => write!(f, "KMIP inventory: {m}"),
+        }
+    }
+}
+
+impl KmipError {
+    /// What went wrong, without the kind: for messages that say the kind themselves.
+    pub fn detail(&self) -> &str {
+        match self {
+            KmipError::Config(m)
+            | KmipError::Connection(m)
+            | KmipError::Protocol(m)
+            | KmipError::Refused(m) => m,
         }
     }
 }
@@ -263,14 +282,17 @@ fn operations_of(answer: &Answer, address: &str) -> Result<Vec<u32>, KmipError> 
     }
 }
 
-/// One TLS connection to the server.
-struct Session<'a> {
+/// One TLS connection to the server (TLS 1.3 and 1.2 offered), on which requests go
+/// one at a time.
+pub struct Session<'a> {
     endpoint: &'a Endpoint,
     stream: StreamOwned<ClientConnection, TcpStream>,
 }
 
 impl<'a> Session<'a> {
-    fn open(endpoint: &'a Endpoint) -> Result<Session<'a>, KmipError> {
+    /// Connects over TCP; the TLS handshake happens on the first request or
+    /// [`Session::handshake`].
+    pub fn open(endpoint: &'a Endpoint) -> Result<Session<'a>, KmipError> {
         let config = tls::client_config(&endpoint.server_ca, endpoint.identity.as_ref())?;
         let name = ServerName::try_from(endpoint.host.clone()).map_err(|e| {
             KmipError::Config(format!(
@@ -305,8 +327,38 @@ impl<'a> Session<'a> {
         })
     }
 
+    /// Completes the TLS handshake without sending a request. Refused as
+    /// [`KmipError::Connection`], with the TLS error (an alert the server sent, a
+    /// certificate that does not verify).
+    pub fn handshake(&mut self) -> Result<(), KmipError> {
+        while self.stream.conn.is_handshaking() {
+            self.stream
+                .conn
+                .complete_io(&mut self.stream.sock)
+                .map_err(|e| {
+                    KmipError::Connection(format!(
+                        "TLS handshake with {}: {e}",
+                        self.endpoint.address()
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The TLS version and cipher suite negotiated, once the handshake is done.
+    pub fn negotiated(&self) -> Option<server::TlsFacts> {
+        let conn = &self.stream.conn;
+        if conn.is_handshaking() {
+            return None;
+        }
+        Some(server::TlsFacts::of(
+            conn.protocol_version()?,
+            conn.negotiated_cipher_suite()?.suite(),
+        ))
+    }
+
     /// Sends one request and reads its answer, successful or not.
-    fn call(&mut self, op: u32, payload: Vec<Item>) -> Result<Answer, KmipError> {
+    pub fn call(&mut self, op: u32, payload: Vec<Item>) -> Result<Answer, KmipError> {
         let request = message::request(op, payload, self.endpoint.credential.as_ref()).encode();
         let address = self.endpoint.address();
         let io =
@@ -342,8 +394,9 @@ impl<'a> Session<'a> {
     }
 
     /// The Unique Identifiers Locate finds for `attributes`; none when the server says
-    /// not found.
-    fn locate(&mut self, attributes: Vec<Item>) -> Result<Vec<String>, KmipError> {
+    /// not found. Refused ([`KmipError::Refused`], with the server's words) when the
+    /// server refuses the Locate.
+    pub fn locate(&mut self, attributes: Vec<Item>) -> Result<Vec<String>, KmipError> {
         let answer = self.call(operation::LOCATE, attributes)?;
         if answer.status != 0 {
             if answer.is_not_found() {
@@ -395,7 +448,7 @@ impl<'a> Session<'a> {
     }
 
     /// Says goodbye (TLS close_notify); a server that has gone already does not matter.
-    fn close(mut self) {
+    pub fn close(mut self) {
         self.stream.conn.send_close_notify();
         let _ = self.stream.flush();
     }

@@ -140,6 +140,13 @@ impl Item {
         }
     }
 
+    pub fn as_int(&self) -> Option<i32> {
+        match self.value {
+            Value::Integer(v) => Some(v),
+            _ => None,
+        }
+    }
+
     pub fn as_text(&self) -> Option<&str> {
         match &self.value {
             Value::TextString(s) => Some(s),
