@@ -1,5 +1,5 @@
-//! Command line: `run`, `list`, `check`, `signer`, `schema`, and the hidden `cell` and
-//! `describe`.
+//! Command line: `run`, `certify`, `list`, `check`, `signer`, `schema`, and the hidden
+//! `cell` and `describe`.
 //!
 //! Exit codes: 0 when nothing failed or errored; 1 when a cell failed or errored (or a
 //! signer command failed); 2 for bad input (a suite, backend file or signer
@@ -8,6 +8,7 @@
 //! formats' JSON Schemas), and `select.rs` holds what `run` and `list` share.
 
 mod cell;
+mod certify;
 mod check;
 mod describe;
 mod list;
@@ -43,6 +44,10 @@ struct Cli {
 enum Command {
     /// Run the matrix of suite cases x backends and write the reports.
     Run(run::RunArgs),
+    /// Run every suite on one backend and write a conformance report (report.md,
+    /// report.html) with the JUnit and JSON reports beside it. Exit 0 when conformant,
+    /// 1 when not, 2 on bad input.
+    Certify(certify::CertifyArgs),
     /// Print the cells a `run` with the same selectors would run, one per line.
     List(select::SelectArgs),
     /// Check suite and backend files; exit 2 with file:line:col on the first error of each.
@@ -114,6 +119,7 @@ pub fn main() -> i32 {
     };
     match cli.command {
         Command::Run(args) => run::main(args),
+        Command::Certify(args) => certify::main(args),
         Command::List(select) => list::main(select),
         Command::Check { files } => check::main(&files),
         Command::Signer(args) => signer::main(args),
