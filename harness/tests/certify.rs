@@ -295,6 +295,75 @@ fn softhsm_without_c_sign_is_not_conformant_naming_it() {
     );
 }
 
+/// A token that is not there: the backend cannot be described and every case errors;
+/// the report says so first.
+#[test]
+fn a_backend_that_cannot_be_described_is_not_conformant_saying_why() {
+    let p = Prepared::new();
+    let text = std::fs::read_to_string(p.backend("")).unwrap();
+    let backend = p.dir.path().join("missing.yaml");
+    std::fs::write(
+        &backend,
+        text.replace(&p.hsm.token().label, "no-such-token"),
+    )
+    .unwrap();
+    let out = p.dir.path().join("out");
+    let (run, md) = certify(
+        &backend,
+        &suites(p.dir.path(), Some(&["baseline-signing"])),
+        &out,
+        "1",
+    );
+    assert_eq!(run.code, Some(1), "{}\n{md}", run.describe());
+    assert_files(&out);
+    let verdict = md.split("## What was certified").next().unwrap();
+    assert!(
+        verdict.contains("the backend could not be described: ")
+            && verdict.contains("no token has that label"),
+        "{verdict}"
+    );
+    assert!(
+        md.contains("**The backend could not be described:**"),
+        "{md}"
+    );
+    assert!(row(&md, "C_Sign").contains("| skipped |"), "{md}");
+}
+
+/// A KMIP backend (the relay): the operation table from the signer's exchanges, and
+/// the operations a case withholds on purpose are not held against it.
+#[test]
+fn the_relay_is_conformant_with_its_kmip_operations() {
+    support::require_tools();
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/backends/relay.yaml");
+    let out = dir.path().join("out");
+    let suites = suites(
+        dir.path(),
+        Some(&["baseline-signing", "required-functions"]),
+    );
+    let (run, md) = certify(&backend, &suites, &out, "2");
+    assert_eq!(run.code, Some(0), "{}\n{md}", run.describe());
+    assert!(md.contains("## KMIP operations"), "{md}");
+    for op in [
+        "Query",
+        "Create Key Pair",
+        "Activate",
+        "Get",
+        "Modify Attribute",
+        "Sign",
+        "Revoke",
+        "Destroy",
+    ] {
+        let r = row(&md, op);
+        assert!(
+            r.contains("| required | yes") && r.contains("| passed |"),
+            "{r}"
+        );
+        // Withheld by cases, answered Operation Not Supported there: not the relay's.
+        assert!(!r.contains("Not Supported"), "{r}");
+    }
+}
+
 /// Bad input is exit 2, with the reason, and no report.
 #[rstest::rstest]
 #[case::backend_does_not_load("backend: x\nabout: x\nprovider: cloud\ncapabilities: []\n", "cloud")]
