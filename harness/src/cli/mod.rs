@@ -44,9 +44,10 @@ struct Cli {
 enum Command {
     /// Run the matrix of suite cases x backends and write the reports.
     Run(run::RunArgs),
-    /// Run every suite on one backend and write a conformance report (report.md,
-    /// report.html) with the JUnit and JSON reports beside it. Exit 0 when conformant,
-    /// 1 when not, 2 on bad input.
+    /// Run every suite on one backend and write a conformance report.
+    ///
+    /// report.md and report.html, with the JUnit and JSON reports beside them. Exit 0
+    /// when conformant, 1 when not, 2 on bad input.
     Certify(certify::CertifyArgs),
     /// Print the cells a `run` with the same selectors would run, one per line.
     List(select::SelectArgs),
