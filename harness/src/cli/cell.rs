@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::{bad_input, init_logging, EXIT_FAILED, EXIT_OK};
+use super::{bad_input, init_cell_logging, EXIT_FAILED, EXIT_OK};
 use crate::model::backend::{Backend, Placement};
 use crate::model::suite::Suite;
 use crate::run::cell;
@@ -13,11 +13,11 @@ pub fn main(
     case: &str,
     backend: &Path,
     workdir: &Path,
-    probe: bool,
+    options: cell::Options,
     placement: Placement,
     allow_destructive: bool,
 ) -> i32 {
-    init_logging();
+    init_cell_logging();
     let loaded = Suite::load(suite).and_then(|s| Backend::load(backend).map(|b| (s, b)));
     let (suite, backend) = match loaded {
         Ok(x) => x,
@@ -31,7 +31,7 @@ pub fn main(
     let Some(case) = suite.cases.iter().find(|c| c.name == case) else {
         return bad_input(format!("suite '{}' has no case '{case}'", suite.name));
     };
-    match cell::run_and_report(case, &backend, workdir, probe) {
+    match cell::run_and_report(case, &backend, workdir, options) {
         Ok(()) => EXIT_OK,
         Err(e) => {
             eprintln!("error: writing the cell result: {e:#}");

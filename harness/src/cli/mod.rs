@@ -1,5 +1,5 @@
-//! Command line: `run`, `list`, `check`, `probe`, `signer`, `schema`, and the hidden
-//! `cell`.
+//! Command line: `run`, `certify`, `list`, `check`, `probe`, `signer`, `schema`, and the
+//! hidden `cell` and `describe`.
 //!
 //! Exit codes: 0 when nothing failed or errored; 1 when a cell failed or errored (or a
 //! signer command failed); 2 for bad input (a suite, backend file or signer
@@ -8,7 +8,9 @@
 //! formats' JSON Schemas), and `select.rs` holds what `run` and `list` share.
 
 mod cell;
+mod certify;
 mod check;
+mod describe;
 mod list;
 mod probe;
 mod run;
@@ -43,6 +45,11 @@ struct Cli {
 enum Command {
     /// Run the matrix of suite cases x backends and write the reports.
     Run(run::RunArgs),
+    /// Run every suite on one backend and write a conformance report.
+    ///
+    /// report.md and report.html, with the JUnit and JSON reports beside them. Exit 0
+    /// when conformant, 1 when not, 2 on bad input.
+    Certify(certify::CertifyArgs),
     /// Print the cells a `run` with the same selectors would run, one per line.
     List(select::SelectArgs),
     /// Check suite and backend files; exit 2 with file:line:col on the first error of each.
@@ -84,12 +91,26 @@ enum Command {
         /// Compare the backend's capability profile with the backend first.
         #[arg(long)]
         probe: bool,
+        /// Trace every PKCS#11 call through the shim (for `certify`).
+        #[arg(long)]
+        trace_pkcs11: bool,
         /// Where the backend's servers run.
         #[arg(long, value_enum, default_value_t = crate::model::backend::Placement::Local)]
         provider: crate::model::backend::Placement,
         /// The run allows destructive cases on an existing backend.
         #[arg(long)]
         allow_destructive: bool,
+    },
+    /// Describe one backend (used by `certify`; not for people).
+    #[command(hide = true)]
+    Describe {
+        #[arg(long)]
+        backend: PathBuf,
+        #[arg(long)]
+        workdir: PathBuf,
+        /// Where the backend's servers run.
+        #[arg(long, value_enum, default_value_t = crate::model::backend::Placement::Local)]
+        provider: crate::model::backend::Placement,
     },
 }
 
@@ -107,6 +128,7 @@ pub fn main() -> i32 {
     };
     match cli.command {
         Command::Run(args) => run::main(args),
+        Command::Certify(args) => certify::main(args),
         Command::List(select) => list::main(select),
         Command::Check { files } => check::main(&files),
         Command::Probe(args) => probe::main(args),
@@ -121,6 +143,7 @@ pub fn main() -> i32 {
             backend,
             workdir,
             probe,
+            trace_pkcs11,
             provider,
             allow_destructive,
         } => cell::main(
@@ -128,10 +151,18 @@ pub fn main() -> i32 {
             &case,
             &backend,
             &workdir,
-            probe,
+            crate::run::cell::Options {
+                probe,
+                trace_pkcs11,
+            },
             provider,
             allow_destructive,
         ),
+        Command::Describe {
+            backend,
+            workdir,
+            provider,
+        } => describe::main(&backend, &workdir, provider),
     }
 }
 
@@ -142,13 +173,33 @@ pub(crate) fn bad_input(message: impl std::fmt::Display) -> i32 {
 
 /// Log to stderr; `RUST_LOG` chooses the level (default: info for our crates).
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("hsm_signers=info,hsm_harness=info,cryptoki=off")
-    });
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .without_time()
         .try_init();
+}
+
+/// A cell's logging: as [`init_logging`], and the KMIP signer's exchanges counted for
+/// the cell's report whatever the level ([`crate::run::kmip_exchanges`]).
+pub(crate) fn init_cell_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let printed = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .with_filter(log_filter());
+    let _ = tracing_subscriber::registry()
+        .with(printed)
+        .with(crate::run::kmip_exchanges::layer())
+        .try_init();
+}
+
+fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("hsm_signers=info,hsm_harness=info,cryptoki=off")
+    })
 }

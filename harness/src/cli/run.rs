@@ -66,6 +66,7 @@ pub fn main(args: RunArgs) -> i32 {
         timeout: Duration::from_secs_f64(args.timeout),
         program,
         placement: args.select.provider,
+        trace_pkcs11: false,
     };
     let used = |f: fn(&crate::run::runner::PlannedCell) -> usize| {
         let mut v: Vec<usize> = plan.cells.iter().map(f).collect();

@@ -8,26 +8,56 @@
 
 use std::path::Path;
 
+use crate::backends::shim::ShimSpec;
 use crate::backends::Instances;
 use crate::model::backend::Backend;
-use crate::model::suite::{Case, SignersSpec};
+use crate::model::suite::{Capability, Case, SignersSpec};
+use crate::report::evidence::KMIP_EXCHANGES;
 use crate::report::outcome::Status;
+use crate::run::kmip_exchanges;
 use crate::run::protocol::CellReport;
 use crate::steps::{log, Bindings, CellContext, StepError};
 
+/// What the runner asks of a cell beyond its case.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Compare the backend's capability profile with what a fresh instance reports
+    /// first (the runner asks it of each backend's first cell); a disagreement is this
+    /// cell's `<error>`, and the case does not run.
+    pub probe: bool,
+    /// Run the signers' PKCS#11 module through the shim even where neither the backend
+    /// file nor the case asks for it (nothing injected: a trace of every call), when
+    /// the backend is reached through the PKCS#11 signer and its provider can put the
+    /// shim in front (see [`crate::run::runner::RunOptions::trace_pkcs11`]).
+    pub trace_pkcs11: bool,
+}
+
 /// Runs `case` against `backend` with `workdir` as the cell's private directory and
-/// writes the report file there.
-///
-/// With `probe` (the runner asks it of each backend's first cell), the backend's
-/// capability profile is first compared with what a fresh instance reports; a
-/// disagreement is this cell's `<error>`, and the case does not run.
+/// writes the report file there. The KMIP exchanges the cell's signers made (counted
+/// by [`kmip_exchanges`] when the cell's logging has its layer) go into the report as
+/// [`KMIP_EXCHANGES`] and into the log.
 pub fn run_and_report(
     case: &Case,
     backend: &Backend,
     workdir: &Path,
-    probe: bool,
+    options: Options,
 ) -> anyhow::Result<()> {
-    let report = run(case, backend, workdir, probe);
+    let mut report = run(case, backend, workdir, options);
+    let withheld: Vec<String> = case
+        .instances
+        .values()
+        .flat_map(|i| i.withhold.iter().cloned())
+        .collect();
+    let exchanges = kmip_exchanges::taken(&withheld);
+    if !exchanges.is_empty() {
+        log(format!(
+            "== KMIP exchanges per operation: {}",
+            exchanges.to_property()
+        ));
+        report
+            .properties
+            .push((KMIP_EXCHANGES.to_string(), exchanges.to_property()));
+    }
     log(format!("cell result: {}", report.status.label()));
     report.write(workdir)
 }
@@ -39,7 +69,7 @@ fn errored(message: String, properties: Vec<(String, String)>) -> CellReport {
     }
 }
 
-fn run(case: &Case, backend: &Backend, workdir: &Path, probe: bool) -> CellReport {
+fn run(case: &Case, backend: &Backend, workdir: &Path, options: Options) -> CellReport {
     log(format!(
         "case '{}' on backend '{}' ({} provider)",
         case.name,
@@ -67,7 +97,7 @@ fn run(case: &Case, backend: &Backend, workdir: &Path, probe: bool) -> CellRepor
         router: None,
         bindings: Bindings::default(),
     };
-    let report = run_in(case, backend, probe, &mut cell);
+    let report = run_in(case, backend, options, &mut cell);
     end(report, &mut cell)
 }
 
@@ -104,12 +134,13 @@ fn end(mut report: CellReport, cell: &mut CellContext) -> CellReport {
 }
 
 /// The cell's case, once its instances are there.
-fn run_in(case: &Case, backend: &Backend, probe: bool, cell: &mut CellContext) -> CellReport {
+fn run_in(case: &Case, backend: &Backend, options: Options, cell: &mut CellContext) -> CellReport {
     // The backend's shim settings first, then the case's.
     let shim = match (backend.shim(), &case.shim) {
         (Some(b), Some(c)) => Some(b.merged(c)),
         (b, c) => b.or(c.as_ref()).cloned(),
     };
+    let shim = shim.or_else(|| traced(backend, options).then(ShimSpec::default));
     if let Some(spec) = &shim {
         if let Err(e) = cell.instances.use_shim(spec) {
             return errored(
@@ -121,7 +152,7 @@ fn run_in(case: &Case, backend: &Backend, probe: bool, cell: &mut CellContext) -
             );
         }
     }
-    if probe {
+    if options.probe {
         if let Some(report) = check_profile(backend, &mut cell.instances) {
             return report;
         }
@@ -191,6 +222,17 @@ fn run_in(case: &Case, backend: &Backend, probe: bool, cell: &mut CellContext) -
         status: Status::Passed,
         properties,
     }
+}
+
+/// Whether `options` put the transparent shim in front of this backend's module: it
+/// is reached through the PKCS#11 signer, and its provider can put the shim there.
+fn traced(backend: &Backend, options: Options) -> bool {
+    options.trace_pkcs11
+        && backend.has(Capability::Pkcs11)
+        && backend
+            .provider
+            .administers()
+            .contains(&Capability::Pkcs11Shim)
 }
 
 /// Compares the backend's capability profile with what a fresh instance reports; an

@@ -13,7 +13,7 @@
 use std::fs::File;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -23,6 +23,7 @@ use anyhow::Context;
 use crate::model::backend::{Backend, Placement};
 use crate::model::suite::Suite;
 
+use crate::report::evidence::{Exchanges, PKCS11_CALLS};
 use crate::report::outcome::{CellResult, RunResult, Status};
 use crate::run::interrupt;
 use crate::run::lifeline::{self, Janitor};
@@ -45,6 +46,11 @@ pub struct RunOptions {
     pub program: PathBuf,
     /// Where the backends' servers run.
     pub placement: Placement,
+    /// Every cell of a backend reached through the PKCS#11 signer whose provider can
+    /// put the PKCS#11 shim in front runs through it, transparent where neither the
+    /// backend file nor the case sets rules, so that each cell's report carries every
+    /// PKCS#11 call and its answer (`certify`'s function table).
+    pub trace_pkcs11: bool,
 }
 
 /// Runs every cell of `plan`, `jobs` at a time, calling `on_done` as each finishes
@@ -189,7 +195,13 @@ fn run_cell(
     // crashed or timed out.
     match crate::backends::shim::read(&workdir.join(crate::backends::shim::TRACE_FILE)) {
         Ok(calls) if calls.is_empty() => {}
-        Ok(calls) => result.log.push_str(&crate::backends::shim::render(&calls)),
+        Ok(calls) => {
+            result.log.push_str(&crate::backends::shim::render(&calls));
+            let calls = Exchanges::from_shim_trace(&calls, backend.shim());
+            result
+                .properties
+                .push((PKCS11_CALLS.to_string(), calls.to_property()));
+        }
         Err(e) => result
             .log
             .push_str(&format!("== PKCS#11 shim trace unreadable: {e:#}\n")),
@@ -225,21 +237,8 @@ fn spawn_and_wait(
     options: &RunOptions,
     probe: bool,
 ) -> CellOutcome {
-    let fail = |m: String| Err((m, String::new()));
-    if let Err(e) = std::fs::create_dir_all(workdir) {
-        return fail(format!("cannot create {}: {e}", workdir.display()));
-    }
-    let log_path = workdir.join("cell.log");
-    let log_file = match File::create(&log_path) {
-        Ok(f) => f,
-        Err(e) => return fail(format!("cannot create {}: {e}", log_path.display())),
-    };
-    let stderr = match log_file.try_clone() {
-        Ok(f) => f,
-        Err(e) => return fail(format!("cannot share {}: {e}", log_path.display())),
-    };
     let mut command = Command::new(&options.program);
-    let spawned = command
+    command
         .arg("cell")
         .arg("--suite")
         .arg(&suite.path)
@@ -250,60 +249,11 @@ fn spawn_and_wait(
         .arg("--workdir")
         .arg(workdir)
         .args(probe.then_some("--probe"))
+        .args(options.trace_pkcs11.then_some("--trace-pkcs11"))
         .args(backend.allow_destructive.then_some("--allow-destructive"))
         .arg("--provider")
-        .arg(options.placement.name())
-        .stdin(Stdio::null())
-        .stdout(log_file)
-        .stderr(stderr)
-        // Its own process group, so a timeout kills whatever the cell started too.
-        .process_group(0);
-    let spawned = lifeline::die_with_parent(spawned).spawn();
-    let mut child = match spawned {
-        Ok(c) => c,
-        Err(e) => return fail(format!("cannot start {}: {e}", options.program.display())),
-    };
-    let deadline = Instant::now() + options.timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if interrupt::received().is_some() => {
-                stop_group(&mut child);
-                let log = read_log(&log_path);
-                let sig = interrupt::received().map_or("a signal", signal_name);
-                return Err((
-                    format!(
-                        "interrupted: the run was stopped by {sig} while this cell ran\n{}",
-                        tail(&log)
-                    ),
-                    log,
-                ));
-            }
-            Ok(None) if Instant::now() >= deadline => break None,
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => {
-                kill_group(child.id());
-                let _ = child.wait();
-                return Err((format!("lost the cell process: {e}"), read_log(&log_path)));
-            }
-        }
-    };
-    let Some(status) = status else {
-        kill_group(child.id());
-        let _ = child.wait();
-        let log = read_log(&log_path);
-        return Err((
-            format!(
-                "timeout: the cell ran longer than {:?} and was killed\n{}",
-                options.timeout,
-                tail(&log)
-            ),
-            log,
-        ));
-    };
-    // Whatever the cell left running in its group goes too.
-    kill_group(child.id());
-    let log = read_log(&log_path);
+        .arg(options.placement.name());
+    let (status, log) = supervise(&mut command, workdir, "cell", options)?;
     let report = CellReport::read(workdir);
     match (report, status.signal()) {
         (Some(report), None) if status.success() => Ok((report, log)),
@@ -324,6 +274,87 @@ fn spawn_and_wait(
             log,
         )),
     }
+}
+
+/// Runs `command` (this harness in one of its hidden roles: `what` it is, for the
+/// messages) as a child of the run: in `workdir`, which it creates, in a process group
+/// of its own that dies with the harness, its stdout and stderr into `workdir/WHAT.log`. The child is killed with its
+/// whole group after `options.timeout`, or when the run is interrupted, and whatever it
+/// left running in its group is killed when it ends.
+///
+/// `Ok`: its exit status and log; `Err`: why it did not end by itself (with the tail
+/// of its log), and its log.
+pub(crate) fn supervise(
+    command: &mut Command,
+    workdir: &Path,
+    what: &str,
+    options: &RunOptions,
+) -> Result<(ExitStatus, String), (String, String)> {
+    let fail = |m: String| Err((m, String::new()));
+    if let Err(e) = std::fs::create_dir_all(workdir) {
+        return fail(format!("cannot create {}: {e}", workdir.display()));
+    }
+    let log_path = workdir.join(format!("{what}.log"));
+    let log_file = match File::create(&log_path) {
+        Ok(f) => f,
+        Err(e) => return fail(format!("cannot create {}: {e}", log_path.display())),
+    };
+    let stderr = match log_file.try_clone() {
+        Ok(f) => f,
+        Err(e) => return fail(format!("cannot share {}: {e}", log_path.display())),
+    };
+    let spawned = command
+        .stdin(Stdio::null())
+        .stdout(log_file)
+        .stderr(stderr)
+        // Its own process group, so a timeout kills whatever the child started too.
+        .process_group(0);
+    let spawned = lifeline::die_with_parent(spawned).spawn();
+    let mut child = match spawned {
+        Ok(c) => c,
+        Err(e) => return fail(format!("cannot start {}: {e}", options.program.display())),
+    };
+    let deadline = Instant::now() + options.timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if interrupt::received().is_some() => {
+                stop_group(&mut child);
+                let log = read_log(&log_path);
+                let sig = interrupt::received().map_or("a signal", signal_name);
+                return Err((
+                    format!(
+                        "interrupted: the run was stopped by {sig} while this {what} ran\n{}",
+                        tail(&log)
+                    ),
+                    log,
+                ));
+            }
+            Ok(None) if Instant::now() >= deadline => break None,
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => {
+                kill_group(child.id());
+                let _ = child.wait();
+                return Err((format!("lost the {what} process: {e}"), read_log(&log_path)));
+            }
+        }
+    };
+    let Some(status) = status else {
+        kill_group(child.id());
+        let _ = child.wait();
+        let log = read_log(&log_path);
+        return Err((
+            format!(
+                "timeout: the {what} ran longer than {:?} and was killed\n{}",
+                options.timeout,
+                tail(&log)
+            ),
+            log,
+        ));
+    };
+    // Whatever the child left running in its group goes too.
+    kill_group(child.id());
+    Ok((status, read_log(&log_path)))
 }
 
 /// SIGTERM to the cell's group, so its servers can stop cleanly; SIGKILL to what is
@@ -361,7 +392,8 @@ fn read_log(path: &Path) -> String {
     text
 }
 
-fn tail(log: &str) -> String {
+/// The last lines of a child's log, for an error message.
+pub(crate) fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     let from = lines.len().saturating_sub(STDERR_TAIL_LINES);
     let mut out = String::from("stderr tail:\n");

@@ -119,6 +119,13 @@ use crate::{
 pub use tls::TLS_VERSION_REFUSED;
 pub use wire::{operation_name, MAX_RESPONSE, REQUIRED_OPERATIONS};
 
+/// The `tracing` target of the event each request-and-answer exchange emits (at debug
+/// level), with the fields `operation` (its name, e.g. `Create Key Pair`) and `result`
+/// (`Success`, `Operation Failed (Item Not Found)`, or `no answer (unavailable)` when
+/// none came). Harnesses count these to see which operations a server answered how,
+/// whatever the signer made of the answer.
+pub const EXCHANGE_TARGET: &str = "hsm_signers::kmip::exchange";
+
 use deadline::DeadlineSocket;
 use ttlv::Item;
 use wire::{reason, tag, Answer, Credential};
@@ -527,8 +534,31 @@ impl KmipSigner {
         self.err(ErrorKind::Unavailable, format!("{server}: {what}"))
     }
 
-    /// Sends `request` and reads one response frame.
+    /// Sends `request` and reads one response frame; the exchange is logged at
+    /// [`EXCHANGE_TARGET`] unless the pooled connection was found closed (the request
+    /// is sent again on another, and logged then).
     fn exchange_on(&self, conn: &mut Conn, request: &[u8]) -> Result<Answer, Exchange> {
+        let result = self.exchange_unlogged(conn, request);
+        let outcome = match &result {
+            Ok(answer) => Some(answer.outcome()),
+            Err(Exchange::Failed(e)) => Some(format!("no answer ({})", e.kind)),
+            Err(Exchange::Stale(_)) => None,
+        };
+        if let Some(outcome) = outcome {
+            let operation = wire::request_operation(request)
+                .map_or_else(|| "unknown operation".to_string(), operation_name);
+            tracing::debug!(
+                target: EXCHANGE_TARGET,
+                signer = %self.name,
+                operation = %operation,
+                result = %outcome,
+                "KMIP {operation}: {outcome}"
+            );
+        }
+        result
+    }
+
+    fn exchange_unlogged(&self, conn: &mut Conn, request: &[u8]) -> Result<Answer, Exchange> {
         if let Err(e) = conn
             .stream
             .write_all(request)

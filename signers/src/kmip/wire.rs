@@ -301,13 +301,7 @@ pub struct Answer {
 impl Answer {
     /// "Item Not Found: no such object" style text for messages.
     pub fn describe(&self) -> String {
-        let status = match self.status {
-            0 => "Success".to_string(),
-            1 => "Operation Failed".to_string(),
-            2 => "Operation Pending".to_string(),
-            3 => "Operation Undone".to_string(),
-            s => format!("Result Status {s:#x}"),
-        };
+        let status = self.status_name();
         let reason = self.reason.map(reason_name);
         match (reason, &self.message) {
             (Some(r), Some(m)) => format!("{status}, {r}: {m}"),
@@ -316,6 +310,33 @@ impl Answer {
             (None, None) => status,
         }
     }
+
+    /// The Result Status and Reason alone, without the server's message: "Success",
+    /// "Operation Failed (Item Not Found)".
+    pub fn outcome(&self) -> String {
+        match self.reason {
+            Some(r) => format!("{} ({})", self.status_name(), reason_name(r)),
+            None => self.status_name(),
+        }
+    }
+
+    fn status_name(&self) -> String {
+        match self.status {
+            0 => "Success".to_string(),
+            1 => "Operation Failed".to_string(),
+            2 => "Operation Pending".to_string(),
+            3 => "Operation Undone".to_string(),
+            s => format!("Result Status {s:#x}"),
+        }
+    }
+}
+
+/// The Operation of the (first) batch item of a request this client encoded.
+pub fn request_operation(request: &[u8]) -> Option<u32> {
+    ttlv::parse(request)
+        .ok()?
+        .child(tag::BATCH_ITEM)?
+        .enum_of(tag::OPERATION)
 }
 
 /// Longest server-chosen text kept, in characters (before escaping).
@@ -395,6 +416,24 @@ mod tests {
         assert_eq!(server_text(text), shown);
     }
 
+    #[rstest::rstest]
+    #[case::success(0, None, "Success")]
+    #[case::with_reason(1, Some(reason::ITEM_NOT_FOUND), "Operation Failed (Item Not Found)")]
+    #[case::unknown_status(9, None, "Result Status 0x9")]
+    fn outcome_is_status_and_reason_without_the_message(
+        #[case] status: u32,
+        #[case] reason: Option<u32>,
+        #[case] said: &str,
+    ) {
+        let answer = Answer {
+            status,
+            reason,
+            message: Some("server, words; = here".into()),
+            payload: None,
+        };
+        assert_eq!(answer.outcome(), said);
+    }
+
     #[test]
     fn server_text_is_capped() {
         let long = "é".repeat(SERVER_TEXT_MAX + 1000);
@@ -427,6 +466,8 @@ mod tests {
         assert_eq!(value.text_of(0x4200A1), Some("p"));
         let item = msg.child(tag::BATCH_ITEM).unwrap();
         assert_eq!(item.enum_of(tag::OPERATION), Some(0x25));
+        assert_eq!(request_operation(&bytes), Some(0x25));
+        assert_eq!(request_operation(b"not ttlv"), None);
         assert_eq!(item.child(0x420079).unwrap().int_of(0x4200C4), Some(16));
     }
 
