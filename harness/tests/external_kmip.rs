@@ -296,3 +296,72 @@ fn a_failing_case_leaves_no_key_and_administration_is_skipped() {
     assert!(tls.to_string().contains("'kmip'"), "{tls:#}");
     assert_eq!(p.state(), before);
 }
+
+/// `hsm-harness certify` on the server: its report.md and exit code.
+fn certify(p: &Prepared, file: &Path, out: &Path) -> (Option<i32>, String, String) {
+    let output = Command::new(BIN)
+        .arg("certify")
+        .arg("--backend")
+        .arg(file)
+        .arg("--suites-dir")
+        .arg(suites())
+        .arg("--out")
+        .arg(out)
+        .args(["-j", "2"])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let md = std::fs::read_to_string(out.join("report.md"))
+        .unwrap_or_else(|e| panic!("no report.md ({e}) for {}: {text}", p.server.port()));
+    (output.status.code(), md, text)
+}
+
+/// The acceptance line: a PyKMIP server started by hand is refused by `certify` for TLS
+/// 1.2 with the reason; with the opt-in it is certified, and the report names the
+/// operations PyKMIP lacks (Modify Attribute, which the signer requires; RNG Retrieve).
+#[test]
+fn certify_refuses_a_tls12_server_by_default_and_reports_what_pykmip_lacks_with_the_opt_in() {
+    let p = Prepared::new();
+    let before = p.state();
+
+    let file = p.backend_file(false);
+    let (code, md, text) = certify(&p, &file, &p.dir.path().join("refused"));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(md.contains("**Verdict: NOT CONFORMANT**"), "{md}");
+    // Markdown escapes underscores.
+    let plain = md.replace("\\_", "_");
+    assert!(
+        plain.contains("negotiated only TLS 1.2") && plain.contains("allow_tls12"),
+        "{md}"
+    );
+
+    let file = p.backend_file(true);
+    let (_, md, text) = certify(&p, &file, &p.dir.path().join("allowed"));
+    let table = &md[md
+        .find("(seed 001's required ones first)")
+        .unwrap_or_else(|| panic!("no operations table: {md}\n{text}"))..];
+    let row = |op: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("| {op} |")))
+            .unwrap_or_else(|| panic!("no row {op}: {table}"))
+            .to_string()
+    };
+    // What PyKMIP lacks: Modify Attribute missing from its Query (it works all the
+    // same), and RNG Retrieve, which it refuses.
+    let modify = row("Modify Attribute");
+    assert!(
+        modify.contains("the server's Query does not list it"),
+        "{modify}"
+    );
+    let rng = row("RNG Retrieve");
+    assert!(rng.contains("| no ("), "{rng}");
+    assert!(row("Create Key Pair").contains("| passed |"), "{table}");
+    assert!(row("Sign").contains("| passed |"), "{table}");
+    assert!(md.contains("PyKMIP"), "the server's identity: {md}");
+    assert_eq!(p.state(), before, "certify changed the server's objects");
+}

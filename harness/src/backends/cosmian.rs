@@ -187,6 +187,10 @@ impl Provider for Cosmian {
         "cosmian"
     }
 
+    fn signer_type(&self) -> super::SignerType {
+        super::SignerType::Kmip
+    }
+
     fn administers(&self) -> &'static [Capability] {
         &[Capability::Kmip]
     }

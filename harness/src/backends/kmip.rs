@@ -261,6 +261,10 @@ impl Provider for Kmip {
         Ok(())
     }
 
+    fn signer_type(&self) -> super::SignerType {
+        super::SignerType::Kmip
+    }
+
     /// Nothing: the harness sets up neither the server's TLS nor its operations, and
     /// changes neither its credentials nor its keys.
     fn administers(&self) -> &'static [Capability] {
@@ -269,6 +273,22 @@ impl Provider for Kmip {
 
     fn existing(&self) -> bool {
         true
+    }
+
+    fn lacks_instance(&self, name: &str) -> Option<String> {
+        match name {
+            "a" => None,
+            "b" if self.second.is_some() => None,
+            "b" => Some(
+                "the case uses instance 'b', a second server: give `second` in the kmip \
+                 provider's settings"
+                    .into(),
+            ),
+            other => Some(format!(
+                "the case uses instance '{other}'; the kmip provider has 'a' and 'b' \
+                 (second) only"
+            )),
+        }
     }
 
     fn open(&self, _workdir: &Path, _runtime: &Runtime) -> anyhow::Result<Box<dyn CellBackend>> {

@@ -110,6 +110,17 @@ pub const ADMINISTERED: &[Capability] = &[
     Capability::KmipWithhold,
 ];
 
+/// The kind of signer a provider's backends are reached through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignerType {
+    /// The software signer (OpenSSL type).
+    Software,
+    /// The PKCS#11 signer.
+    Pkcs11,
+    /// The KMIP signer.
+    Kmip,
+}
+
 /// A kind of backend, with the settings its backend file gives.
 pub trait Provider: fmt::Debug + Send + Sync {
     /// The name backend files use.
@@ -122,6 +133,9 @@ pub trait Provider: fmt::Debug + Send + Sync {
 
     /// Which of [`ADMINISTERED`] this provider really gives.
     fn administers(&self) -> &'static [Capability];
+
+    /// The kind of signer that reaches its backends.
+    fn signer_type(&self) -> SignerType;
 
     /// Why no backend of this kind can come up on this machine where `placement` puts
     /// it (a missing program or module), with what to install; `None` when it can.
@@ -158,6 +172,13 @@ pub trait Provider: fmt::Debug + Send + Sync {
     /// plant impostor keys there are skipped unless `--allow-destructive`.
     fn existing(&self) -> bool {
         false
+    }
+
+    /// Why this backend has no instance `name` (an existing backend has the ones its
+    /// file names: `pkcs11` a second token only with `second_slot`); `None` when it
+    /// can make one. A case using such an instance is skipped with the reason.
+    fn lacks_instance(&self, _name: &str) -> Option<String> {
+        None
     }
 
     /// The PKCS#11 shim settings the provider puts in front of every cell's module.

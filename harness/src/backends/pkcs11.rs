@@ -169,6 +169,10 @@ impl Provider for Pkcs11 {
         }
     }
 
+    fn signer_type(&self) -> super::SignerType {
+        super::SignerType::Pkcs11
+    }
+
     /// The PKCS#11 signer, and the shim in front of the module; never credentials or
     /// key replacement (that would change a token the harness does not own).
     /// The PKCS#11 signer and the shim in front of the module; a PIN change and
@@ -184,6 +188,22 @@ impl Provider for Pkcs11 {
 
     fn existing(&self) -> bool {
         true
+    }
+
+    fn lacks_instance(&self, name: &str) -> Option<String> {
+        match name {
+            "a" => None,
+            "b" if self.second_slot.is_some() => None,
+            "b" => Some(
+                "the case uses instance 'b', a second token: give `second_slot` in the \
+                 pkcs11 provider's settings"
+                    .into(),
+            ),
+            other => Some(format!(
+                "the case uses instance '{other}'; the pkcs11 provider has 'a' (slot) and \
+                 'b' (second_slot) only"
+            )),
+        }
     }
 
     fn unavailable_reason(&self, placement: Placement) -> Option<String> {
@@ -206,6 +226,17 @@ impl Provider for Pkcs11 {
         for (k, v) in &self.env {
             std::env::set_var(k, v);
         }
+        // Cells on one module (with one environment) load and look it up one at a
+        // time: a module that keeps its tokens in files (SoftHSMv2) can miss a token
+        // while another cell's process writes it, so the token locks below, which
+        // need the token found first, would come too late.
+        let canonical = std::fs::canonicalize(&self.module).unwrap_or(self.module.clone());
+        let mut module_key = canonical.display().to_string();
+        for (k, v) in &self.env {
+            module_key.push_str(&format!("\0{k}={v}"));
+        }
+        let module_lock =
+            lock::acquire(&lock::path("pkcs11-module", &module_key), "PKCS#11 module")?;
         let module = Module::external(&self.module, workdir);
         let p11 = module.p11()?;
         let mut slots = vec![("a", resolve(&p11, &self.slot)?)];
@@ -223,13 +254,12 @@ impl Provider for Pkcs11 {
             );
         }
         // Locks in one order (by file name), so two cells never wait for each other.
-        let canonical = std::fs::canonicalize(&self.module).unwrap_or(self.module.clone());
         let mut lock_files: Vec<PathBuf> = slots
             .iter()
             .map(|(_, t)| lock_path(&canonical, t))
             .collect();
         lock_files.sort();
-        let mut locks = Vec::new();
+        let mut locks = vec![module_lock];
         for path in &lock_files {
             locks.push(lock::acquire(path, "token")?);
         }

@@ -43,6 +43,10 @@ impl Provider for Pykmip {
         "pykmip"
     }
 
+    fn signer_type(&self) -> super::SignerType {
+        super::SignerType::Kmip
+    }
+
     fn administers(&self) -> &'static [Capability] {
         &[Capability::Kmip]
     }

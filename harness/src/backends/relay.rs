@@ -92,6 +92,10 @@ impl Provider for Relay {
         }
     }
 
+    fn signer_type(&self) -> super::SignerType {
+        super::SignerType::Kmip
+    }
+
     fn administers(&self) -> &'static [Capability] {
         &[
             Capability::Credentials,

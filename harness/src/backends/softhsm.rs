@@ -43,6 +43,10 @@ impl Provider for Softhsm {
         }
     }
 
+    fn signer_type(&self) -> super::SignerType {
+        super::SignerType::Pkcs11
+    }
+
     fn administers(&self) -> &'static [Capability] {
         &[
             Capability::Credentials,

@@ -26,6 +26,10 @@ impl Provider for Software {
         "software"
     }
 
+    fn signer_type(&self) -> super::SignerType {
+        super::SignerType::Software
+    }
+
     fn administers(&self) -> &'static [Capability] {
         &[Capability::ReplaceKeys]
     }

@@ -15,6 +15,7 @@
 //! program missing here, bad arguments). An interrupted run writes its report and
 //! exits 128 + the signal.
 
+use crate::backends::SignerType;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -68,23 +69,17 @@ pub fn main(args: CertifyArgs) -> i32 {
         Ok(b) => b,
         Err(e) => return bad_input(e),
     };
-    let interface = match (
-        backend.has(Capability::Pkcs11),
-        backend.has(Capability::Kmip),
-    ) {
-        (true, false) => Interface::Pkcs11,
-        (false, true) => Interface::Kmip,
-        (pkcs11, _) => {
+    let interface = match backend.provider.signer_type() {
+        SignerType::Pkcs11 => Interface::Pkcs11,
+        SignerType::Kmip => Interface::Kmip,
+        SignerType::Software => {
             return bad_input(format!(
-                "backend '{}' ({}): certify needs a backend reached through exactly one of \
-                 the PKCS#11 and KMIP signers, and its capability profile lists {}",
+                "backend '{}' ({}): certify is for HSMs reached through the PKCS#11 or the \
+                 KMIP signer; the {} provider's backends are reached through the software \
+                 signer",
                 backend.name,
                 args.backend.display(),
-                if pkcs11 {
-                    "both pkcs11 and kmip"
-                } else {
-                    "neither pkcs11 nor kmip"
-                }
+                backend.provider.name()
             ))
         }
     };

@@ -392,6 +392,8 @@ pub struct Case {
     /// What the case does to a backend beyond its own keys (see
     /// [`crate::steps::Needs::destructive`]).
     pub destructive: Vec<String>,
+    /// The backend instances it uses (`a`, `b`, ...), sorted.
+    pub instance_names: Vec<String>,
     /// Capabilities a backend must not have for this case to run (the suite's and the
     /// case's `lacks`): the case is about backends without them.
     pub lacks: Vec<Capability>,
@@ -732,6 +734,7 @@ impl Suite {
             }
             let requires = needs.caps;
             let destructive = needs.destructive;
+            let instance_names: Vec<String> = ctx.used_instances.iter().cloned().collect();
             let mut lacks = raw.lacks.clone();
             for c in &case.lacks {
                 if !lacks.contains(c) {
@@ -756,6 +759,7 @@ impl Suite {
                 instances,
                 requires,
                 destructive,
+                instance_names,
                 lacks,
                 shim,
                 steps: case.steps,

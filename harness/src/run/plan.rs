@@ -159,6 +159,13 @@ impl Plan {
                 backend.provider.name()
             ));
         }
+        if let Some(why) = case
+            .instance_names
+            .iter()
+            .find_map(|n| backend.provider.lacks_instance(n))
+        {
+            return Some(format!("backend '{}': {why}", backend.name));
+        }
         if let Some(c) = backend.missing(&case.requires) {
             if let Some((_, why)) = backend.withdrawn.iter().find(|(w, _)| *w == c) {
                 return Some(format!(

@@ -44,6 +44,7 @@ impl StepKind for Inventory {
     fn check(&self, ctx: &mut CheckContext) -> Result<(), CheckError> {
         if self.of != "software" {
             check_instance(&self.of)?;
+            ctx.used_instances.insert(self.of.clone());
         }
         for n in self.has.iter().chain(&self.lacks) {
             if !ctx.keys.contains(n) && !ctx.one_off.contains(n) {
@@ -267,8 +268,10 @@ impl StepKind for Server {
         "server"
     }
 
-    fn check(&self, _ctx: &mut CheckContext) -> Result<(), CheckError> {
-        Ok(check_instance(&self.of)?)
+    fn check(&self, ctx: &mut CheckContext) -> Result<(), CheckError> {
+        check_instance(&self.of)?;
+        ctx.used_instances.insert(self.of.clone());
+        Ok(())
     }
 
     fn requires(&self, needs: &mut Needs) {

@@ -24,7 +24,7 @@ pub mod random;
 pub mod router;
 pub mod trace;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -170,6 +170,8 @@ pub struct CheckContext<'a> {
     pub needs_shim: bool,
     /// Some restart names a one-off signer.
     pub changes_one_off_signer: bool,
+    /// The backend instances the case uses (signers' `on`, steps' `of`, restarts).
+    pub used_instances: BTreeSet<String>,
 }
 
 impl<'a> CheckContext<'a> {
@@ -187,6 +189,12 @@ impl<'a> CheckContext<'a> {
             instances,
             needs_shim: false,
             changes_one_off_signer: false,
+            used_instances: signers
+                .map(|s| s.signers.iter().filter_map(|s| s.on.clone()).collect())
+                .unwrap_or_else(|| BTreeSet::from(["a".to_string()]))
+                .into_iter()
+                .chain(instances.keys().cloned())
+                .collect(),
         }
     }
 

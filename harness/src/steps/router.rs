@@ -87,6 +87,12 @@ impl StepKind for Restart {
             .chain(&self.change_pin)
         {
             check_instance(inst)?;
+            ctx.used_instances.insert(inst.clone());
+        }
+        for s in self.signers.iter().flatten() {
+            if let Some(on) = &s.on {
+                ctx.used_instances.insert(on.clone());
+            }
         }
         if let Some(list) = &self.signers {
             let spec = SignersSpec {

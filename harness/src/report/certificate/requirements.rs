@@ -357,13 +357,19 @@ fn row(
     } else {
         RowStatus::Skipped(why_not_called(interface, evidence))
     };
+    // The describe's `operations` section also has a row, "not listed ...", for each
+    // operation the signer requires that Query omits.
     let query_lists = query.map(|rows| {
         rows.iter().any(|(field, value)| {
-            field.trim().eq_ignore_ascii_case(name) || value.trim().eq_ignore_ascii_case(name)
+            (field.trim().eq_ignore_ascii_case(name) && !value.trim().starts_with("not listed"))
+                || value.trim().eq_ignore_ascii_case(name)
         })
     });
     // What the backend did outweighs what its Query says.
     let supported = match (query_lists, successes, total, not_supported) {
+        (Some(false), s, _, _) if s > 0 => {
+            Support::Yes("it worked, though the server's Query does not list it".to_string())
+        }
         (_, s, _, _) if s > 0 => Support::Yes("it worked".to_string()),
         (_, _, t, n) if t > 0 && n == t => Support::No(format!(
             "the backend answered every call {}",
