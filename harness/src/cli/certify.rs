@@ -58,6 +58,10 @@ pub struct CertifyArgs {
     /// Where the backend's servers run (`local` or `container`; see `run --provider`).
     #[arg(long, value_enum, value_name = "WHERE", default_value_t = Placement::Local)]
     provider: Placement,
+    /// Let cases wipe, re-PIN or plant impostor keys on the vendor's token or server
+    /// (see `run --allow-destructive`); without it those cases are skipped, saying so.
+    #[arg(long)]
+    allow_destructive: bool,
 }
 
 pub fn main(args: CertifyArgs) -> i32 {
@@ -65,10 +69,11 @@ pub fn main(args: CertifyArgs) -> i32 {
         Ok(b) => b.placed(args.provider),
         Err(e) => return bad_input(e),
     };
-    let backend = match backend {
+    let mut backend = match backend {
         Ok(b) => b,
         Err(e) => return bad_input(e),
     };
+    backend.allow_destructive = args.allow_destructive;
     let interface = match backend.provider.signer_type() {
         SignerType::Pkcs11 => Interface::Pkcs11,
         SignerType::Kmip => Interface::Kmip,
