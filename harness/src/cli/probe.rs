@@ -25,7 +25,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::{bad_input, init_logging, EXIT_FAILED, EXIT_OK};
-use crate::backends::{Description, Instances, Observed, ADMINISTERED};
+use crate::backends::{Description, Instances, Observed, SignerType, ADMINISTERED};
 use crate::model::backend::{Backend, Placement};
 use crate::model::suite::Capability;
 use crate::report::clock;
@@ -152,7 +152,7 @@ pub fn render(backend: &Backend, d: &Description, observed: &[Observed]) -> Stri
 }
 
 /// Where a capability of the written profile comes from.
-fn sources(backend: &Backend, observed: &[Observed]) -> Vec<(Capability, String)> {
+fn sources(backend: &Backend, d: &Description, observed: &[Observed]) -> Vec<(Capability, String)> {
     let mut out: Vec<(Capability, String)> = Vec::new();
     for o in observed.iter().filter(|o| o.has) {
         let how = if o.exact { "probed" } else { "not ruled out" };
@@ -167,6 +167,9 @@ fn sources(backend: &Backend, observed: &[Observed]) -> Vec<(Capability, String)
             ),
         ));
     }
+    for (c, why) in implied(backend, d) {
+        out.push((c, why));
+    }
     let observable: Vec<Capability> = observed.iter().map(|o| o.capability).collect();
     for c in &backend.capabilities {
         if !observable.contains(c) && !ADMINISTERED.contains(c) {
@@ -178,11 +181,68 @@ fn sources(backend: &Backend, observed: &[Observed]) -> Vec<(Capability, String)
     out
 }
 
+/// What follows from the kind of signer and from what the backend said, beyond the
+/// capability probe: an HSM to the router, keys that outlive the signer, Destroy, and
+/// for KMIP the TLS version and Modify Attribute in Query.
+fn implied(backend: &Backend, d: &Description) -> Vec<(Capability, String)> {
+    let listed = |section: &str, name: &str| {
+        d.rows(section).is_some_and(|rows| {
+            rows.iter()
+                .any(|(k, v)| k == name && !v.trim_start().starts_with("not listed"))
+        })
+    };
+    let mut out = Vec::new();
+    match backend.provider.signer_type() {
+        SignerType::Software => {}
+        SignerType::Pkcs11 => {
+            out.push((Capability::Hsm, "reached through the PKCS#11 signer".into()));
+            out.push((
+                Capability::PersistentKeys,
+                "the PKCS#11 signer makes token objects (CKA_TOKEN), which outlive it".into(),
+            ));
+            out.push((
+                Capability::Destroy,
+                "C_DestroyObject is a required PKCS#11 function (seed 001)".into(),
+            ));
+        }
+        SignerType::Kmip => {
+            out.push((Capability::Hsm, "reached through the KMIP signer".into()));
+            out.push((
+                Capability::PersistentKeys,
+                "a KMIP server keeps its managed objects".into(),
+            ));
+            if listed("operations", "Destroy") {
+                out.push((Capability::Destroy, "its Query lists Destroy".into()));
+            }
+            if listed("operations", "Modify Attribute") {
+                out.push((
+                    Capability::KmipModifyAttribute,
+                    "its Query lists Modify Attribute".into(),
+                ));
+            }
+            match d
+                .rows("tls")
+                .and_then(|r| r.iter().find(|(k, _)| k == "version"))
+            {
+                Some((_, v)) if v.contains("1.3") => {
+                    out.push((Capability::Tls13, format!("it negotiated {v}")))
+                }
+                Some((_, v)) if v.contains("1.2") => out.push((
+                    Capability::Tls12Only,
+                    format!("it negotiated {v} when offered TLS 1.3 and 1.2"),
+                )),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
 /// The profile file `--write` writes (YAML; strings as JSON strings, which YAML reads
 /// the same, so no value can break the document).
 pub fn profile(backend: &Backend, d: &Description, observed: &[Observed]) -> String {
     let q = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
-    let caps = sources(backend, observed);
+    let caps = sources(backend, d, observed);
     let mut out = format!(
         "# Capability profile of backend '{}' ({} provider), written by `hsm-harness probe`\n\
          # (hsm-harness {}) on {}. A backend file uses it with `profile: <this file>`.\n",
