@@ -11,13 +11,12 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use support::prepared::{assert_only_the_prepared_pair, Prepared};
 use support::Run;
-use testkit::softhsm::{Hsm, MODULE};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hsm-harness");
 const SKIP_BROWSER: &str = "HSM_HARNESS_SKIP_BROWSER";
@@ -60,101 +59,6 @@ fn certify(backend: &Path, suites: &Path, out: &Path, jobs: &str) -> (Run, Strin
     );
     let md = std::fs::read_to_string(out.join("report.md")).unwrap_or_default();
     (run, md)
-}
-
-/// A token prepared outside the harness: `softhsm2-util --init-token` and an RSA key
-/// pair made with `pkcs11-tool --keypairgen` (CKA_ID 01, label `pre`), with its PIN in
-/// a file, described as an external PKCS#11 backend.
-struct Prepared {
-    hsm: Hsm,
-    dir: tempfile::TempDir,
-}
-
-impl Prepared {
-    fn new() -> Prepared {
-        support::require_tools();
-        let p = Prepared {
-            hsm: Hsm::new(),
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let out = p.tool(&[
-            "--keypairgen",
-            "--key-type",
-            "rsa:2048",
-            "--id",
-            "01",
-            "--label",
-            "pre",
-        ]);
-        assert!(out.contains("Key pair generated"), "{out}");
-        let pin = p.dir.path().join("user.pin");
-        std::fs::write(&pin, format!("{}\n", p.hsm.token().pin)).unwrap();
-        std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).unwrap();
-        p
-    }
-
-    /// A backend file for the token, with `more` provider settings (YAML lines at the
-    /// settings' indentation).
-    fn backend(&self, more: &str) -> PathBuf {
-        let path = self.dir.path().join("external.yaml");
-        std::fs::write(
-            &path,
-            format!(
-                "backend: external\nabout: a SoftHSMv2 token prepared by hand\nprovider:\n  pkcs11:\n    module: {MODULE}\n    slot: {{ label: {} }}\n    user_pin: file:{}\n    env: {{ SOFTHSM2_CONF: {} }}\n{more}capabilities: [rsa2048, rsa2048-pss, ecdsa-p256, ecdsa-p384, ed25519, random, persistent-keys, hsm, pkcs11, pkcs11-shim, destroy]\n",
-                self.hsm.token().label,
-                self.dir.path().join("user.pin").display(),
-                self.hsm.conf().display()
-            ),
-        )
-        .unwrap();
-        path
-    }
-
-    /// pkcs11-tool on the token, logged in; its stdout.
-    fn tool(&self, args: &[&str]) -> String {
-        let out = self
-            .hsm
-            .command("pkcs11-tool")
-            .args(["--module", MODULE, "--token-label", &self.hsm.token().label])
-            .args(["--login", "--pin", &self.hsm.token().pin])
-            .args(args)
-            .output()
-            .expect("pkcs11-tool (apt-get install opensc; ci/install-deps does this)");
-        assert!(
-            out.status.success(),
-            "pkcs11-tool {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The objects on the token as pkcs11-tool lists them, and the DER of the
-    /// prepared public key.
-    fn state(&self) -> (String, Vec<u8>) {
-        let listed = self.tool(&["--list-objects"]);
-        let der = self.dir.path().join("pre.der");
-        self.tool(&[
-            "--read-object",
-            "--type",
-            "pubkey",
-            "--id",
-            "01",
-            "--output-file",
-            der.to_str().unwrap(),
-        ]);
-        (listed, std::fs::read(&der).unwrap())
-    }
-}
-
-/// The prepared pair and nothing else: no key made by the run is left.
-fn assert_only_the_prepared_pair(listed: &str) {
-    let keys = listed
-        .lines()
-        .filter(|l| l.starts_with("Public Key Object") || l.starts_with("Private Key Object"))
-        .count();
-    assert_eq!(keys, 2, "{listed}");
-    assert_eq!(listed.matches("label:      pre").count(), 2, "{listed}");
 }
 
 /// The files certify writes, each there and not empty.

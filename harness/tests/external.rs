@@ -2,11 +2,12 @@
 //! outside the harness, with a key pair of its own, runs the baseline suite; the key
 //! pair is there unchanged afterwards and nothing the run made is left.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use testkit::softhsm::{Hsm, MODULE};
+mod support;
+
+use support::prepared::{assert_only_the_prepared_pair, Prepared};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hsm-harness");
 
@@ -15,156 +16,79 @@ fn suites() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../suites")
 }
 
-/// A token prepared by hand: `softhsm2-util --init-token` and an RSA key pair made with
-/// `pkcs11-tool --keypairgen`, CKA_ID 01, label `pre`.
-struct Prepared {
-    hsm: Hsm,
-    dir: tempfile::TempDir,
+/// The prepared token's backend file, `backends/external.yaml`, with the standard
+/// profile plus credentials and replace-keys (for --allow-destructive).
+fn prepared() -> Prepared {
+    let p = Prepared::new();
+    p.backend_in(&backends(&p), "", ", credentials, replace-keys");
+    p
 }
 
-impl Prepared {
-    fn new() -> Prepared {
-        let hsm = Hsm::new();
-        let p = Prepared {
-            hsm,
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let out = p.tool(&[
-            "--keypairgen",
-            "--key-type",
-            "rsa:2048",
-            "--id",
-            "01",
-            "--label",
-            "pre",
-        ]);
-        assert!(out.contains("Key pair generated"), "{out}");
-        std::fs::create_dir_all(p.backends()).unwrap();
-        let pin = p.dir.path().join("user.pin");
-        std::fs::write(&pin, format!("{}\n", p.hsm.token().pin)).unwrap();
-        std::fs::set_permissions(&pin, std::fs::Permissions::from_mode(0o600)).unwrap();
-        std::fs::write(
-            p.backends().join("external.yaml"),
-            format!(
-                "backend: external\nabout: a SoftHSMv2 token prepared by hand\nprovider:\n  pkcs11:\n    module: {MODULE}\n    slot: {{ label: {} }}\n    user_pin: file:{}\n    env: {{ SOFTHSM2_CONF: {} }}\ncapabilities: [rsa2048, rsa2048-pss, ecdsa-p256, ecdsa-p384, ed25519, random, persistent-keys, hsm, pkcs11, destroy, credentials, replace-keys]\n",
-                p.hsm.token().label,
-                pin.display(),
-                p.hsm.conf().display()
-            ),
-        )
-        .unwrap();
-        p
-    }
-
-    fn backends(&self) -> PathBuf {
-        self.dir.path().join("backends")
-    }
-
-    /// pkcs11-tool on the token, logged in; its stdout.
-    fn tool(&self, args: &[&str]) -> String {
-        let out = self
-            .hsm
-            .command("pkcs11-tool")
-            .args(["--module", MODULE, "--token-label", &self.hsm.token().label])
-            .args(["--login", "--pin", &self.hsm.token().pin])
-            .args(args)
-            .output()
-            .expect("pkcs11-tool (apt-get install opensc; ci/install-deps does this)");
-        assert!(
-            out.status.success(),
-            "pkcs11-tool {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The objects on the token, as pkcs11-tool lists them, and the DER of the public
-    /// key with CKA_ID 01.
-    fn state(&self) -> (String, Vec<u8>) {
-        let listed = self.tool(&["--list-objects"]);
-        let der = self.dir.path().join("pre.der");
-        self.tool(&[
-            "--read-object",
-            "--type",
-            "pubkey",
-            "--id",
-            "01",
-            "--output-file",
-            der.to_str().unwrap(),
-        ]);
-        (listed, std::fs::read(&der).unwrap())
-    }
-
-    /// `hsm-harness run` on the external backend; exit code, the cells, the output.
-    fn run(&self, suites_dir: &Path, suite: &str) -> (Option<i32>, Vec<serde_json::Value>, String) {
-        self.run_with(suites_dir, suite, &[])
-    }
-
-    /// `run` with more arguments.
-    fn run_with(
-        &self,
-        suites_dir: &Path,
-        suite: &str,
-        more: &[&str],
-    ) -> (Option<i32>, Vec<serde_json::Value>, String) {
-        let json = self.dir.path().join("out/results.json");
-        let out = Command::new(BIN)
-            .arg("run")
-            .arg("--suites-dir")
-            .arg(suites_dir)
-            .arg("--backends-dir")
-            .arg(self.backends())
-            .args(["--backend", "external", "--suite", suite])
-            .args(if more.contains(&"-j") {
-                &[][..]
-            } else {
-                &["-j", "2"][..]
-            })
-            .args(more)
-            .arg("--junit")
-            .arg(self.dir.path().join("out/junit.xml"))
-            .arg("--json")
-            .arg(&json)
-            // The cells must get the module's configuration from the backend file.
-            .env_remove("SOFTHSM2_CONF")
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(&json).unwrap_or_else(|e| panic!("no JSON results ({e}): {text}")),
-        )
-        .unwrap();
-        (
-            out.status.code(),
-            v["cells"].as_array().unwrap().clone(),
-            text,
-        )
-    }
+fn backends(p: &Prepared) -> PathBuf {
+    p.dir.path().join("backends")
 }
 
-/// The pre-existing key pair, as listed.
-fn assert_only_the_prepared_pair(listed: &str) {
-    let keys = listed
-        .lines()
-        .filter(|l| l.starts_with("Public Key Object") || l.starts_with("Private Key Object"))
-        .count();
-    assert_eq!(keys, 2, "{listed}");
-    assert_eq!(listed.matches("label:      pre").count(), 2, "{listed}");
-    assert_eq!(listed.matches("ID:         01").count(), 2, "{listed}");
+/// `hsm-harness run` on the external backend; exit code, the cells, the output.
+fn run(
+    p: &Prepared,
+    suites_dir: &Path,
+    suite: &str,
+) -> (Option<i32>, Vec<serde_json::Value>, String) {
+    run_with(p, suites_dir, suite, &[])
+}
+
+/// `run` with more arguments.
+fn run_with(
+    p: &Prepared,
+    suites_dir: &Path,
+    suite: &str,
+    more: &[&str],
+) -> (Option<i32>, Vec<serde_json::Value>, String) {
+    let json = p.dir.path().join("out/results.json");
+    let out = Command::new(BIN)
+        .arg("run")
+        .arg("--suites-dir")
+        .arg(suites_dir)
+        .arg("--backends-dir")
+        .arg(backends(p))
+        .args(["--backend", "external", "--suite", suite])
+        .args(if more.contains(&"-j") {
+            &[][..]
+        } else {
+            &["-j", "2"][..]
+        })
+        .args(more)
+        .arg("--junit")
+        .arg(p.dir.path().join("out/junit.xml"))
+        .arg("--json")
+        .arg(&json)
+        // The cells must get the module's configuration from the backend file.
+        .env_remove("SOFTHSM2_CONF")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&json).unwrap_or_else(|e| panic!("no JSON results ({e}): {text}")),
+    )
+    .unwrap();
+    (
+        out.status.code(),
+        v["cells"].as_array().unwrap().clone(),
+        text,
+    )
 }
 
 #[test]
 fn baseline_runs_on_a_prepared_token_and_leaves_it_as_it_was() {
-    let p = Prepared::new();
+    let p = prepared();
     let before = p.state();
     assert_only_the_prepared_pair(&before.0);
 
-    let (code, cells, out) = p.run(&suites(), "baseline-signing");
+    let (code, cells, out) = run(&p, &suites(), "baseline-signing");
     assert_eq!(code, Some(0), "{out}");
     let passed = cells.iter().filter(|c| c["status"] == "passed").count();
     assert!(passed >= 8, "{out}");
@@ -189,7 +113,7 @@ fn baseline_runs_on_a_prepared_token_and_leaves_it_as_it_was() {
 /// change is skipped (a backend file cannot claim `credentials` for an external token).
 #[test]
 fn a_failing_case_leaves_no_key_and_administration_is_skipped() {
-    let p = Prepared::new();
+    let p = prepared();
     let before = p.state();
     let suites = p.dir.path().join("suites");
     std::fs::create_dir_all(&suites).unwrap();
@@ -198,7 +122,7 @@ fn a_failing_case_leaves_no_key_and_administration_is_skipped() {
         "suite: ext\nabout: x\ncases:\n  - name: fails after creating a key\n    steps:\n      - create_key: { alg: ecdsa-p256, as: k }\n      - sign: { key: k, data: abc, as: sig }\n      - verify: { signature: sig, expect: mismatch }\n  - name: changes the PIN\n    steps:\n      - create_key: { alg: rsa2048, as: k }\n      - restart: { change_pin: [a] }\n",
     )
     .unwrap();
-    let (code, cells, out) = p.run(&suites, "ext");
+    let (code, cells, out) = run(&p, &suites, "ext");
     assert_eq!(code, Some(1), "{out}");
     let failed = cells
         .iter()
@@ -239,12 +163,12 @@ fn pkcs11_tool_mechanisms(listed: &str) -> (Vec<String>, Vec<u64>) {
 
 #[test]
 fn probe_writes_a_profile_listing_the_mechanisms_pkcs11_tool_shows() {
-    let p = Prepared::new();
+    let p = prepared();
     let profile = p.dir.path().join("external.profile.yaml");
     let out = Command::new(BIN)
         .arg("probe")
         .arg("--backend")
-        .arg(p.backends().join("external.yaml"))
+        .arg(backends(&p).join("external.yaml"))
         .arg("--write")
         .arg(&profile)
         .env_remove("SOFTHSM2_CONF")
@@ -309,7 +233,7 @@ fn probe_writes_a_profile_listing_the_mechanisms_pkcs11_tool_shows() {
     }
 
     // A backend file that names the profile runs on it.
-    let file = p.backends().join("external.yaml");
+    let file = backends(&p).join("external.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
     let capabilities = text
         .lines()
@@ -326,7 +250,7 @@ fn probe_writes_a_profile_listing_the_mechanisms_pkcs11_tool_shows() {
 
 #[test]
 fn with_allow_destructive_a_pin_change_and_an_impostor_run_and_the_token_is_put_back() {
-    let p = Prepared::new();
+    let p = prepared();
     let before = p.state();
     let cases = [
         "changed credentials keep the keys",
@@ -334,7 +258,7 @@ fn with_allow_destructive_a_pin_change_and_an_impostor_run_and_the_token_is_put_
     ];
     let filter = "*{changed credentials keep the keys,an impostor identity key does not bind}";
 
-    let (code, cells, out) = p.run_with(&suites(), "identity-binding", &["--filter", filter]);
+    let (code, cells, out) = run_with(&p, &suites(), "identity-binding", &["--filter", filter]);
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(cells.len(), 2, "{out}");
     for c in &cells {
@@ -342,7 +266,8 @@ fn with_allow_destructive_a_pin_change_and_an_impostor_run_and_the_token_is_put_
         assert!(c.to_string().contains("--allow-destructive"), "{c:#}");
     }
 
-    let (code, cells, out) = p.run_with(
+    let (code, cells, out) = run_with(
+        &p,
         &suites(),
         "identity-binding",
         &["--filter", filter, "--allow-destructive"],
@@ -360,7 +285,7 @@ fn with_allow_destructive_a_pin_change_and_an_impostor_run_and_the_token_is_put_
 
 #[test]
 fn keys_of_a_cell_that_died_are_destroyed_by_the_next_cell_of_the_run() {
-    let p = Prepared::new();
+    let p = prepared();
     let before = p.state();
     let suites = p.dir.path().join("suites");
     std::fs::create_dir_all(&suites).unwrap();
@@ -370,14 +295,10 @@ fn keys_of_a_cell_that_died_are_destroyed_by_the_next_cell_of_the_run() {
         "suite: dies\nabout: x\ncases:\n  - name: a the module aborts after a key was made\n    shim: { rules: [ { function: C_SignInit, action: abort } ] }\n    steps:\n      - create_key: { alg: rsa2048, as: k }\n      - sign: { key: k, data: abc, as: sig }\n  - name: b signs\n    steps:\n      - create_key: { alg: ecdsa-p256, as: k }\n      - sign: { key: k, data: abc, as: sig }\n      - verify: { signature: sig }\n",
     )
     .unwrap();
-    let file = p.backends().join("external.yaml");
+    let file = backends(&p).join("external.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
-    std::fs::write(
-        &file,
-        text.replace("capabilities: [", "capabilities: [pkcs11-shim, "),
-    )
-    .unwrap();
-    let (code, cells, out) = p.run_with(&suites, "dies", &["-j", "1"]);
+    assert!(text.contains("pkcs11-shim"), "{text}");
+    let (code, cells, out) = run_with(&p, &suites, "dies", &["-j", "1"]);
     assert_eq!(code, Some(1), "{out}");
     let died = cells
         .iter()

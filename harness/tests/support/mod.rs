@@ -3,6 +3,8 @@
 // Each test binary uses its own part of this module.
 #![allow(dead_code)]
 
+pub mod prepared;
+
 use std::io::ErrorKind;
 use std::path::Path;
 use std::process::{Command, Output};
