@@ -1,5 +1,7 @@
 //! `hsm-harness list`: the cells a `run` with the same selectors would run, one per
 //! line as `suite.backend/case`, with the skip reason of those that would be skipped.
+//! With `--partition K/N`, the cells of that shard; stderr says how many of the
+//! selected cells that is.
 
 use super::select::{load, SelectArgs};
 use super::EXIT_OK;
@@ -10,13 +12,15 @@ pub fn main(select: SelectArgs) -> i32 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    for cell in &plan.cells {
-        let suite = &plan.suites[cell.suite];
-        let backend = &plan.backends[cell.backend];
-        let mut line = format!(
-            "{}.{}/{}",
-            suite.name, backend.name, suite.cases[cell.case].name
+    if let Some(p) = plan.partition {
+        eprintln!(
+            "shard {p}: {} of the {} selected cells",
+            plan.cells.len(),
+            plan.selected
         );
+    }
+    for cell in &plan.cells {
+        let mut line = plan.name(cell);
         match plan.before(cell) {
             Before::Run => {}
             Before::Skip(reason) => line.push_str(&format!("  (skip: {reason})")),

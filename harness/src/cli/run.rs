@@ -1,6 +1,8 @@
 //! `hsm-harness run`: the matrix of suite cases x backends, each cell in its own
 //! process, with a live progress line, a summary table and the JUnit and JSON reports.
-//! Exit 1 when a cell failed or errored, or a report could not be written.
+//! Exit 1 when a cell failed or errored, or a report could not be written. A shard
+//! (`--partition K/N`) that holds none of the selected cells is a success with a note
+//! and empty reports: small runs spread over many jobs have such shards.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,7 +12,7 @@ use clap::Args;
 use super::select::{load, SelectArgs};
 use super::{bad_input, EXIT_FAILED, EXIT_OK};
 use crate::model::backend::Placement;
-use crate::report::outcome::Tally;
+use crate::report::outcome::{RunResult, Tally};
 use crate::report::{console, junit};
 use crate::run::interrupt;
 use crate::run::runner::RunOptions;
@@ -42,7 +44,7 @@ pub fn main(args: RunArgs) -> i32 {
         Ok(p) => p,
         Err(code) => return code,
     };
-    if plan.cells.is_empty() {
+    if plan.selected == 0 {
         return bad_input("the selectors match no cells (see `hsm-harness list`)");
     }
     if !(args.timeout > 0.0 && args.timeout.is_finite()) {
@@ -74,21 +76,34 @@ pub fn main(args: RunArgs) -> i32 {
         v.dedup();
         v.len()
     };
+    let shard = plan
+        .partition
+        .map(|p| format!(", shard {p} of {} selected", plan.selected))
+        .unwrap_or_default();
     println!(
-        "hsm-harness: {} cells ({} suites x {} backends), {} at a time",
+        "hsm-harness: {} cells ({} suites x {} backends{shard}), {} at a time",
         plan.cells.len(),
         used(|c| c.suite),
         used(|c| c.backend),
         jobs.max(1)
     );
-    interrupt::install();
-    let result = match crate::run::runner::run(&plan, &options, |done, total, cell| {
-        println!("{}", console::progress_line(done, total, cell));
-    }) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            return EXIT_FAILED;
+    let result = if plan.cells.is_empty() {
+        // Only a shard can be empty here: the selectors chose cells, none hashed to it.
+        println!("note: this shard holds none of the selected cells; nothing to run");
+        RunResult {
+            cells: Vec::new(),
+            partition: plan.partition,
+        }
+    } else {
+        interrupt::install();
+        match crate::run::runner::run(&plan, &options, |done, total, cell| {
+            println!("{}", console::progress_line(done, total, cell));
+        }) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return EXIT_FAILED;
+            }
         }
     };
     println!();

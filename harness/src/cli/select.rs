@@ -1,5 +1,5 @@
-//! What `run` and `list` select: suites, backends, a name filter and tags, and the
-//! plan of cells loaded from them. A suite or backend file that does not load is bad
+//! What `run` and `list` select: suites, backends, a name filter and tags, a shard of
+//! the result (`--partition`), and the plan of cells loaded from them. A suite or backend file that does not load is bad
 //! input (exit 2), every error printed with its file, line and column.
 
 use std::path::{Path, PathBuf};
@@ -9,6 +9,7 @@ use clap::Args;
 use super::{bad_input, EXIT_BAD_INPUT};
 use crate::model::backend::{Backend, Placement};
 use crate::model::suite::{files_in, Suite, SuiteError};
+use crate::run::partition::Partition;
 use crate::run::runner::{Plan, Selection};
 
 #[derive(Args, Clone)]
@@ -26,6 +27,12 @@ pub struct SelectArgs {
     /// Only cases whose suite or case has this tag (repeatable; any matches).
     #[arg(long = "tag", value_name = "TAG")]
     pub tags: Vec<String>,
+    /// Only shard K of N of the cells the other selectors choose (1 ≤ K ≤ N), for
+    /// spreading a run over N CI jobs: the N shards are disjoint and together hold
+    /// every cell. A cell's shard follows from its name `suite.backend/case` alone
+    /// (SHA-256), so adding a case moves no other cell.
+    #[arg(long, value_name = "K/N")]
+    pub partition: Option<Partition>,
     /// A backend that must start here (repeatable): its cells are errors, not skips,
     /// when it cannot (a missing module, server program or binary).
     #[arg(long = "require-backend", value_name = "NAME")]
@@ -143,6 +150,7 @@ pub fn load(select: &SelectArgs) -> Result<Plan, i32> {
         tags: select.tags.clone(),
         required: select.required.iter().map(placed_name).collect(),
         strict: select.strict,
+        partition: select.partition,
     };
     Plan::new(suites, backends, &selection).map_err(|e| bad_input(format!("{e:#}")))
 }

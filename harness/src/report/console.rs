@@ -314,6 +314,7 @@ mod tests {
                 cell("baseline", "softhsm", "c", Status::Passed),
                 cell("tls-policy-long-name", "kmip", "a", Status::Passed),
             ],
+            ..RunResult::default()
         };
         let expected = "\
 suite.backend               pass   fail  error   skip  total
@@ -361,6 +362,7 @@ Failed and errored cells:
                     "backend 'pykmip' cannot start here: pykmip-server not found",
                 ),
             ],
+            ..RunResult::default()
         };
         let table = summary_table(&run);
         let grouped = table.split("Skipped cells by reason:\n").nth(1).unwrap();
@@ -374,6 +376,7 @@ Failed and errored cells:
     fn summary_table_of_an_all_green_run_has_no_problem_list() {
         let run = RunResult {
             cells: vec![cell("s", "b", "a", Status::Passed)],
+            ..RunResult::default()
         };
         let table = summary_table(&run);
         assert!(!table.contains("Failed"), "{table}");

@@ -9,8 +9,8 @@
 //! first seen; in it one `<testcase name="CASE" classname="SUITE.BACKEND" time="...">`
 //! per cell with `<failure>` / `<error>` / `<skipped message="REASON">` and the cell log
 //! as `<system-out>`, and the cell's own `<properties>` (e.g. the negotiated TLS version
-//! and cipher suite). The testsuite's `<properties>` are `backend` and then the cells'
-//! properties (first value wins).
+//! and cipher suite). The testsuite's `<properties>` are `backend`, `partition` (`K/N`,
+//! in a shard's report only) and then the cells' properties (first value wins).
 
 use std::collections::HashMap;
 use std::fs;
@@ -57,9 +57,13 @@ fn junit_xml(run: &RunResult) -> anyhow::Result<String> {
         let suite_name = format!("{}.{}", group[0].suite, group[0].backend);
         let mut suite = TestSuite::new(for_xml(&suite_name));
 
-        // `backend` first, then the union of the cells' properties; first value wins.
-        let mut seen: Vec<&str> = vec!["backend"];
+        // `backend` and `partition` first, then the union of the cells' properties;
+        // first value wins.
+        let mut seen: Vec<&str> = vec!["backend", "partition"];
         suite.add_property(Property::new("backend", for_xml(&group[0].backend)));
+        if let Some(p) = run.partition {
+            suite.add_property(Property::new("partition", p.to_string()));
+        }
         for cell in &group {
             for (name, value) in &cell.properties {
                 if !seen.contains(&name.as_str()) {
@@ -318,6 +322,7 @@ mod tests {
         let again = cell("baseline", "softhsm", "random", Status::Passed);
         RunResult {
             cells: vec![passed, failed, errored, skipped, again],
+            partition: None,
         }
     }
 
@@ -506,6 +511,29 @@ mod tests {
         // No temporary file left behind.
         let left: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
         assert_eq!(left.len(), 1);
+    }
+
+    #[test]
+    fn a_shards_testsuites_name_the_partition_after_the_backend() {
+        let mut run = sample_run();
+        run.partition = Some("2/3".parse().unwrap());
+        let text = junit_xml(&run).unwrap();
+        let doc = roxmltree::Document::parse(&text).unwrap();
+        let suites: Vec<_> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("testsuite"))
+            .collect();
+        assert_eq!(suites.len(), 2);
+        for suite in suites {
+            let names: Vec<(&str, &str)> = suite
+                .children()
+                .filter(|n| n.has_tag_name("properties"))
+                .flat_map(|ps| ps.children())
+                .filter(|p| p.has_tag_name("property"))
+                .map(|p| (p.attribute("name").unwrap(), p.attribute("value").unwrap()))
+                .collect();
+            assert_eq!(names[1], ("partition", "2/3"), "{names:?}");
+        }
     }
 
     #[test]

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::run::partition::Partition;
+
 /// How one cell (one case on one backend) ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "kebab-case")]
@@ -54,10 +56,37 @@ pub struct CellResult {
     pub log: String,
 }
 
-/// The results of one whole run, in matrix order.
+impl CellResult {
+    /// What identifies the cell across runs and releases: (suite, backend, case). The
+    /// reports list cells in this order.
+    pub fn key(&self) -> (&str, &str, &str) {
+        (&self.suite, &self.backend, &self.case)
+    }
+
+    /// The cell's full name, `suite.backend/case`.
+    pub fn name(&self) -> String {
+        crate::run::plan::cell_name(&self.suite, &self.backend, &self.case)
+    }
+}
+
+/// The results of one whole run (or of one shard of it), in matrix order.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunResult {
     pub cells: Vec<CellResult>,
+    /// The shard these cells are, when the run was partitioned (`--partition`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<Partition>,
+}
+
+impl RunResult {
+    /// The cells in the reports' order: by suite, backend and case (see
+    /// [`CellResult::key`]), so that the reports of a run, of its shards merged, and of
+    /// another release list the same cells in the same order.
+    pub fn in_report_order(&self) -> Vec<&CellResult> {
+        let mut cells: Vec<&CellResult> = self.cells.iter().collect();
+        cells.sort_by(|a, b| a.key().cmp(&b.key()));
+        cells
+    }
 }
 
 /// Counts by status.

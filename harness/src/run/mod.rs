@@ -8,6 +8,7 @@ pub mod describe;
 pub mod interrupt;
 pub mod kmip_exchanges;
 pub mod lifeline;
+pub mod partition;
 pub mod plan;
 pub mod protocol;
 pub mod runner;

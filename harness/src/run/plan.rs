@@ -7,6 +7,7 @@ use globset::{Glob, GlobMatcher};
 
 use crate::model::backend::Backend;
 use crate::model::suite::Suite;
+use crate::run::partition::Partition;
 
 /// One cell of the matrix, by index into the plan's suites and backends.
 #[derive(Clone, Copy, Debug)]
@@ -30,6 +31,13 @@ pub struct Selection {
     pub required: Vec<String>,
     /// Every selected backend must start (`--strict`).
     pub strict: bool,
+    /// Only the cells of this shard (`--partition k/n`), after every other selector.
+    pub partition: Option<Partition>,
+}
+
+/// A cell's full name: `suite.backend/case`.
+pub fn cell_name(suite: &str, backend: &str, case: &str) -> String {
+    format!("{suite}.{backend}/{case}")
 }
 
 /// What happens to a cell before anything is started.
@@ -50,6 +58,11 @@ pub struct Plan {
     pub suites: Vec<Suite>,
     pub backends: Vec<Backend>,
     pub cells: Vec<PlannedCell>,
+    /// The shard of the selected cells that `cells` holds, if the run is partitioned.
+    pub partition: Option<Partition>,
+    /// How many cells the selectors chose before partitioning: a shard may be empty
+    /// when they chose some.
+    pub selected: usize,
     /// Names of the backends that must start (see [`Selection::required`]).
     required: Vec<String>,
     strict: bool,
@@ -92,7 +105,7 @@ impl Plan {
                 }
                 for (ci, case) in suite.cases.iter().enumerate() {
                     if let Some(f) = &filter {
-                        let id = format!("{}.{}/{}", suite.name, backend.name, case.name);
+                        let id = cell_name(&suite.name, &backend.name, &case.name);
                         if !f.is_match(&case.name) && !f.is_match(&id) {
                             continue;
                         }
@@ -114,13 +127,35 @@ impl Plan {
                 }
             }
         }
-        Ok(Plan {
+        let selected = cells.len();
+        let mut plan = Plan {
             suites,
             backends,
             cells,
+            partition: selection.partition,
+            selected,
             required: selection.required.clone(),
             strict: selection.strict,
-        })
+        };
+        if let Some(p) = selection.partition {
+            let cells = std::mem::take(&mut plan.cells);
+            plan.cells = cells
+                .into_iter()
+                .filter(|c| p.contains(&plan.name(c)))
+                .collect();
+        }
+        Ok(plan)
+    }
+
+    /// The cell's full name, `suite.backend/case`: what `--filter` matches and what
+    /// `--partition` shards by.
+    pub fn name(&self, cell: &PlannedCell) -> String {
+        let suite = &self.suites[cell.suite];
+        cell_name(
+            &suite.name,
+            &self.backends[cell.backend].name,
+            &suite.cases[cell.case].name,
+        )
     }
 
     /// Whether a cell runs, is skipped or is an error before it starts. A backend that

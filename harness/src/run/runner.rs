@@ -127,7 +127,10 @@ pub fn run(
             })
         })
         .collect();
-    Ok(RunResult { cells })
+    Ok(RunResult {
+        cells,
+        partition: plan.partition,
+    })
 }
 
 /// A cell's result before it has one: its names and the backend's properties.

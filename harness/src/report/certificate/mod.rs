@@ -420,7 +420,10 @@ pub(crate) mod tests {
             command: format!("hsm-harness certify --backend '{evil}'"),
             interface: Interface::Pkcs11,
             rows,
-            run: RunResult { cells },
+            run: RunResult {
+                cells,
+                partition: None,
+            },
             verdict,
             files: vec!["junit.xml".into(), "results.json".into()],
         }
