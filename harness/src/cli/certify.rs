@@ -26,7 +26,7 @@ use crate::model::backend::{Backend, Placement};
 use crate::model::suite::{files_in, Capability, Suite};
 use crate::report::certificate::requirements::Interface;
 use crate::report::certificate::{self, Certificate, Inputs};
-use crate::report::{console, junit};
+use crate::report::{console, json, junit};
 use crate::run::runner::{Plan, RunOptions, Selection};
 use crate::run::{describe, interrupt};
 
@@ -182,8 +182,8 @@ pub fn main(args: CertifyArgs) -> i32 {
 
     let junit_path = args.out.join(JUNIT_FILE);
     let json_path = args.out.join(JSON_FILE);
-    if let Err(e) = junit::write_junit(&result, &junit_path)
-        .and_then(|()| junit::write_json(&result, &json_path))
+    if let Err(e) =
+        junit::write_junit(&result, &junit_path).and_then(|()| json::write(&result, &json_path))
     {
         eprintln!("error: {e:#}");
         return EXIT_FAILED;

@@ -13,7 +13,7 @@ use super::select::{load, SelectArgs};
 use super::{bad_input, EXIT_FAILED, EXIT_OK};
 use crate::model::backend::Placement;
 use crate::report::outcome::{RunResult, Tally};
-use crate::report::{console, junit};
+use crate::report::{console, json, junit};
 use crate::run::interrupt;
 use crate::run::runner::RunOptions;
 
@@ -114,7 +114,7 @@ pub fn main(args: RunArgs) -> i32 {
     }
     println!("JUnit report: {}", args.junit.display());
     if let Some(json) = &args.json {
-        if let Err(e) = junit::write_json(&result, json) {
+        if let Err(e) = json::write(&result, json) {
             eprintln!("error: writing {}: {e:#}", json.display());
             return EXIT_FAILED;
         }

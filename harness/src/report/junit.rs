@@ -1,59 +1,39 @@
-//! The run's reports: JUnit XML for CI, and a JSON twin for scripts.
+//! The run's JUnit XML report for CI (its JSON twin is [`super::json`]).
 //!
 //! JUnit is written with quick-junit 0.8 rather than junit-report 0.9: junit-report has no
 //! `<properties>` at all (the testsuite properties below need them) and writes
 //! `system-out` as one CDATA section, which a log holding `]]>` breaks. quick-junit
 //! escapes text and attributes, has properties, and can read its output back.
 //!
-//! Layout: one `<testsuite name="SUITE.BACKEND">` per (suite, backend) pair in the order
-//! first seen; in it one `<testcase name="CASE" classname="SUITE.BACKEND" time="...">`
+//! Layout: one `<testsuite name="SUITE.BACKEND">` per (suite, backend) pair, sorted by
+//! suite and backend; in it, sorted by case, one `<testcase name="CASE" classname="SUITE.BACKEND" time="...">`
 //! per cell with `<failure>` / `<error>` / `<skipped message="REASON">` and the cell log
 //! as `<system-out>`, and the cell's own `<properties>` (e.g. the negotiated TLS version
 //! and cipher suite). The testsuite's `<properties>` are `backend`, `partition` (`K/N`,
-//! in a shard's report only) and then the cells' properties (first value wins).
+//! in a shard's report only) and then the cells' properties (first value wins). The
+//! sorted order makes a run's report and the merged reports of its shards the same
+//! document but for times and properties.
 
 use std::collections::HashMap;
-use std::fs;
-use std::io::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
-use serde::Serialize;
 
-use crate::report::outcome::{CellResult, RunResult, Status, Tally};
+use crate::report::outcome::{CellResult, RunResult, Status};
 
 /// Writes `run` as JUnit XML to `path` (atomically; parent directories are created).
 pub fn write_junit(run: &RunResult, path: &Path) -> anyhow::Result<()> {
     let xml = junit_xml(run)?;
-    write_atomically(path, xml.as_bytes())
+    super::write_atomically(path, xml.as_bytes())
         .with_context(|| format!("cannot write the JUnit report {}", path.display()))
-}
-
-/// Writes `run` as pretty JSON `{ "tally": {...}, "cells": [...] }` to `path`
-/// (atomically; parent directories are created). Strings are kept as they are: JSON
-/// escapes control characters, so nothing is lost.
-pub fn write_json(run: &RunResult, path: &Path) -> anyhow::Result<()> {
-    #[derive(Serialize)]
-    struct JsonReport<'a> {
-        tally: Tally,
-        cells: &'a [CellResult],
-    }
-    let report = JsonReport {
-        tally: Tally::of(&run.cells),
-        cells: &run.cells,
-    };
-    let mut json = serde_json::to_string_pretty(&report).context("cannot serialise the run")?;
-    json.push('\n');
-    write_atomically(path, json.as_bytes())
-        .with_context(|| format!("cannot write the JSON report {}", path.display()))
 }
 
 /// The JUnit XML text of `run`.
 fn junit_xml(run: &RunResult) -> anyhow::Result<String> {
     let mut report = Report::new("hsm-harness");
-    for group in group_cells(&run.cells) {
+    for group in group_cells(&run.in_report_order()) {
         let suite_name = format!("{}.{}", group[0].suite, group[0].backend);
         let mut suite = TestSuite::new(for_xml(&suite_name));
 
@@ -124,10 +104,10 @@ fn non_success(kind: NonSuccessKind, ty: &str, message: &str) -> TestCaseStatus 
 }
 
 /// The cells grouped by (suite, backend), groups and cells in first-seen order.
-fn group_cells(cells: &[CellResult]) -> Vec<Vec<&CellResult>> {
+fn group_cells<'a>(cells: &[&'a CellResult]) -> Vec<Vec<&'a CellResult>> {
     let mut index: HashMap<(&str, &str), usize> = HashMap::new();
     let mut groups: Vec<Vec<&CellResult>> = Vec::new();
-    for cell in cells {
+    for &cell in cells {
         let i = *index
             .entry((cell.suite.as_str(), cell.backend.as_str()))
             .or_insert_with(|| {
@@ -236,38 +216,10 @@ fn skip_csi(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
     chars.next_if(|c| ('\u{40}'..='\u{7e}').contains(c));
 }
 
-/// Writes `bytes` to a temporary file next to `path`, then renames it over `path`, so
-/// a reader never sees half a report. Creates the parent directories.
-fn write_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let file_name = path
-        .file_name()
-        .with_context(|| format!("{} is not a file path", path.display()))?;
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| -> anyhow::Result<()> {
-        let mut file =
-            fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
 
     fn cell(suite: &str, backend: &str, case: &str, status: Status) -> CellResult {
@@ -287,7 +239,7 @@ mod tests {
         let mut passed = cell("baseline", "softhsm", "rsa2048 sign", Status::Passed);
         passed.log = "step 1 \x1b[31mred\x1b[0m ok\nNUL:\0: bell:\x07: tab:\t: ünï ✓".into();
         passed.properties = vec![
-            ("module".into(), "/usr/lib/softhsm/libsofthsm2.so".into()),
+            ("module".into(), "this cell's own module".into()),
             ("library-version".into(), "2.6\x1b[1m.1".into()),
         ];
         let mut failed = cell(
@@ -298,8 +250,9 @@ mod tests {
                 message: "step 2: signature \x1b[1mmismatch\x1b[0m\nsecond line".into(),
             },
         );
+        // The first cell of its testsuite in report order: its values win there.
         failed.properties = vec![
-            ("module".into(), "this cell's own module".into()),
+            ("module".into(), "/usr/lib/softhsm/libsofthsm2.so".into()),
             ("token-label".into(), "harness".into()),
         ];
         failed.log = "log with ]]> and <tags> & \u{ffff} and \u{85}".into();
@@ -383,12 +336,14 @@ mod tests {
             .iter()
             .map(|s| s.attribute("name").unwrap())
             .collect();
-        assert_eq!(names, ["baseline.softhsm", "baseline.kmip"]);
-        assert_eq!(suites[0].attribute("tests"), Some("3"));
-        assert_eq!(suites[0].attribute("failures"), Some("1"));
-        assert_eq!(suites[1].attribute("tests"), Some("2"));
-        assert_eq!(suites[1].attribute("errors"), Some("1"));
-        assert_eq!(suites[1].attribute("skipped"), Some("1"));
+        // Sorted by suite and backend, whatever the run's order.
+        assert_eq!(names, ["baseline.kmip", "baseline.softhsm"]);
+        let (kmip, softhsm) = (suites[0], suites[1]);
+        assert_eq!(softhsm.attribute("tests"), Some("3"));
+        assert_eq!(softhsm.attribute("failures"), Some("1"));
+        assert_eq!(kmip.attribute("tests"), Some("2"));
+        assert_eq!(kmip.attribute("errors"), Some("1"));
+        assert_eq!(kmip.attribute("skipped"), Some("1"));
 
         // The element's own <properties>, not those of its testcases.
         let properties = |node: roxmltree::Node| -> Vec<(String, String)> {
@@ -406,17 +361,17 @@ mod tests {
         };
         let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
         assert_eq!(
-            properties(suites[0]),
+            properties(softhsm),
             [
                 pair("backend", "softhsm"),
                 pair("module", "/usr/lib/softhsm/libsofthsm2.so"),
-                pair("library-version", "2.6.1"),
                 pair("token-label", "harness"),
+                pair("library-version", "2.6.1"),
             ]
         );
-        assert_eq!(properties(suites[1]), [pair("backend", "kmip")]);
+        assert_eq!(properties(kmip), [pair("backend", "kmip")]);
         // Each testcase keeps its own values, also where the testsuite kept another.
-        let cases: Vec<_> = suites[0]
+        let cases: Vec<_> = softhsm
             .children()
             .filter(|n| n.has_tag_name("testcase"))
             .collect();
@@ -563,28 +518,5 @@ mod tests {
         fs::write(&blocker, "").unwrap();
         let err = write_junit(&sample_run(), &blocker.join("junit.xml")).unwrap_err();
         assert!(format!("{err:#}").contains("junit.xml"), "{err:#}");
-    }
-
-    #[test]
-    fn json_twin_has_tally_and_cells() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("out/results.json");
-        let run = sample_run();
-        write_json(&run, &path).unwrap();
-        let text = fs::read_to_string(&path).unwrap();
-        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(
-            value["tally"],
-            serde_json::json!({"passed": 2, "failed": 1, "errored": 1, "skipped": 1})
-        );
-        let cells = value["cells"].as_array().unwrap();
-        assert_eq!(cells.len(), 5);
-        assert_eq!(cells[1]["status"], "failed");
-        assert_eq!(cells[3]["reason"], "backend lacks capability ed25519");
-        assert_eq!(cells[0]["duration"], 1.5);
-        // Lossless: the JSON keeps the original strings, and they read back.
-        let back: Vec<CellResult> = serde_json::from_value(value["cells"].clone()).unwrap();
-        assert_eq!(back[0].log, run.cells[0].log);
-        assert_eq!(back[1].status, run.cells[1].status);
     }
 }
