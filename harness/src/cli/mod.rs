@@ -1,9 +1,10 @@
-//! Command line: `run`, `certify`, `list`, `check`, `probe`, `signer`, `schema`, and the
-//! hidden `cell` and `describe`.
+//! Command line: `run`, `certify`, `list`, `diff`, `check`, `probe`,
+//! `signer`, `schema`, and the hidden `cell` and `describe`.
 //!
 //! Exit codes: 0 when nothing failed or errored; 1 when a cell failed or errored (or a
-//! signer command failed); 2 for bad input (a suite, backend file or signer
-//! configuration that does not load, or bad arguments). Exit codes and logging live
+//! signer command failed, or `diff` found a regression); 2 for bad input (a suite,
+//! backend file or signer configuration that does not load, a results file that does
+//! not read, or bad arguments). Exit codes and logging live
 //! here; each subcommand has its own file beside this one (`schema.rs`: the file
 //! formats' JSON Schemas), and `select.rs` holds what `run` and `list` share.
 
@@ -11,6 +12,7 @@ mod cell;
 mod certify;
 mod check;
 mod describe;
+mod diff;
 mod list;
 mod probe;
 mod run;
@@ -52,6 +54,12 @@ enum Command {
     Certify(certify::CertifyArgs),
     /// Print the cells a `run` with the same selectors would run, one per line.
     List(select::SelectArgs),
+    /// Compare two runs' JSON results: regressions, newly skipped, fixed, other
+    /// changes, added and removed cells.
+    ///
+    /// Exit 1 when a cell regressed (fails or errors now; passed, skipped or absent
+    /// before), 0 otherwise, 2 when a file is not a results JSON this harness reads.
+    Diff(diff::DiffArgs),
     /// Check suite and backend files; exit 2 with file:line:col on the first error of each.
     Check {
         /// Suite (or backend) YAML files.
@@ -130,6 +138,7 @@ pub fn main() -> i32 {
         Command::Run(args) => run::main(args),
         Command::Certify(args) => certify::main(args),
         Command::List(select) => list::main(select),
+        Command::Diff(args) => diff::main(args),
         Command::Check { files } => check::main(&files),
         Command::Probe(args) => probe::main(args),
         Command::Signer(args) => signer::main(args),

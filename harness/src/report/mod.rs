@@ -1,9 +1,11 @@
 //! What a run tells: the outcome of each cell, the evidence it carries, the JUnit XML
-//! and JSON twin, the live console, and `certify`'s conformance report.
+//! and JSON twin, the live console, and `certify`'s conformance report; and the diff
+//! between two runs.
 
 pub mod certificate;
 pub mod clock;
 pub mod console;
+pub mod diff;
 pub mod evidence;
 pub mod json;
 pub mod junit;
