@@ -1,12 +1,12 @@
-//! Command line: `run`, `certify`, `list`, `diff`, `check`, `probe`,
+//! Command line: `run`, `certify`, `list`, `diff`, `merge-junit`, `check`, `probe`,
 //! `signer`, `schema`, and the hidden `cell` and `describe`.
 //!
 //! Exit codes: 0 when nothing failed or errored; 1 when a cell failed or errored (or a
 //! signer command failed, or `diff` found a regression); 2 for bad input (a suite,
 //! backend file or signer configuration that does not load, a results file that does
-//! not read, or bad arguments). Exit codes and logging live
-//! here; each subcommand has its own file beside this one (`schema.rs`: the file
-//! formats' JSON Schemas), and `select.rs` holds what `run` and `list` share.
+//! not read, or bad arguments). Exit codes and logging live here; each subcommand has
+//! its own file beside this one (`schema.rs`: the file formats' JSON Schemas), and
+//! `select.rs` holds what `run` and `list` share.
 
 mod cell;
 mod certify;
@@ -14,6 +14,7 @@ mod check;
 mod describe;
 mod diff;
 mod list;
+mod merge;
 mod probe;
 mod run;
 pub mod schema;
@@ -60,6 +61,12 @@ enum Command {
     /// Exit 1 when a cell regressed (fails or errors now; passed, skipped or absent
     /// before), 0 otherwise, 2 when a file is not a results JSON this harness reads.
     Diff(diff::DiffArgs),
+    /// Merge the JSON results of a run's shards (`run --partition K/N --json FILE`)
+    /// into one JUnit report, and with --json one JSON report.
+    ///
+    /// Refuses (exit 2) a cell in two inputs and an incomplete set of shards. Exit 1
+    /// when a merged cell failed or errored, as `run` would.
+    MergeJunit(merge::MergeArgs),
     /// Check suite and backend files; exit 2 with file:line:col on the first error of each.
     Check {
         /// Suite (or backend) YAML files.
@@ -139,6 +146,7 @@ pub fn main() -> i32 {
         Command::Certify(args) => certify::main(args),
         Command::List(select) => list::main(select),
         Command::Diff(args) => diff::main(args),
+        Command::MergeJunit(args) => merge::main(args),
         Command::Check { files } => check::main(&files),
         Command::Probe(args) => probe::main(args),
         Command::Signer(args) => signer::main(args),

@@ -1,6 +1,6 @@
 //! What a run tells: the outcome of each cell, the evidence it carries, the JUnit XML
-//! and JSON twin, the live console, and `certify`'s conformance report; and the diff
-//! between two runs.
+//! and JSON twin, the live console, and `certify`'s conformance report; and what runs
+//! tell together: the diff between two and the merge of shards.
 
 pub mod certificate;
 pub mod clock;
@@ -9,6 +9,7 @@ pub mod diff;
 pub mod evidence;
 pub mod json;
 pub mod junit;
+pub mod merge;
 pub mod outcome;
 
 use std::fs;
