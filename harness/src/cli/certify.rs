@@ -168,8 +168,9 @@ pub fn main(args: CertifyArgs) -> i32 {
         ),
         Err(why) => eprintln!("the backend could not be described: {why}"),
     }
-    let result = match crate::run::runner::run(&plan, &options, |done, total, cell| {
-        println!("{}", console::progress_line(done, total, cell));
+    let result = match crate::run::runner::run(&plan, &options, {
+        let mut progress = crate::report::progress::Progress::stdout();
+        move |done, total, cell| progress.cell_done(done, total, cell)
     }) {
         Ok(r) => r,
         Err(e) => {

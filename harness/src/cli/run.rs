@@ -96,8 +96,9 @@ pub fn main(args: RunArgs) -> i32 {
         }
     } else {
         interrupt::install();
-        match crate::run::runner::run(&plan, &options, |done, total, cell| {
-            println!("{}", console::progress_line(done, total, cell));
+        match crate::run::runner::run(&plan, &options, {
+            let mut progress = crate::report::progress::Progress::stdout();
+            move |done, total, cell| progress.cell_done(done, total, cell)
         }) {
             Ok(r) => r,
             Err(e) => {

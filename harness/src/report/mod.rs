@@ -11,6 +11,7 @@ pub mod json;
 pub mod junit;
 pub mod merge;
 pub mod outcome;
+pub mod progress;
 
 use std::fs;
 use std::io::Write as _;
