@@ -173,8 +173,6 @@ impl Provider for Pkcs11 {
         super::SignerType::Pkcs11
     }
 
-    /// The PKCS#11 signer, and the shim in front of the module; never credentials or
-    /// key replacement (that would change a token the harness does not own).
     /// The PKCS#11 signer and the shim in front of the module; a PIN change and
     /// impostor keys only with `--allow-destructive` (see [`Provider::existing`]).
     fn administers(&self) -> &'static [Capability] {

@@ -221,18 +221,8 @@ mod tests {
     use std::fs;
 
     use super::*;
-
-    fn cell(suite: &str, backend: &str, case: &str, status: Status) -> CellResult {
-        CellResult {
-            suite: suite.into(),
-            backend: backend.into(),
-            case: case.into(),
-            status,
-            duration: Duration::from_millis(1500),
-            properties: vec![],
-            log: String::new(),
-        }
-    }
+    // One way to make a test cell, shared with the JSON twin's tests.
+    use crate::report::json::tests::cell;
 
     /// One cell of each status across two (suite, backend) pairs, with dirty strings.
     fn sample_run() -> RunResult {
