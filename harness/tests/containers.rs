@@ -185,6 +185,7 @@ fn failing_and_timed_out_cells_leave_no_container() {
     );
     assert_eq!(o.status.code(), Some(1), "{said}");
     let xml = std::fs::read_to_string(p.junit()).unwrap();
+    testkit::junit10::assert_valid(&xml);
     assert!(xml.contains("container_startup_ms"), "{xml}");
     assert!(xml.contains("timeout"), "{xml}");
     assert!(xml.contains("<failure"), "{xml}");

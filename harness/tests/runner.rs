@@ -76,8 +76,11 @@ impl Project {
             .unwrap()
     }
 
+    /// The run's JUnit report, checked against the junit-10 schema's rules.
     fn junit_doc(&self) -> String {
-        std::fs::read_to_string(self.junit()).expect("the run wrote no JUnit file")
+        let xml = std::fs::read_to_string(self.junit()).expect("the run wrote no JUnit file");
+        testkit::junit10::assert_valid(&xml);
+        xml
     }
 }
 

@@ -64,6 +64,7 @@ impl Project {
                 String::from_utf8_lossy(&o.stderr)
             )
         });
+        testkit::junit10::assert_valid(&xml);
         (o, xml)
     }
 

@@ -62,6 +62,12 @@ pub struct CertifyArgs {
     /// (see `run --allow-destructive`); without it those cases are skipped, saying so.
     #[arg(long)]
     allow_destructive: bool,
+    /// Also write each cell's properties as `<properties>` inside its `<testcase>` (as
+    /// GitLab and Jenkins' JUnit plugin show them). Off by default: the junit-10 schema
+    /// that strict consumers validate with (Jenkins xUnit, pytest's xunit2) refuses them
+    /// there, so by default they are in the testcase's `<system-out>`.
+    #[arg(long)]
+    junit_case_properties: bool,
 }
 
 pub fn main(args: CertifyArgs) -> i32 {
@@ -183,8 +189,14 @@ pub fn main(args: CertifyArgs) -> i32 {
 
     let junit_path = args.out.join(JUNIT_FILE);
     let json_path = args.out.join(JSON_FILE);
-    if let Err(e) =
-        junit::write_junit(&result, &junit_path).and_then(|()| json::write(&result, &json_path))
+    if let Err(e) = junit::write_junit(
+        &result,
+        &junit_path,
+        junit::JunitStyle {
+            case_properties: args.junit_case_properties,
+        },
+    )
+    .and_then(|()| json::write(&result, &json_path))
     {
         eprintln!("error: {e:#}");
         return EXIT_FAILED;

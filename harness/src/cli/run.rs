@@ -37,6 +37,12 @@ pub struct RunArgs {
     /// Also write the results as JSON here.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Also write each cell's properties as `<properties>` inside its `<testcase>` (as
+    /// GitLab and Jenkins' JUnit plugin show them). Off by default: the junit-10 schema
+    /// that strict consumers validate with (Jenkins xUnit, pytest's xunit2) refuses them
+    /// there, so by default they are in the testcase's `<system-out>`.
+    #[arg(long)]
+    junit_case_properties: bool,
 }
 
 pub fn main(args: RunArgs) -> i32 {
@@ -109,7 +115,13 @@ pub fn main(args: RunArgs) -> i32 {
     };
     println!();
     print!("{}", console::summary_table(&result));
-    if let Err(e) = junit::write_junit(&result, &args.junit) {
+    if let Err(e) = junit::write_junit(
+        &result,
+        &args.junit,
+        junit::JunitStyle {
+            case_properties: args.junit_case_properties,
+        },
+    ) {
         eprintln!("error: writing {}: {e:#}", args.junit.display());
         return EXIT_FAILED;
     }

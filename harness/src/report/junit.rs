@@ -7,12 +7,18 @@
 //!
 //! Layout: one `<testsuite name="SUITE.BACKEND">` per (suite, backend) pair, sorted by
 //! suite and backend; in it, sorted by case, one `<testcase name="CASE" classname="SUITE.BACKEND" time="...">`
-//! per cell with `<failure>` / `<error>` / `<skipped message="REASON">` and the cell log
-//! as `<system-out>`, and the cell's own `<properties>` (e.g. the negotiated TLS version
-//! and cipher suite). The testsuite's `<properties>` are `backend`, `partition` (`K/N`,
-//! in a shard's report only) and then the cells' properties (first value wins). The
-//! sorted order makes a run's report and the merged reports of its shards the same
+//! per cell with `<failure>` / `<error>` / `<skipped message="REASON">` and, as
+//! `<system-out>`, the cell's own properties (e.g. the negotiated TLS version and cipher
+//! suite) followed by its log. The testsuite's `<properties>` are `backend`, `partition`
+//! (`K/N`, in a shard's report only) and then the cells' properties (first value wins).
+//! The sorted order makes a run's report and the merged reports of its shards the same
 //! document but for times and properties.
+//!
+//! The default document keeps the rules of the junit-10 schema that strict consumers
+//! (the Jenkins xUnit plugin, pytest's `xunit2` family) validate with: no `<properties>`
+//! in a `<testcase>` and no `skipped` on `<testsuites>`. [`JunitStyle::case_properties`]
+//! adds the per-case `<properties>` that Surefire-style readers (GitLab, Jenkins' JUnit
+//! plugin) show, at the cost of that schema.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -23,15 +29,23 @@ use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, Te
 
 use crate::report::outcome::{CellResult, RunResult, Status};
 
+/// What a JUnit report holds beyond the schema strict consumers validate with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JunitStyle {
+    /// Each cell's properties also as `<properties>` inside its `<testcase>`. The
+    /// junit-10 schema refuses them there; by default they are in `<system-out>` only.
+    pub case_properties: bool,
+}
+
 /// Writes `run` as JUnit XML to `path` (atomically; parent directories are created).
-pub fn write_junit(run: &RunResult, path: &Path) -> anyhow::Result<()> {
-    let xml = junit_xml(run)?;
+pub fn write_junit(run: &RunResult, path: &Path, style: JunitStyle) -> anyhow::Result<()> {
+    let xml = junit_xml(run, style)?;
     super::write_atomically(path, xml.as_bytes())
         .with_context(|| format!("cannot write the JUnit report {}", path.display()))
 }
 
 /// The JUnit XML text of `run`.
-fn junit_xml(run: &RunResult) -> anyhow::Result<String> {
+fn junit_xml(run: &RunResult, style: JunitStyle) -> anyhow::Result<String> {
     let mut report = Report::new("hsm-harness");
     for group in group_cells(&run.in_report_order()) {
         let suite_name = format!("{}.{}", group[0].suite, group[0].backend);
@@ -54,18 +68,35 @@ fn junit_xml(run: &RunResult) -> anyhow::Result<String> {
         }
 
         for cell in &group {
-            suite.add_test_case(test_case(cell, &suite_name));
+            suite.add_test_case(test_case(cell, &suite_name, style));
         }
         suite.set_time(group.iter().map(|c| c.duration).sum::<Duration>());
         report.add_test_suite(suite);
     }
     report.set_time(run.cells.iter().map(|c| c.duration).sum::<Duration>());
-    report
+    let xml = report
         .to_string()
-        .context("cannot serialise the JUnit report")
+        .context("cannot serialise the JUnit report")?;
+    Ok(without_total_skipped(xml))
 }
 
-fn test_case(cell: &CellResult, classname: &str) -> TestCase {
+/// `xml` without the `skipped` attribute quick-junit always writes on `<testsuites>`:
+/// the junit-10 schema does not allow it there (each `<testsuite>` keeps its own count).
+fn without_total_skipped(mut xml: String) -> String {
+    let Some(start) = xml.find("<testsuites") else {
+        return xml;
+    };
+    let end = xml[start..].find('>').map_or(xml.len(), |e| start + e);
+    if let Some(at) = xml[start..end].find(" skipped=\"").map(|a| start + a) {
+        let value = at + " skipped=\"".len();
+        if let Some(close) = xml[value..end].find('"') {
+            xml.replace_range(at..value + close + 1, "");
+        }
+    }
+    xml
+}
+
+fn test_case(cell: &CellResult, classname: &str, style: JunitStyle) -> TestCase {
     let status = match &cell.status {
         Status::Passed => TestCaseStatus::success(),
         Status::Failed { message } => non_success(NonSuccessKind::Failure, "failure", message),
@@ -79,15 +110,34 @@ fn test_case(cell: &CellResult, classname: &str) -> TestCase {
     let mut case = TestCase::new(for_xml(&cell.case), status);
     case.set_classname(for_xml(classname));
     case.set_time(cell.duration);
-    if !cell.log.is_empty() {
-        case.set_system_out(for_xml(&cell.log));
-    }
     // The cell's own facts (its TLS version and cipher suite, say): cells of one
     // testsuite may differ, and the testsuite's union keeps only the first value.
-    for (name, value) in &cell.properties {
-        case.add_property(Property::new(for_xml(name), for_xml(value)));
+    let out = system_out(cell);
+    if !out.is_empty() {
+        case.set_system_out(for_xml(&out));
+    }
+    if style.case_properties {
+        for (name, value) in &cell.properties {
+            case.add_property(Property::new(for_xml(name), for_xml(value)));
+        }
     }
     case
+}
+
+/// The cell's properties, one `NAME: VALUE` line each under `properties:`, then its log.
+fn system_out(cell: &CellResult) -> String {
+    let mut out = String::new();
+    if !cell.properties.is_empty() {
+        out.push_str("properties:\n");
+        for (name, value) in &cell.properties {
+            out.push_str(&format!("  {name}: {value}\n"));
+        }
+        if !cell.log.is_empty() {
+            out.push('\n');
+        }
+    }
+    out.push_str(&cell.log);
+    out
 }
 
 fn non_success(kind: NonSuccessKind, ty: &str, message: &str) -> TestCaseStatus {
@@ -306,8 +356,9 @@ mod tests {
     fn junit_report_is_valid_and_complete() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/deeper/junit.xml");
-        write_junit(&sample_run(), &path).unwrap();
+        write_junit(&sample_run(), &path, JunitStyle::default()).unwrap();
         let text = fs::read_to_string(&path).unwrap();
+        testkit::junit10::assert_valid(&text);
         assert_no_control_chars(&text);
         assert!(!text.contains("[31m"), "ANSI escape left over:\n{text}");
 
@@ -317,6 +368,7 @@ mod tests {
         assert_eq!(root.attribute("tests"), Some("5"));
         assert_eq!(root.attribute("failures"), Some("1"));
         assert_eq!(root.attribute("errors"), Some("1"));
+        assert_eq!(root.attribute("skipped"), None);
 
         let suites: Vec<_> = root
             .children()
@@ -360,17 +412,11 @@ mod tests {
             ]
         );
         assert_eq!(properties(kmip), [pair("backend", "kmip")]);
-        // Each testcase keeps its own values, also where the testsuite kept another.
-        let cases: Vec<_> = softhsm
-            .children()
+        // Testcases have no <properties>: their own values are in their system-out.
+        assert!(!doc
+            .descendants()
             .filter(|n| n.has_tag_name("testcase"))
-            .collect();
-        assert!(
-            cases
-                .iter()
-                .any(|c| properties(*c).contains(&pair("module", "this cell's own module"))),
-            "no testcase kept its own module property"
-        );
+            .any(|c| c.children().any(|n| n.has_tag_name("properties"))));
 
         let cases: Vec<_> = doc
             .descendants()
@@ -395,10 +441,14 @@ mod tests {
             .children()
             .find(|n| n.has_tag_name("system-out"))
             .unwrap();
-        // Tabs become spaces up to the next 8-column stop.
+        // The cell's own properties, also where the testsuite kept another value, then
+        // the log; tabs become spaces up to the next 8-column stop.
         assert_eq!(
             out.text(),
-            Some("step 1 red ok\nNUL:: bell:: tab:       : ünï ✓")
+            Some(
+                "properties:\n  module: this cell's own module\n  library-version: 2.6.1\n\n\
+                 step 1 red ok\nNUL:: bell:: tab:       : ünï ✓"
+            )
         );
 
         let failed = by_name("baseline.softhsm", "ecdsa-p256 verify");
@@ -420,7 +470,13 @@ mod tests {
             .children()
             .find(|n| n.has_tag_name("system-out"))
             .unwrap();
-        assert_eq!(out.text(), Some("log with ]]> and <tags> &  and "));
+        assert_eq!(
+            out.text(),
+            Some(
+                "properties:\n  module: /usr/lib/softhsm/libsofthsm2.so\n  token-label: harness\n\n\
+                 log with ]]> and <tags> &  and "
+            )
+        );
 
         let errored = by_name("baseline.kmip", "rsa2048 sign");
         let error = errored
@@ -459,10 +515,44 @@ mod tests {
     }
 
     #[test]
+    fn case_properties_put_each_cells_own_values_in_its_testcase() {
+        let style = JunitStyle {
+            case_properties: true,
+        };
+        let text = junit_xml(&sample_run(), style).unwrap();
+        let doc = roxmltree::Document::parse(&text).unwrap();
+        let own: Vec<(&str, &str)> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("testcase") && n.attribute("name") == Some("rsa2048 sign"))
+            .flat_map(|c| c.children().filter(|n| n.has_tag_name("properties")))
+            .flat_map(|ps| ps.children().filter(|n| n.has_tag_name("property")))
+            .map(|p| (p.attribute("name").unwrap(), p.attribute("value").unwrap()))
+            .collect();
+        assert_eq!(
+            own,
+            [
+                ("module", "this cell's own module"),
+                ("library-version", "2.6.1")
+            ]
+        );
+        // Which is exactly what the junit-10 schema refuses, and nothing else.
+        let broken = testkit::junit10::violations(&text);
+        assert!(!broken.is_empty());
+        assert!(
+            broken
+                .iter()
+                .all(|v| v.contains("<properties> is not allowed in it")),
+            "{broken:?}"
+        );
+        // And quick-junit reads it back.
+        assert_eq!(Report::deserialize_from_str(&text).unwrap().tests, 5);
+    }
+
+    #[test]
     fn a_shards_testsuites_name_the_partition_after_the_backend() {
         let mut run = sample_run();
         run.partition = Some("2/3".parse().unwrap());
-        let text = junit_xml(&run).unwrap();
+        let text = junit_xml(&run, JunitStyle::default()).unwrap();
         let doc = roxmltree::Document::parse(&text).unwrap();
         let suites: Vec<_> = doc
             .descendants()
@@ -485,8 +575,9 @@ mod tests {
     fn empty_run_is_valid_junit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("junit.xml");
-        write_junit(&RunResult::default(), &path).unwrap();
+        write_junit(&RunResult::default(), &path, JunitStyle::default()).unwrap();
         let text = fs::read_to_string(&path).unwrap();
+        testkit::junit10::assert_valid(&text);
         let doc = roxmltree::Document::parse(&text).unwrap();
         assert_eq!(doc.root_element().attribute("tests"), Some("0"));
     }
@@ -495,8 +586,8 @@ mod tests {
     fn rewriting_replaces_the_report() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("junit.xml");
-        write_junit(&sample_run(), &path).unwrap();
-        write_junit(&RunResult::default(), &path).unwrap();
+        write_junit(&sample_run(), &path, JunitStyle::default()).unwrap();
+        write_junit(&RunResult::default(), &path, JunitStyle::default()).unwrap();
         let text = fs::read_to_string(&path).unwrap();
         assert!(!text.contains("testcase"), "{text}");
     }
@@ -506,7 +597,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blocker = dir.path().join("file");
         fs::write(&blocker, "").unwrap();
-        let err = write_junit(&sample_run(), &blocker.join("junit.xml")).unwrap_err();
+        let err = write_junit(
+            &sample_run(),
+            &blocker.join("junit.xml"),
+            JunitStyle::default(),
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("junit.xml"), "{err:#}");
     }
 }
