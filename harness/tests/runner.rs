@@ -140,9 +140,19 @@ fn a_passing_run_exits_0_and_writes_junit() {
     );
     let o = p.run(&[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let cases = cases(&p.junit_doc());
+    let xml = p.junit_doc();
+    let cases = cases(&xml);
     assert_eq!(cases.len(), 2);
     assert!(cases.iter().all(|c| c.1 == "passed"), "{cases:?}");
+    // Where each cell's time went, in its system-out.
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    for out in doc.descendants().filter(|n| n.has_tag_name("system-out")) {
+        let text = out.text().unwrap_or_default();
+        for phase in ["backend", "signers", "steps", "teardown"] {
+            let line = format!("  phase_{phase}_ms: ");
+            assert!(text.contains(&line), "no {line:?} in {text}");
+        }
+    }
 }
 
 #[test]
@@ -601,6 +611,69 @@ fn processes_under(dir: &std::path::Path) -> Vec<String> {
     found
 }
 
+/// How many relay and PyKMIP servers run under `dir`: `kmip2pkcs11` and `pykmip-server`
+/// processes, and the servers the run's PyKMIP zygote forked (named `pykmip-server`,
+/// each leading a process group with PyKMIP's helper processes in it).
+fn servers_under(dir: &std::path::Path) -> usize {
+    processes_under(dir)
+        .iter()
+        .filter(|p| {
+            let pid = p.split(':').next().unwrap_or_default();
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // pid (comm) state ppid pgrp ...
+            let (comm, rest) = match (stat.find('('), stat.rfind(')')) {
+                (Some(a), Some(b)) if a < b => (&stat[a + 1..b], &stat[b + 1..]),
+                _ => return false,
+            };
+            let leads_group = rest.split_whitespace().nth(2) == Some(pid);
+            p.contains("kmip2pkcs11")
+                || p.contains("pykmip-server")
+                || (comm == "pykmip-server" && leads_group)
+        })
+        .count()
+}
+
+/// Local PyKMIP cells get servers forked by the run's zygote; a cell that times out
+/// takes its server (and PyKMIP's helper processes) with it, and the zygote goes with
+/// the run.
+#[test]
+fn pykmip_servers_are_forked_and_a_timed_out_cell_leaves_none() {
+    let p = Project::new();
+    p.backend(
+        "pykmip",
+        "provider: pykmip\ncapabilities: [rsa2048, destroy, hsm, kmip, tls12-only, persistent-keys]\n",
+    );
+    p.suite(
+        "s.yaml",
+        "suite: s\nabout: x\ncases:\n  - name: signs\n    steps:\n      - create_key: { alg: rsa2048, as: k }\n      - sign: { key: k, data: hello, as: s }\n      - verify: { signature: s }\n  - name: hangs\n    steps:\n      - create_key: { alg: rsa2048, as: k }\n      - sleep: { seconds: 60 }\n",
+    );
+    let tmp = p.dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let o = p
+        .command("run")
+        .arg("--junit")
+        .arg(p.junit())
+        .args(["--backend", "pykmip", "--timeout", "8"])
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let xml = p.junit_doc();
+    let all = cases(&xml);
+    let verdict = |name: &str| all.iter().find(|c| c.0 == name).unwrap().1.clone();
+    assert_eq!(verdict("signs"), "passed", "{xml}");
+    assert_eq!(verdict("hangs"), "error", "{xml}");
+    assert!(
+        xml.contains("(forked by the run&apos;s PyKMIP zygote)"),
+        "{xml}"
+    );
+    wait_for(
+        "every process of the run to end",
+        std::time::Duration::from_secs(10),
+        || processes_under(&tmp).is_empty(),
+    );
+}
+
 /// Ctrl-C, SIGTERM or SIGKILL to a run: within 10 s nothing it started is left, no
 /// run directory remains, and after SIGINT or SIGTERM the report lists every cell,
 /// the unfinished ones as errors, with the exit code 128 + the signal.
@@ -657,10 +730,7 @@ fn an_interrupted_run_reports_every_cell_and_leaves_nothing(
                 .iter()
                 .filter(|p| p.contains(" cell "))
                 .count();
-            let servers = processes_under(&tmp)
-                .iter()
-                .filter(|p| p.contains("kmip2pkcs11") || p.contains("pykmip-server"))
-                .count();
+            let servers = servers_under(&tmp);
             cells == 2 && (!server || servers == 2)
         },
     );

@@ -183,6 +183,11 @@ pub fn config(s: &Settings<'_>) -> Result<String, String> {
 pub struct Cosmian {}
 
 impl Provider for Cosmian {
+    /// A KMS server.
+    fn start_cost(&self) -> u32 {
+        3
+    }
+
     fn name(&self) -> &'static str {
         "cosmian"
     }

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
 use hsm_signers::config::SignerKind;
@@ -47,6 +48,7 @@ pub mod pkcs11;
 pub mod pki;
 pub mod proxy;
 pub mod pykmip;
+pub mod pykmip_zygote;
 pub mod relay;
 pub mod server;
 pub mod shim;
@@ -144,6 +146,13 @@ pub trait Provider: fmt::Debug + Send + Sync {
             Placement::Local => None,
             Placement::Container => self.container_unavailable_reason(),
         }
+    }
+
+    /// What making one instance costs, relative to the others (a SoftHSMv2 token is
+    /// 1): the runner starts the costliest cells first, so that no long cell is left
+    /// to run alone at the end of a run.
+    fn start_cost(&self) -> u32 {
+        1
     }
 
     /// Whether the kind has a container twin (`--provider container`): its server
@@ -581,6 +590,8 @@ pub struct Instances {
     made: BTreeMap<String, Box<dyn Instance>>,
     /// The case's settings per instance name (absent: the backend's defaults).
     specs: BTreeMap<String, InstanceSpec>,
+    /// Time spent making instances so far (the cell's backend start-up phase).
+    making: Duration,
 }
 
 impl Instances {
@@ -606,6 +617,7 @@ impl Instances {
             cell,
             made: BTreeMap::new(),
             specs: specs.clone(),
+            making: Duration::ZERO,
         })
     }
 
@@ -660,6 +672,12 @@ impl Instances {
         Ok(self.ensure(name)?.rng_log().map(RngEvidence::ServerLog))
     }
 
+    /// Time spent making this cell's instances so far (probes included): the backend's
+    /// share of the cell's time, wherever in the cell it was made.
+    pub fn making_time(&self) -> Duration {
+        self.making
+    }
+
     /// Facts for the report: the provider's, then each instance's made so far, and
     /// the time spent starting containers.
     pub fn properties(&self) -> Vec<(String, String)> {
@@ -680,8 +698,10 @@ impl Instances {
         if !self.made.contains_key(name) {
             let dir = self.workdir.join("instances").join(name);
             let spec = self.specs.get(name).cloned().unwrap_or_default();
-            let inst = self.cell.make(name, &dir, &spec)?;
-            self.made.insert(name.to_string(), inst);
+            let started = Instant::now();
+            let made = self.cell.make(name, &dir, &spec);
+            self.making += started.elapsed();
+            self.made.insert(name.to_string(), made?);
         }
         self.made
             .get_mut(name)
@@ -795,8 +815,10 @@ impl Instances {
         // Suites cannot name an instance with a capital letter: no collision.
         let name = "Probe";
         let dir = self.workdir.join("instances").join(name);
-        let mut instance = self.cell.make(name, &dir, &InstanceSpec::default())?;
-        instance.probe()
+        let started = Instant::now();
+        let made = self.cell.make(name, &dir, &InstanceSpec::default());
+        self.making += started.elapsed();
+        made?.probe()
     }
 
     /// Describes and probes a fresh instance of the cell's kind, as [`Self::probe`]

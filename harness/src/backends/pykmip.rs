@@ -15,7 +15,8 @@ use serde::Deserialize;
 use super::container::{self, ContainerLaunch};
 use super::kmip_server::{KmipServerInstance, KmipServerKind};
 use super::pki::{self, Pki};
-use super::server::{free_port, Runtime, Server};
+use super::pykmip_zygote::{Forked, ZYGOTE_ENV};
+use super::server::{free_port, Process, Runtime, Server};
 use super::{log_line, CellBackend, Instance, Provider};
 use crate::model::backend::Placement;
 use crate::model::suite::{Capability, InstanceSpec, TlsVersion};
@@ -39,6 +40,11 @@ pub fn pykmip_server() -> Result<PathBuf, String> {
 }
 
 impl Provider for Pykmip {
+    /// A Python server.
+    fn start_cost(&self) -> u32 {
+        4
+    }
+
     fn name(&self) -> &'static str {
         "pykmip"
     }
@@ -177,8 +183,18 @@ fn start(
         OsString::from("-l"),
         dir.join("pykmip.log").into_os_string(),
     ];
-    let mut server = match runtime {
-        Runtime::Local => {
+    let mut server = match (runtime, std::env::var_os(ZYGOTE_ENV)) {
+        // The run's zygote forks it: the same server without Python's imports.
+        (Runtime::Local, Some(zygote)) => {
+            let stderr = dir.join("pykmip.stderr");
+            let forked = Forked::start(Path::new(&zygote), &args, &stderr)?;
+            // The whole group at once: PyKMIP's orderly stop waits for its policy
+            // monitor's 1-s poll, a second of every cell, and nothing needs it (the
+            // database is the cell's own; SQLite survives a kill, as the `kill` step
+            // shows).
+            Server::forked(forked, port, libc::SIGKILL)
+        }
+        (Runtime::Local, None) => {
             let bin = pykmip_server().map_err(|e| anyhow!(e))?;
             let child = lifeline::die_with_parent(
                 Command::new(&bin)
@@ -189,9 +205,11 @@ fn start(
             )
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
+            // SIGINT: PyKMIP stops its policy monitor process too (a SIGKILL would
+            // leave it behind), waiting up to its 1-s poll.
             Server::new(child, port, libc::SIGINT)
         }
-        Runtime::Container(engine) => {
+        (Runtime::Container(engine), _) => {
             let running = engine.start(
                 "pykmip",
                 &ContainerLaunch {
@@ -204,6 +222,10 @@ fn start(
         }
     };
     server.wait_for_port(&dir.join("pykmip.stderr"))?;
-    log_line(format!("  PyKMIP listening on 127.0.0.1:{port}"));
+    let how = match &server.process {
+        Process::Forked(_) => " (forked by the run's PyKMIP zygote)",
+        _ => "",
+    };
+    log_line(format!("  PyKMIP listening on 127.0.0.1:{port}{how}"));
     Ok(server)
 }

@@ -81,6 +81,11 @@ pub fn relay_binary() -> Result<PathBuf, String> {
 }
 
 impl Provider for Relay {
+    /// A token and the relay in front.
+    fn start_cost(&self) -> u32 {
+        2
+    }
+
     fn name(&self) -> &'static str {
         "relay"
     }

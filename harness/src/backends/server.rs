@@ -14,6 +14,7 @@ use hsm_signers::config::KmipConfig;
 use super::container::{self, Engine};
 use super::pki::Pki;
 use super::proxy::{Fault, Proxy, Stats};
+use super::pykmip_zygote::Forked;
 use super::{log_line, SignerOptions};
 use crate::model::suite::{InstanceSpec, KmipOptions};
 
@@ -35,9 +36,11 @@ impl Runtime {
     }
 }
 
-/// A server process: a child of this process, or a container.
+/// A server process: a child of this process, one the run's PyKMIP zygote forked for
+/// this cell, or a container.
 pub(crate) enum Process {
     Local(Child),
+    Forked(Forked),
     Container(Box<container::Running>),
 }
 
@@ -50,6 +53,7 @@ impl Process {
                 Ok(None) => None,
                 Err(e) => Some(format!("is lost: {e}")),
             },
+            Process::Forked(f) => f.exited().then(|| "exited".to_string()),
             Process::Container(c) => c.exited(),
         }
     }
@@ -61,6 +65,7 @@ impl Process {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+            Process::Forked(f) => f.stop(libc::SIGKILL, Duration::from_secs(3)),
             Process::Container(c) => {
                 if let Err(e) = c.kill() {
                     log_line(format!("  {e:#}"));
@@ -73,7 +78,7 @@ impl Process {
     /// log for a container.
     fn tail(&self, stderr: &Path) -> String {
         match self {
-            Process::Local(_) => {
+            Process::Local(_) | Process::Forked(_) => {
                 let text = std::fs::read_to_string(stderr).unwrap_or_default();
                 let lines: Vec<&str> = text.lines().collect();
                 lines[lines.len().saturating_sub(10)..].join("\n")
@@ -90,7 +95,8 @@ pub struct Server {
     pub(crate) process: Process,
     /// The port on 127.0.0.1 that reaches the server (a container's published port).
     pub(crate) port: u16,
-    /// SIGINT stops PyKMIP promptly where SIGTERM may not.
+    /// The signal that stops it (then SIGKILL after 3 s): what ends it promptly and
+    /// as the case needs (see each kind's `start`).
     pub(crate) stop_signal: i32,
     pub(crate) proxy: Option<Proxy>,
 }
@@ -99,6 +105,16 @@ impl Server {
     pub fn new(child: Child, port: u16, stop_signal: i32) -> Self {
         Server {
             process: Process::Local(child),
+            port,
+            stop_signal,
+            proxy: None,
+        }
+    }
+
+    /// A server the run's PyKMIP zygote forked, on `port`.
+    pub fn forked(forked: Forked, port: u16, stop_signal: i32) -> Self {
+        Server {
+            process: Process::Forked(forked),
             port,
             stop_signal,
             proxy: None,
@@ -165,7 +181,13 @@ impl Drop for Server {
         self.proxy = None;
         match &mut self.process {
             Process::Local(child) => {
-                // SAFETY: kill(2) on our own child's pid; no memory involved.
+                // Already reaped (killed by a step, say): its pid may be another
+                // process's by now.
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                // SAFETY: kill(2) on our own child's pid, not yet reaped; no memory
+                // involved.
                 unsafe {
                     libc::kill(child.id() as libc::pid_t, self.stop_signal);
                 }
@@ -179,6 +201,7 @@ impl Drop for Server {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+            Process::Forked(f) => f.stop(self.stop_signal, Duration::from_secs(3)),
             // Removed (its log kept) when the container handle drops, right after.
             Process::Container(c) => c.stop(Duration::from_secs(3)),
         }

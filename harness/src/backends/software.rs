@@ -22,6 +22,11 @@ use crate::oracle_terms;
 pub struct Software {}
 
 impl Provider for Software {
+    /// Nothing to start.
+    fn start_cost(&self) -> u32 {
+        0
+    }
+
     fn name(&self) -> &'static str {
         "software"
     }

@@ -7,6 +7,7 @@
 //! signal and the tail of that log instead.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::backends::shim::ShimSpec;
 use crate::backends::Instances;
@@ -69,7 +70,49 @@ fn errored(message: String, properties: Vec<(String, String)>) -> CellReport {
     }
 }
 
+/// Where a cell's time went, for the report's `phase_*_ms` properties: making the
+/// backend's instances (wherever in the cell that happened), starting the signers, the
+/// steps (less instance making), and the end (signers gone, instances put back and
+/// stopped).
+#[derive(Default)]
+struct Phases {
+    opening: Duration,
+    making: Duration,
+    signers: Duration,
+    steps: Duration,
+    teardown: Duration,
+}
+
+impl Phases {
+    /// Runs `phase` and adds its time, less what it spent making instances, to `slot`.
+    fn time<T>(
+        cell: &mut CellContext,
+        slot: impl Fn(&mut Phases) -> &mut Duration,
+        phases: &mut Phases,
+        phase: impl FnOnce(&mut CellContext) -> T,
+    ) -> T {
+        let (started, making) = (Instant::now(), cell.instances.making_time());
+        let out = phase(cell);
+        let made = cell.instances.making_time().saturating_sub(making);
+        *slot(phases) += started.elapsed().saturating_sub(made);
+        out
+    }
+
+    fn properties(&self) -> Vec<(String, String)> {
+        [
+            ("phase_backend_ms", self.opening + self.making),
+            ("phase_signers_ms", self.signers),
+            ("phase_steps_ms", self.steps),
+            ("phase_teardown_ms", self.teardown),
+        ]
+        .into_iter()
+        .map(|(name, time)| (name.to_string(), time.as_millis().to_string()))
+        .collect()
+    }
+}
+
 fn run(case: &Case, backend: &Backend, workdir: &Path, options: Options) -> CellReport {
+    let opening = Instant::now();
     log(format!(
         "case '{}' on backend '{}' ({} provider)",
         case.name,
@@ -97,8 +140,18 @@ fn run(case: &Case, backend: &Backend, workdir: &Path, options: Options) -> Cell
         router: None,
         bindings: Bindings::default(),
     };
-    let report = run_in(case, backend, options, &mut cell);
-    end(report, &mut cell)
+    let mut phases = Phases {
+        opening: opening.elapsed(),
+        ..Phases::default()
+    };
+    let report = run_in(case, backend, options, &mut cell, &mut phases);
+    phases.making = cell.instances.making_time();
+    let ending = Instant::now();
+    let mut report = end(report, &mut cell);
+    drop(cell);
+    phases.teardown = ending.elapsed();
+    report.properties.extend(phases.properties());
+    report
 }
 
 /// The end of a cell, however it went: the signers go, then each instance puts back
@@ -134,7 +187,13 @@ fn end(mut report: CellReport, cell: &mut CellContext) -> CellReport {
 }
 
 /// The cell's case, once its instances are there.
-fn run_in(case: &Case, backend: &Backend, options: Options, cell: &mut CellContext) -> CellReport {
+fn run_in(
+    case: &Case,
+    backend: &Backend,
+    options: Options,
+    cell: &mut CellContext,
+    phases: &mut Phases,
+) -> CellReport {
     // The backend's shim settings first, then the case's.
     let shim = match (backend.shim(), &case.shim) {
         (Some(b), Some(c)) => Some(b.merged(c)),
@@ -157,7 +216,7 @@ fn run_in(case: &Case, backend: &Backend, options: Options, cell: &mut CellConte
             return report;
         }
     }
-    if let Err(e) = cell.start() {
+    if let Err(e) = Phases::time(cell, |p| &mut p.signers, phases, CellContext::start) {
         return errored(
             format!("backend '{}' did not come up: {e:#}", backend.name),
             cell.instances.properties(),
@@ -188,7 +247,7 @@ fn run_in(case: &Case, backend: &Backend, options: Options, cell: &mut CellConte
             step.referenced.line()
         );
         log(format!("{at}: start"));
-        match step.value.run(cell) {
+        match Phases::time(cell, |p| &mut p.steps, phases, |cell| step.value.run(cell)) {
             Ok(()) => {}
             Err(StepError::Failed(message)) => {
                 log(format!("{at}: FAILED: {message}"));

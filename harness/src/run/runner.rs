@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::backends::pykmip_zygote::{Zygote, ZYGOTE_ENV};
 use crate::model::backend::{Backend, Placement};
 use crate::model::suite::Suite;
 
@@ -76,6 +77,10 @@ pub fn run(
         }
     }
     let probes = &probes;
+    let order = &start_order(plan);
+    // Local PyKMIP cells fork their servers from one zygote (see pykmip_zygote).
+    let zygote = start_zygote(plan, options, &root);
+    let zygote = zygote.as_ref().map(Zygote::socket);
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel::<(usize, CellResult)>();
     let mut results: Vec<Option<CellResult>> = vec![None; total];
@@ -88,11 +93,12 @@ pub fn run(
                 if interrupt::received().is_some() {
                     break;
                 }
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= total {
+                let n = next.fetch_add(1, Ordering::SeqCst);
+                if n >= total {
                     break;
                 }
-                let result = run_cell(plan, &plan.cells[i], i, root, options, probes[i]);
+                let i = order[n];
+                let result = run_cell(plan, &plan.cells[i], i, root, options, probes[i], zygote);
                 if tx.send((i, result)).is_err() {
                     break;
                 }
@@ -152,6 +158,39 @@ fn blank(plan: &Plan, cell: &PlannedCell) -> CellResult {
     }
 }
 
+/// The order cells start in: costliest first (by their backend's
+/// [`start_cost`](crate::backends::Provider::start_cost) times the instances the case
+/// uses), so that the run does not end with one long cell running alone; cells that do
+/// not run come last, and ties keep the matrix order. Results are reported in matrix
+/// order whatever this is.
+fn start_order(plan: &Plan) -> Vec<usize> {
+    let cost = |cell: &PlannedCell| -> u32 {
+        if plan.before(cell) != Before::Run {
+            return 0;
+        }
+        let case = &plan.suites[cell.suite].cases[cell.case];
+        let instances = case.instance_names.len().max(1) as u32;
+        1 + plan.backends[cell.backend].provider.start_cost() * instances
+    };
+    let mut order: Vec<usize> = (0..plan.cells.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(cost(&plan.cells[i])));
+    order
+}
+
+/// The PyKMIP zygote, when local PyKMIP cells will run; a zygote that cannot start
+/// leaves each cell to start `pykmip-server` itself, which says what is wrong.
+fn start_zygote(plan: &Plan, options: &RunOptions, root: &Path) -> Option<Zygote> {
+    let pykmip = |cell: &PlannedCell| {
+        plan.backends[cell.backend].provider.name() == "pykmip" && plan.before(cell) == Before::Run
+    };
+    if options.placement != Placement::Local || !plan.cells.iter().any(pykmip) {
+        return None;
+    }
+    Zygote::start(root)
+        .map_err(|e| eprintln!("note: PyKMIP servers start one by one: {e:#}"))
+        .ok()
+}
+
 fn run_cell(
     plan: &Plan,
     cell: &PlannedCell,
@@ -159,6 +198,7 @@ fn run_cell(
     root: &Path,
     options: &RunOptions,
     probe: bool,
+    zygote: Option<&Path>,
 ) -> CellResult {
     let suite = &plan.suites[cell.suite];
     let case = &suite.cases[cell.case];
@@ -177,7 +217,7 @@ fn run_cell(
     }
     let started = Instant::now();
     let workdir = root.join(format!("cell-{index}"));
-    let outcome = spawn_and_wait(&workdir, suite, &case.name, backend, options, probe);
+    let outcome = spawn_and_wait(&workdir, suite, &case.name, backend, options, probe, zygote);
     result.duration = started.elapsed();
     match outcome {
         Ok((report, log)) => {
@@ -239,8 +279,12 @@ fn spawn_and_wait(
     backend: &Backend,
     options: &RunOptions,
     probe: bool,
+    zygote: Option<&Path>,
 ) -> CellOutcome {
     let mut command = Command::new(&options.program);
+    if let Some(socket) = zygote {
+        command.env(ZYGOTE_ENV, socket);
+    }
     command
         .arg("cell")
         .arg("--suite")
