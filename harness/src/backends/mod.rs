@@ -38,6 +38,7 @@ use proxy::{Fault, Stats};
 use server::Runtime;
 use shim::ShimSpec;
 
+pub mod companion;
 pub mod container;
 pub mod cosmian;
 pub mod kmip;

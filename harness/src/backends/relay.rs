@@ -63,21 +63,19 @@ impl Mimic {
     }
 }
 
-/// The relay binary: next to this program (cargo puts all of a workspace's binaries
-/// in one directory).
+/// The variable that names the relay binary, where it is not beside this program.
+pub const RELAY_ENV: &str = "HSM_HARNESS_KMIP2PKCS11";
+
+/// The relay binary: the file [`RELAY_ENV`] names; else beside this program (cargo
+/// builds all of a workspace's binaries into one directory, and `cargo install` puts
+/// them in one too); else on PATH.
 pub fn relay_binary() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let dir = exe.parent().ok_or("this program has no directory")?;
-    // Integration tests run from target/<profile>/deps.
-    for candidate in [dir.join("kmip2pkcs11"), dir.join("../kmip2pkcs11")] {
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
-    }
-    Err(format!(
-        "kmip2pkcs11 is not built next to {} (cargo build -p kmip-relay)",
-        exe.display()
-    ))
+    super::companion::find(
+        "kmip2pkcs11",
+        RELAY_ENV,
+        true,
+        "cargo install --path relay, or cargo build -p kmip-relay",
+    )
 }
 
 impl Provider for Relay {

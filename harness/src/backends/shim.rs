@@ -89,29 +89,26 @@ pub fn is_function(name: &str) -> bool {
     p11shim::FUNCTIONS.contains(&name)
 }
 
-/// The shim library, built by cargo beside this program: `deps/libp11shim.so` first,
-/// then `libp11shim.so` next to it (integration tests run from `deps/` itself).
+/// The variable that names the shim library, where it is not beside this program.
+pub const SHIM_ENV: &str = "HSM_HARNESS_P11SHIM";
+
+/// The shim library: the file [`SHIM_ENV`] names; else, as cargo builds it beside this
+/// program, `deps/libp11shim.so` first, then `libp11shim.so` next to it (integration
+/// tests run from `deps/` itself). `cargo install` does not install libraries: copy
+/// `target/release/libp11shim.so` beside the installed program, or name it.
 ///
 /// `deps/` comes first because it is always the fresh one: cargo rebuilds it whenever
 /// the harness (which depends on the shim crate) is built, but copies it up to
 /// `target/<profile>/` only when the shim package itself is a top-level unit (`cargo
 /// build --workspace` or `-p p11shim`), so the copy up there can be stale.
 pub fn library() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
-    let dir = exe.parent().ok_or("this program has no directory")?;
-    [
-        dir.join("deps").join(LIBRARY),
-        dir.join(LIBRARY),
-        dir.join("..").join(LIBRARY),
-    ]
-    .into_iter()
-    .find(|p| p.is_file())
-    .ok_or_else(|| {
-        format!(
-            "{LIBRARY} is not built next to {} (cargo build -p p11shim)",
-            exe.display()
-        )
-    })
+    super::companion::find(
+        LIBRARY,
+        SHIM_ENV,
+        false,
+        "cargo build --release -p p11shim, then copy target/release/libp11shim.so beside \
+         hsm-harness",
+    )
 }
 
 /// One line of the trace (the fields the harness reads; see `p11shim/README.md`).

@@ -23,6 +23,7 @@ use clap::Args;
 
 use super::{bad_input, EXIT_FAILED, EXIT_OK};
 use crate::model::backend::{Backend, Placement};
+use crate::model::builtin::{self, Kind};
 use crate::model::suite::{files_in, Capability, Suite};
 use crate::report::certificate::requirements::Interface;
 use crate::report::certificate::{self, Certificate, Inputs};
@@ -45,9 +46,10 @@ pub struct CertifyArgs {
     /// missing; files of those names there are replaced).
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
-    /// Where the suites are: every *.yaml there runs.
-    #[arg(long, value_name = "DIR", default_value = "suites")]
-    suites_dir: PathBuf,
+    /// Where the suites are: every *.yaml there runs [default: `suites` in the working
+    /// directory if there is one, else the suites built into this binary]
+    #[arg(long, value_name = "DIR")]
+    suites_dir: Option<PathBuf>,
     /// Cells run in parallel (default: the number of cores; cells on one external
     /// token take turns whatever this says).
     #[arg(short = 'j', long, value_name = "N")]
@@ -114,7 +116,11 @@ pub fn main(args: CertifyArgs) -> i32 {
     if !(args.timeout > 0.0 && args.timeout.is_finite()) {
         return bad_input("--timeout must be a positive number of seconds");
     }
-    let suites = match load_suites(&args.suites_dir) {
+    let suites_from = match builtin::resolve(args.suites_dir.as_deref(), Kind::Suites) {
+        Ok(o) => o,
+        Err(e) => return bad_input(format!("cannot write out the built-in suites: {e}")),
+    };
+    let suites = match load_suites(suites_from.dir()) {
         Ok(s) => s,
         Err(code) => return code,
     };

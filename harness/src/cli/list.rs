@@ -3,8 +3,9 @@
 //! With `--partition K/N`, the cells of that shard; stderr says how many of the
 //! selected cells that is.
 
-use super::select::{load, SelectArgs};
+use super::select::{load, sources, SelectArgs};
 use super::EXIT_OK;
+use crate::model::builtin::Origin;
 use crate::run::plan::Before;
 
 pub fn main(select: SelectArgs) -> i32 {
@@ -12,6 +13,17 @@ pub fn main(select: SelectArgs) -> i32 {
         Ok(p) => p,
         Err(code) => return code,
     };
+    // Where each suite and the backends came from, on stderr: stdout is the cells.
+    if let Ok((suites, backends)) = sources(&select) {
+        for suite in &plan.suites {
+            let from = match &suites {
+                Origin::BuiltIn(_) if suite.path.starts_with(suites.dir()) => suites.to_string(),
+                _ => suite.path.display().to_string(),
+            };
+            eprintln!("suite {}: {from}", suite.name);
+        }
+        eprintln!("backends: {backends}");
+    }
     if let Some(p) = plan.partition {
         eprintln!(
             "shard {p}: {} of the {} selected cells",

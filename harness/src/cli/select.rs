@@ -8,14 +8,15 @@ use clap::Args;
 
 use super::{bad_input, EXIT_BAD_INPUT};
 use crate::model::backend::{Backend, Placement};
+use crate::model::builtin::{self, Kind, Origin};
 use crate::model::suite::{files_in, Suite, SuiteError};
 use crate::run::partition::Partition;
 use crate::run::runner::{Plan, Selection};
 
 #[derive(Args, Clone)]
 pub struct SelectArgs {
-    /// A suite to run (repeatable): a file, or a name in --suites-dir (`tls-enforcement`
-    /// for suites/tls-enforcement.yaml); default: every *.yaml in --suites-dir.
+    /// A suite to run (repeatable): a file, or the name of one of the suites
+    /// (`tls-enforcement` for tls-enforcement.yaml); default: every suite.
     #[arg(long = "suite", value_name = "FILE|NAME")]
     pub suites: Vec<PathBuf>,
     /// A backend to run against, by name (repeatable); default: every backend file.
@@ -52,12 +53,36 @@ pub struct SelectArgs {
     /// run (softhsm, relay and pykmip kinds), and reports name them `NAME@container`.
     #[arg(long, value_enum, value_name = "WHERE", default_value_t = Placement::Local)]
     pub provider: Placement,
-    /// Where the suites are.
-    #[arg(long, value_name = "DIR", default_value = "suites")]
-    pub suites_dir: PathBuf,
-    /// Where the backend files are.
-    #[arg(long, value_name = "DIR", default_value = "fixtures/backends")]
-    pub backends_dir: PathBuf,
+    /// Where the suites are [default: `suites` in the working directory if there is
+    /// one, else the suites built into this binary]
+    #[arg(long, value_name = "DIR")]
+    pub suites_dir: Option<PathBuf>,
+    /// Where the backend files are [default: `fixtures/backends` in the working
+    /// directory if there is one, else the backend files built into this binary]
+    #[arg(long, value_name = "DIR")]
+    pub backends_dir: Option<PathBuf>,
+}
+
+/// Where the suites and the backend files come from (see [`builtin::resolve`]).
+pub fn sources(select: &SelectArgs) -> Result<(Origin, Origin), i32> {
+    let resolve = |given: &Option<PathBuf>, kind| {
+        builtin::resolve(given.as_deref(), kind).map_err(|e| {
+            bad_input(format!(
+                "no {} directory here and the built-in ones cannot be written out: {e} \
+                 (give --{}-dir)",
+                kind.default_dir(),
+                if kind == Kind::Suites {
+                    "suites"
+                } else {
+                    "backends"
+                }
+            ))
+        })
+    };
+    Ok((
+        resolve(&select.suites_dir, Kind::Suites)?,
+        resolve(&select.backends_dir, Kind::Backends)?,
+    ))
 }
 
 /// A `--suite` value: the file if it exists, else `DIR/NAME.yaml` for a bare name.
@@ -73,24 +98,25 @@ fn suite_path(given: &Path, dir: &Path) -> PathBuf {
 
 /// Loads the selected suites and every backend file; errors are bad input.
 pub fn load(select: &SelectArgs) -> Result<Plan, i32> {
+    let (suites_from, backends_from) = sources(select)?;
     let suite_files = if select.suites.is_empty() {
-        files_in(&select.suites_dir).map_err(|e| {
+        files_in(suites_from.dir()).map_err(|e| {
             bad_input(format!(
-                "cannot list suites in {}: {e} (run from the repository root or give --suites-dir)",
-                select.suites_dir.display()
+                "cannot list suites in {}: {e} (give --suites-dir)",
+                suites_from.dir().display()
             ))
         })?
     } else {
         select
             .suites
             .iter()
-            .map(|s| suite_path(s, &select.suites_dir))
+            .map(|s| suite_path(s, suites_from.dir()))
             .collect()
     };
-    let backend_files = files_in(&select.backends_dir).map_err(|e| {
+    let backend_files = files_in(backends_from.dir()).map_err(|e| {
         bad_input(format!(
-            "cannot list backends in {}: {e} (run from the repository root or give --backends-dir)",
-            select.backends_dir.display()
+            "cannot list backends in {}: {e} (give --backends-dir)",
+            backends_from.dir().display()
         ))
     })?;
     let mut errors: Vec<SuiteError> = Vec::new();

@@ -3,5 +3,6 @@
 //! line and column.
 
 pub mod backend;
+pub mod builtin;
 pub mod schema;
 pub mod suite;
