@@ -871,24 +871,28 @@ impl Dispatcher {
 
     fn revoke(&self, p: &Item, placeholder: &mut Option<String>) -> Result<Item, KmipError> {
         let id = self.object_id(p, placeholder)?;
-        self.token.run(|s| {
+        let result = self.token.run(|s| {
             let h = Token::find(s, &id)?;
             if id.half == Half::Private {
                 s.update_attributes(h, &[Attribute::Sign(false)])
                     .map_err(|e| crate::token::classify("clearing CKA_SIGN", &e))?;
             }
             Ok(())
-        })?;
+        });
+        self.token.forget(&id);
+        result?;
         Ok(Self::uid_payload(&id))
     }
 
     fn destroy(&self, p: &Item, placeholder: &mut Option<String>) -> Result<Item, KmipError> {
         let id = self.object_id(p, placeholder)?;
-        self.token.run(|s| {
+        let result = self.token.run(|s| {
             let h = Token::find(s, &id)?;
             s.destroy_object(h)
                 .map_err(|e| crate::token::classify("destroying the key", &e))
-        })?;
+        });
+        self.token.forget(&id);
+        result?;
         Ok(Self::uid_payload(&id))
     }
 
@@ -915,7 +919,7 @@ impl Dispatcher {
             return Err(KmipError::not_found("objects here have one Name (index 0)"));
         }
         let text = name_value(value)?;
-        self.token.run(|s: &Session| {
+        let result = self.token.run(|s: &Session| {
             let h = Token::find(s, &id)?;
             let current = Token::label(s, h)?;
             if add && current.is_some() {
@@ -929,7 +933,9 @@ impl Dispatcher {
             }
             s.update_attributes(h, &[Attribute::Label(text.as_bytes().to_vec())])
                 .map_err(|e| crate::token::classify("setting CKA_LABEL", &e))
-        })?;
+        });
+        self.token.forget(&id);
+        result?;
         Ok(payload(vec![
             Item::text(tag::UNIQUE_IDENTIFIER, id.to_string()),
             Item::structure(
@@ -1045,8 +1051,48 @@ impl Dispatcher {
         Ok((id, params, data))
     }
 
-    /// Refuses a mechanism the token lacks and a key that may not sign.
-    fn may_sign(&self, s: &Session, h: ObjectHandle, mtype: MechanismType) -> Result<(), Failure> {
+    /// The private key a Sign names: its handle, its kind and, when it was remembered,
+    /// its CKA_SIGN. A remembered key ([`Token::remembered`]) is checked by reading
+    /// CKA_SIGN, which [`Dispatcher::may_sign`] needs anyway; a handle the module calls
+    /// invalid (the key destroyed or replaced behind the relay, a logout) is forgotten
+    /// and the key looked up again (C_FindObjects, then its key material), as one that
+    /// was not remembered.
+    fn signing_key(
+        &self,
+        s: &Session,
+        id: &ObjectId,
+    ) -> Result<(ObjectHandle, SigningKey, Option<Option<bool>>), Failure> {
+        if let Some((h, key)) = self.token.remembered(id) {
+            match Token::flag(s, h, AttributeType::Sign) {
+                Ok(sign) => return Ok((h, key, Some(sign))),
+                Err(f) if f.error.reason == ResultReason::ItemNotFound => self.token.forget(id),
+                Err(f) => return Err(f),
+            }
+        }
+        let h = Token::find(s, id)?;
+        let key = Token::signing_key(s, h)?;
+        self.token.remember(id, h, key);
+        Ok((h, key, None))
+    }
+
+    /// Forgets the key of a Sign that failed because the module called its handle
+    /// invalid, so the next Sign looks it up again.
+    fn forget_if_gone<T>(&self, id: &ObjectId, result: Result<T, Failure>) -> Result<T, Failure> {
+        if matches!(&result, Err(f) if f.error.reason == ResultReason::ItemNotFound) {
+            self.token.forget(id);
+        }
+        result
+    }
+
+    /// Refuses a mechanism the token lacks and a key that may not sign (`sign`: its
+    /// CKA_SIGN when already read, else it is read now).
+    fn may_sign(
+        &self,
+        s: &Session,
+        h: ObjectHandle,
+        sign: Option<Option<bool>>,
+        mtype: MechanismType,
+    ) -> Result<(), Failure> {
         if !self.token.has(mtype) {
             return Err(KmipError::new(
                 ResultReason::FeatureNotSupported,
@@ -1054,7 +1100,11 @@ impl Dispatcher {
             )
             .into());
         }
-        if Token::flag(s, h, AttributeType::Sign)? == Some(false) {
+        let sign = match sign {
+            Some(known) => known,
+            None => Token::flag(s, h, AttributeType::Sign)?,
+        };
+        if sign == Some(false) {
             return Err(KmipError::denied(
                 "the key may not sign (revoked, or created without Sign usage)",
             )
@@ -1066,20 +1116,20 @@ impl Dispatcher {
     fn sign(&self, p: &Item, placeholder: &mut Option<String>) -> Result<Item, KmipError> {
         let (id, params, data) = self.sign_inputs(p, placeholder)?;
         let signature = self.token.run(|s| {
-            let h = Token::find(s, &id)?;
-            let key = Token::signing_key(s, h)?;
+            let (h, key, sign) = self.signing_key(s, &id)?;
             let scheme = scheme(params, key)?;
             let (mech, mtype) = mechanism(scheme);
             if let (Scheme::RsaPss(hash), Some(bare)) = (scheme, bare_pss(&mech)) {
                 if !self.token.has(mtype) && self.token.has(MechanismType::RSA_PKCS_PSS) {
-                    self.may_sign(s, h, MechanismType::RSA_PKCS_PSS)?;
-                    return s
+                    self.may_sign(s, h, sign, MechanismType::RSA_PKCS_PSS)?;
+                    let signed = s
                         .sign(&bare, h, &digest(hash, data))
                         .map_err(|e| crate::token::classify("signing", &e));
+                    return self.forget_if_gone(&id, signed);
                 }
             }
-            self.may_sign(s, h, mtype)?;
-            match scheme {
+            self.may_sign(s, h, sign, mtype)?;
+            let signed = match scheme {
                 Scheme::Ecdsa(hash) => {
                     let raw = s
                         .sign(&mech, h, &digest(hash, data))
@@ -1093,7 +1143,8 @@ impl Dispatcher {
                 _ => s
                     .sign(&mech, h, data)
                     .map_err(|e| crate::token::classify("signing", &e)),
-            }
+            };
+            self.forget_if_gone(&id, signed)
         })?;
         Ok(payload(vec![
             Item::text(tag::UNIQUE_IDENTIFIER, id.to_string()),
@@ -1110,16 +1161,15 @@ impl Dispatcher {
     ) -> Result<Item, KmipError> {
         let (id, params, data) = self.sign_inputs(p, placeholder)?;
         let signature = self.token.run(|s| {
-            let h = Token::find(s, &id)?;
-            let key = Token::signing_key(s, h)?;
+            let (h, key, sign) = self.signing_key(s, &id)?;
             let how = mimic::signature(params, key)?;
             let (mech, mtype) = match how {
                 mimic::Signature::RsaPkcs1Sha256 => (Mechanism::RsaPkcs, MechanismType::RSA_PKCS),
                 mimic::Signature::EcdsaSha256 => (Mechanism::Ecdsa, MechanismType::ECDSA),
             };
-            self.may_sign(s, h, mtype)?;
+            self.may_sign(s, h, sign, mtype)?;
             let hash: [u8; 32] = sha2::Sha256::digest(data).into();
-            match how {
+            let signed = match how {
                 mimic::Signature::RsaPkcs1Sha256 => s
                     .sign(&mech, h, &der::sha256_digest_info(&hash))
                     .map_err(|e| crate::token::classify("signing", &e)),
@@ -1133,7 +1183,8 @@ impl Dispatcher {
                         ))
                     })
                 }
-            }
+            };
+            self.forget_if_gone(&id, signed)
         })?;
         Ok(payload(vec![
             Item::text(tag::UNIQUE_IDENTIFIER, id.to_string()),
