@@ -1051,46 +1051,42 @@ impl Dispatcher {
         Ok((id, params, data))
     }
 
-    /// The private key a Sign names: its handle, its kind and, when it was remembered,
-    /// its CKA_SIGN. A remembered key ([`Token::remembered`]) is checked by reading
-    /// CKA_SIGN, which [`Dispatcher::may_sign`] needs anyway; a handle the module calls
-    /// invalid (the key destroyed or replaced behind the relay, a logout) is forgotten
-    /// and the key looked up again (C_FindObjects, then its key material), as one that
-    /// was not remembered.
-    fn signing_key(
+    /// Runs a Sign's PKCS#11 part, `attempt(session, handle, kind, check_sign)`, on
+    /// the private key `id`. A key a Sign succeeded with before is remembered
+    /// ([`Token::remembered`]): its handle and kind are used as they are and its CKA_SIGN
+    /// is not read again (the relay forgets the key when it revokes, destroys or edits
+    /// it). Any failure on a remembered key (the key destroyed or replaced behind the
+    /// relay, so its handle is invalid; its CKA_SIGN cleared by another application, so
+    /// the module refuses C_SignInit; a logout) forgets it and runs the Sign again as
+    /// for a key not remembered: C_FindObjects, its key material, then `attempt` with
+    /// CKA_SIGN read. The answer is then the one a lookup on every Sign would give.
+    fn sign_on_key<T>(
         &self,
         s: &Session,
         id: &ObjectId,
-    ) -> Result<(ObjectHandle, SigningKey, Option<Option<bool>>), Failure> {
+        attempt: impl Fn(&Session, ObjectHandle, SigningKey, bool) -> Result<T, Failure>,
+    ) -> Result<T, Failure> {
         if let Some((h, key)) = self.token.remembered(id) {
-            match Token::flag(s, h, AttributeType::Sign) {
-                Ok(sign) => return Ok((h, key, Some(sign))),
-                Err(f) if f.error.reason == ResultReason::ItemNotFound => self.token.forget(id),
-                Err(f) => return Err(f),
+            match attempt(s, h, key, false) {
+                Ok(v) => return Ok(v),
+                Err(f) if f.lost => return Err(f),
+                Err(_) => self.token.forget(id),
             }
         }
         let h = Token::find(s, id)?;
         let key = Token::signing_key(s, h)?;
+        let signed = attempt(s, h, key, true)?;
         self.token.remember(id, h, key);
-        Ok((h, key, None))
+        Ok(signed)
     }
 
-    /// Forgets the key of a Sign that failed because the module called its handle
-    /// invalid, so the next Sign looks it up again.
-    fn forget_if_gone<T>(&self, id: &ObjectId, result: Result<T, Failure>) -> Result<T, Failure> {
-        if matches!(&result, Err(f) if f.error.reason == ResultReason::ItemNotFound) {
-            self.token.forget(id);
-        }
-        result
-    }
-
-    /// Refuses a mechanism the token lacks and a key that may not sign (`sign`: its
-    /// CKA_SIGN when already read, else it is read now).
+    /// Refuses a mechanism the token lacks and, with `check_sign`, a key that may not
+    /// sign (CKA_SIGN false).
     fn may_sign(
         &self,
         s: &Session,
         h: ObjectHandle,
-        sign: Option<Option<bool>>,
+        check_sign: bool,
         mtype: MechanismType,
     ) -> Result<(), Failure> {
         if !self.token.has(mtype) {
@@ -1100,11 +1096,7 @@ impl Dispatcher {
             )
             .into());
         }
-        let sign = match sign {
-            Some(known) => known,
-            None => Token::flag(s, h, AttributeType::Sign)?,
-        };
-        if sign == Some(false) {
+        if check_sign && Token::flag(s, h, AttributeType::Sign)? == Some(false) {
             return Err(KmipError::denied(
                 "the key may not sign (revoked, or created without Sign usage)",
             )
@@ -1116,35 +1108,34 @@ impl Dispatcher {
     fn sign(&self, p: &Item, placeholder: &mut Option<String>) -> Result<Item, KmipError> {
         let (id, params, data) = self.sign_inputs(p, placeholder)?;
         let signature = self.token.run(|s| {
-            let (h, key, sign) = self.signing_key(s, &id)?;
-            let scheme = scheme(params, key)?;
-            let (mech, mtype) = mechanism(scheme);
-            if let (Scheme::RsaPss(hash), Some(bare)) = (scheme, bare_pss(&mech)) {
-                if !self.token.has(mtype) && self.token.has(MechanismType::RSA_PKCS_PSS) {
-                    self.may_sign(s, h, sign, MechanismType::RSA_PKCS_PSS)?;
-                    let signed = s
-                        .sign(&bare, h, &digest(hash, data))
-                        .map_err(|e| crate::token::classify("signing", &e));
-                    return self.forget_if_gone(&id, signed);
+            self.sign_on_key(s, &id, |s, h, key, check_sign| {
+                let scheme = scheme(params, key)?;
+                let (mech, mtype) = mechanism(scheme);
+                if let (Scheme::RsaPss(hash), Some(bare)) = (scheme, bare_pss(&mech)) {
+                    if !self.token.has(mtype) && self.token.has(MechanismType::RSA_PKCS_PSS) {
+                        self.may_sign(s, h, check_sign, MechanismType::RSA_PKCS_PSS)?;
+                        return s
+                            .sign(&bare, h, &digest(hash, data))
+                            .map_err(|e| crate::token::classify("signing", &e));
+                    }
                 }
-            }
-            self.may_sign(s, h, sign, mtype)?;
-            let signed = match scheme {
-                Scheme::Ecdsa(hash) => {
-                    let raw = s
-                        .sign(&mech, h, &digest(hash, data))
-                        .map_err(|e| crate::token::classify("signing", &e))?;
-                    der::ecdsa_signature(&raw).ok_or_else(|| {
-                        Failure::from(KmipError::general(
-                            "the token's ECDSA signature is malformed",
-                        ))
-                    })
+                self.may_sign(s, h, check_sign, mtype)?;
+                match scheme {
+                    Scheme::Ecdsa(hash) => {
+                        let raw = s
+                            .sign(&mech, h, &digest(hash, data))
+                            .map_err(|e| crate::token::classify("signing", &e))?;
+                        der::ecdsa_signature(&raw).ok_or_else(|| {
+                            Failure::from(KmipError::general(
+                                "the token's ECDSA signature is malformed",
+                            ))
+                        })
+                    }
+                    _ => s
+                        .sign(&mech, h, data)
+                        .map_err(|e| crate::token::classify("signing", &e)),
                 }
-                _ => s
-                    .sign(&mech, h, data)
-                    .map_err(|e| crate::token::classify("signing", &e)),
-            };
-            self.forget_if_gone(&id, signed)
+            })
         })?;
         Ok(payload(vec![
             Item::text(tag::UNIQUE_IDENTIFIER, id.to_string()),
@@ -1161,30 +1152,32 @@ impl Dispatcher {
     ) -> Result<Item, KmipError> {
         let (id, params, data) = self.sign_inputs(p, placeholder)?;
         let signature = self.token.run(|s| {
-            let (h, key, sign) = self.signing_key(s, &id)?;
-            let how = mimic::signature(params, key)?;
-            let (mech, mtype) = match how {
-                mimic::Signature::RsaPkcs1Sha256 => (Mechanism::RsaPkcs, MechanismType::RSA_PKCS),
-                mimic::Signature::EcdsaSha256 => (Mechanism::Ecdsa, MechanismType::ECDSA),
-            };
-            self.may_sign(s, h, sign, mtype)?;
-            let hash: [u8; 32] = sha2::Sha256::digest(data).into();
-            let signed = match how {
-                mimic::Signature::RsaPkcs1Sha256 => s
-                    .sign(&mech, h, &der::sha256_digest_info(&hash))
-                    .map_err(|e| crate::token::classify("signing", &e)),
-                mimic::Signature::EcdsaSha256 => {
-                    let raw = s
-                        .sign(&mech, h, &hash)
-                        .map_err(|e| crate::token::classify("signing", &e))?;
-                    der::ecdsa_signature(&raw).ok_or_else(|| {
-                        Failure::from(KmipError::general(
-                            "the token's ECDSA signature is malformed",
-                        ))
-                    })
+            self.sign_on_key(s, &id, |s, h, key, check_sign| {
+                let how = mimic::signature(params, key)?;
+                let (mech, mtype) = match how {
+                    mimic::Signature::RsaPkcs1Sha256 => {
+                        (Mechanism::RsaPkcs, MechanismType::RSA_PKCS)
+                    }
+                    mimic::Signature::EcdsaSha256 => (Mechanism::Ecdsa, MechanismType::ECDSA),
+                };
+                self.may_sign(s, h, check_sign, mtype)?;
+                let hash: [u8; 32] = sha2::Sha256::digest(data).into();
+                match how {
+                    mimic::Signature::RsaPkcs1Sha256 => s
+                        .sign(&mech, h, &der::sha256_digest_info(&hash))
+                        .map_err(|e| crate::token::classify("signing", &e)),
+                    mimic::Signature::EcdsaSha256 => {
+                        let raw = s
+                            .sign(&mech, h, &hash)
+                            .map_err(|e| crate::token::classify("signing", &e))?;
+                        der::ecdsa_signature(&raw).ok_or_else(|| {
+                            Failure::from(KmipError::general(
+                                "the token's ECDSA signature is malformed",
+                            ))
+                        })
+                    }
                 }
-            };
-            self.forget_if_gone(&id, signed)
+            })
         })?;
         Ok(payload(vec![
             Item::text(tag::UNIQUE_IDENTIFIER, id.to_string()),

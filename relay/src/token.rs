@@ -20,12 +20,13 @@
 //!   CKR_RANDOM_NO_RNG) Operation Not Supported, bad handles Item Not Found, bad
 //!   mechanisms, sizes, curves or data Invalid Field, anything else General Failure
 //!   naming the function and the CKR code. A lost session is replaced (see [`Pool`]).
-//! - Sign remembers each private key's object handle and kind ([`Token::remembered`]),
-//!   so a Sign costs C_GetAttributeValue (CKA_SIGN) and C_SignInit/C_Sign rather than a
-//!   C_FindObjects and two attribute reads more (each a file check in SoftHSMv2's file
-//!   store). A remembered handle is forgotten when the relay destroys, revokes or edits
-//!   the key, and when the module calls it invalid (the key destroyed or replaced by
-//!   another PKCS#11 application, a logout): the key is then looked up again.
+//! - Sign remembers the handle and kind of each private key it signed with
+//!   ([`Token::remembered`]), so a later Sign with it costs C_SignInit and C_Sign alone,
+//!   not a C_FindObjects and two C_GetAttributeValue calls more (in SoftHSMv2 each one
+//!   a check of the object's file, and a template built). The relay forgets a key when
+//!   it destroys, revokes or edits it, and when a Sign with the remembered handle
+//!   fails for any reason: that Sign is then run again with the key looked up and its
+//!   CKA_SIGN read, as before (see `Dispatcher::sign_on_key`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
