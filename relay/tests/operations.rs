@@ -325,8 +325,8 @@ fn rsa_key_lifecycle_with_kmip_protocol_types() {
             Item::bytes(tag::DATA, b"x".to_vec()),
         ],
     );
-    // The key was remembered by the Sign before; the Revoke made the relay forget it,
-    // so the refusal is the relay's own (CKA_SIGN read), not the module's.
+    // The relay remembered the key when it signed; after the Revoke the refusal is
+    // still the relay's own (CKA_SIGN read), not the module's.
     assert!(
         a.failed(ResultReason::PermissionDenied)
             .contains("may not sign"),
