@@ -9,6 +9,7 @@
 //!   file, line and column, and the suite schema generated from them;
 //! - [`backends`]: how each kind of backend comes up for a cell and how the harness
 //!   administers it (tokens, PKI, the TCP proxy, the PKCS#11 shim);
+//! - [`bench`]: sign throughput and latency per path against the raw PKCS#11 floor;
 //! - [`run`]: the plan of cells, the runner and the cell process;
 //! - [`steps`]: each step of a case, one type each: its YAML, its load-time checks,
 //!   the capabilities it needs and how it runs in a cell;
@@ -17,6 +18,7 @@
 //!   signers' vocabulary.
 
 pub mod backends;
+pub mod bench;
 pub mod cli;
 pub mod model;
 pub mod oracle_terms;

@@ -20,7 +20,15 @@
 //!   CKR_RANDOM_NO_RNG) Operation Not Supported, bad handles Item Not Found, bad
 //!   mechanisms, sizes, curves or data Invalid Field, anything else General Failure
 //!   naming the function and the CKR code. A lost session is replaced (see [`Pool`]).
+//! - Sign remembers the handle and kind of each private key it signed with
+//!   ([`Token::remembered`]), so a later Sign with it costs C_SignInit and C_Sign alone,
+//!   not a C_FindObjects and two C_GetAttributeValue calls more (in SoftHSMv2 each one
+//!   a check of the object's file, and a template built). The relay forgets a key when
+//!   it destroys, revokes or edits it, and when a Sign with the remembered handle
+//!   fails for any reason: that Sign is then run again with the key looked up and its
+//!   CKA_SIGN read, as before (see `Dispatcher::sign_on_key`).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -139,6 +147,9 @@ pub struct Token {
     pool: Pool,
     mode: CredentialMode,
     login: Mutex<LoginState>,
+    /// Private keys' handles and kinds, found by earlier Signs (see the module
+    /// documentation).
+    keys: Mutex<HashMap<Vec<u8>, (ObjectHandle, SigningKey)>>,
 }
 
 /// Whether two digests are equal, in time that does not depend on where they differ
@@ -350,6 +361,7 @@ impl Token {
                 salt: rand::random(),
                 throttle: Throttle::new(LoginPolicy::default()),
             }),
+            keys: Mutex::new(HashMap::new()),
         })
     }
 
@@ -461,6 +473,37 @@ impl Token {
                 }
             }
         }
+    }
+
+    /// The handle and kind of private key `id` a Sign found before, if any.
+    pub fn remembered(&self, id: &ObjectId) -> Option<(ObjectHandle, SigningKey)> {
+        if id.half != Half::Private {
+            return None;
+        }
+        self.keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id.id)
+            .copied()
+    }
+
+    /// Remembers the handle and kind of private key `id`.
+    pub fn remember(&self, id: &ObjectId, h: ObjectHandle, key: SigningKey) {
+        if id.half == Half::Private {
+            self.keys
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id.id.clone(), (h, key));
+        }
+    }
+
+    /// Forgets what [`Token::remember`] kept of `id` (any half), so the next Sign looks
+    /// it up again.
+    pub fn forget(&self, id: &ObjectId) {
+        self.keys
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id.id);
     }
 
     /// Runs `op` on a pooled session.

@@ -325,7 +325,13 @@ fn rsa_key_lifecycle_with_kmip_protocol_types() {
             Item::bytes(tag::DATA, b"x".to_vec()),
         ],
     );
-    a.failed(ResultReason::PermissionDenied);
+    // The relay remembered the key when it signed; after the Revoke the refusal is
+    // still the relay's own (CKA_SIGN read), not the module's.
+    assert!(
+        a.failed(ResultReason::PermissionDenied)
+            .contains("may not sign"),
+        "{a:?}"
+    );
 
     // Destroy both halves; then they are gone.
     for id in [&private, &public] {
@@ -341,6 +347,15 @@ fn rsa_key_lifecycle_with_kmip_protocol_types() {
         );
         a.failed(ResultReason::ItemNotFound);
     }
+    let a = one(
+        &mut c,
+        op::SIGN,
+        vec![
+            Item::text(tag::UNIQUE_IDENTIFIER, &private),
+            Item::bytes(tag::DATA, b"x".to_vec()),
+        ],
+    );
+    a.failed(ResultReason::ItemNotFound);
 }
 
 #[test]

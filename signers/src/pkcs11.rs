@@ -5,7 +5,17 @@
 //! - Lazy: [`Pkcs11Signer::new`] touches nothing. The first call that needs the token
 //!   loads the module, finds the slot, opens a read/write session and logs in as the
 //!   user (when `login` is on). Every later call reuses that session, one call at a
-//!   time (a PKCS#11 session must not be used by two threads at once).
+//!   time (a PKCS#11 session must not be used by two threads at once). Signing is the
+//!   exception: a sign that finds the session busy (another thread's call) signs on
+//!   another session of the same connection, opened when first needed and kept for
+//!   the next (the login is the token's, so they are logged in too). A caller that
+//!   signs from one thread uses the one session only.
+//! - A key's private object handle and key type are looked up (C_FindObjects,
+//!   C_GetAttributeValue) on its first sign and kept for the connection's life, so a
+//!   later sign is C_SignInit and C_Sign alone. They are forgotten when the key is
+//!   destroyed through this signer, when the session is lost, and when the module
+//!   calls the handle invalid (a key destroyed or replaced behind the signer's back):
+//!   that sign looks the key up again, as the first did.
 //! - One module load per process: modules are kept in a process-wide registry keyed by
 //!   library path, so signers on the same library share one `C_Initialize` (a second
 //!   one is at best refused and at worst crashes the module). A module someone else in
@@ -64,9 +74,10 @@
 //! offers PSS only as CKM_RSA_PKCS_PSS (p11-kit 0.24's RPC passes no hash-and-sign PSS),
 //! the SHA-256 is computed here and signed with that.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, TryLockError};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Function, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -265,7 +276,25 @@ fn classify(signer: &str, what: &str, e: &CkError) -> OpError {
     SignerError::new(kind, text).into()
 }
 
-/// A live connection: the module, the slot, and the logged-in session.
+/// The most idle extra signing sessions a connection keeps.
+const SPARE_SESSIONS: usize = 16;
+
+/// A live connection, shared by the calls in flight: the primary session (every
+/// operation; signs when it is free), extra sessions for concurrent signs, and the
+/// handles of keys signed with so far.
+struct Live {
+    primary: Mutex<Connection>,
+    module: Pkcs11,
+    slot: Slot,
+    spare: Mutex<Vec<Session>>,
+    keys: Mutex<HashMap<KeyIdentifier, (ObjectHandle, KeyType)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A connection: the module, the slot, and the logged-in session.
 struct Connection {
     module: Pkcs11,
     slot: Slot,
@@ -442,7 +471,7 @@ pub struct PrivateKeyAttributes {
 pub struct Pkcs11Signer {
     name: String,
     config: Pkcs11Config,
-    conn: Mutex<Option<Connection>>,
+    conn: Mutex<Option<Arc<Live>>>,
     /// The first fatal connect error (a wrong PIN, a module that does not load): every
     /// later call answers it without touching the module, whoever calls (the router
     /// latches it too, but `info` may be asked directly), so a wrong PIN is tried once.
@@ -480,42 +509,63 @@ impl Pkcs11Signer {
         SignerError::unusable(format!("signer '{}': {message}", self.name))
     }
 
-    /// Runs `op` on the connection, connecting first if needed; drops the connection
-    /// when `op` reports it lost.
+    /// The live connection, connecting first if needed (one thread connects; the
+    /// others wait for it).
+    fn live(&self) -> Result<Arc<Live>, SignerError> {
+        let mut guard = lock(&self.conn);
+        if let Some(live) = &*guard {
+            return Ok(live.clone());
+        }
+        let mut fatal = lock(&self.fatal);
+        if let Some(e) = &*fatal {
+            return Err(e.clone());
+        }
+        match self.connect() {
+            Ok(c) => {
+                let live = Arc::new(Live {
+                    module: c.module.clone(),
+                    slot: c.slot,
+                    primary: Mutex::new(c),
+                    spare: Mutex::new(Vec::new()),
+                    keys: Mutex::new(HashMap::new()),
+                });
+                *guard = Some(live.clone());
+                Ok(live)
+            }
+            Err(e) => {
+                if e.kind == ErrorKind::Unusable {
+                    *fatal = Some(e.clone());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops `live` (a lost session): the next call connects afresh.
+    fn forget(&self, live: &Arc<Live>, error: &SignerError) {
+        tracing::warn!(signer = %self.name, "dropping the PKCS#11 session: {error}");
+        let mut guard = lock(&self.conn);
+        if guard.as_ref().is_some_and(|l| Arc::ptr_eq(l, live)) {
+            *guard = None;
+        }
+        lock(&live.keys).clear();
+    }
+
+    /// Runs `op` on the connection's primary session, connecting first if needed;
+    /// drops the connection when `op` reports it lost.
     fn with_conn<T>(
         &self,
         op: impl FnOnce(&Connection) -> Result<T, OpError>,
     ) -> Result<T, SignerError> {
-        let mut guard = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        let conn = match guard.take() {
-            Some(c) => c,
-            None => {
-                let mut fatal = self.fatal.lock().unwrap_or_else(PoisonError::into_inner);
-                if let Some(e) = &*fatal {
-                    return Err(e.clone());
-                }
-                match self.connect() {
-                    Ok(c) => c,
-                    Err(e) => {
-                        if e.kind == ErrorKind::Unusable {
-                            *fatal = Some(e.clone());
-                        }
-                        return Err(e);
-                    }
-                }
-            }
-        };
-        let result = op(&conn);
-        match result {
+        let live = self.live()?;
+        let conn = lock(&live.primary);
+        match op(&conn) {
             Err(OpError { error, lost: true }) => {
-                tracing::warn!(signer = %self.name, "dropping the PKCS#11 session: {error}");
                 drop(conn);
+                self.forget(&live, &error);
                 Err(error)
             }
-            other => {
-                *guard = Some(conn);
-                other.map_err(|e| e.error)
-            }
+            other => other.map_err(|e| e.error),
         }
     }
 
@@ -809,6 +859,100 @@ impl Pkcs11Signer {
         .into())
     }
 
+    /// Signs on `s` with `key`'s remembered handle, or looks the key up (and
+    /// remembers it) when there is none or the module calls it invalid.
+    fn sign_on(
+        &self,
+        live: &Live,
+        s: &Session,
+        key: &KeyIdentifier,
+        alg: Algorithm,
+        data: &[u8],
+    ) -> Result<Vec<u8>, OpError> {
+        let known = lock(&live.keys).get(key).copied();
+        if let Some((private, kt)) = known {
+            match self.sign_with(s, key, private, kt, alg, data) {
+                // Destroyed or replaced behind our back: look it up again.
+                Err(e) if !e.lost && e.error.kind == ErrorKind::NotFound => {
+                    lock(&live.keys).remove(key);
+                }
+                other => return other,
+            }
+        }
+        let private = self.private_key(s, key)?;
+        let kt = self.key_type_of(s, key, private)?;
+        lock(&live.keys).insert(*key, (private, kt));
+        self.sign_with(s, key, private, kt, alg, data)
+    }
+
+    /// Signs with the private key object `private` of type `kt`.
+    fn sign_with(
+        &self,
+        s: &Session,
+        key: &KeyIdentifier,
+        private: ObjectHandle,
+        kt: KeyType,
+        alg: Algorithm,
+        data: &[u8],
+    ) -> Result<Vec<u8>, OpError> {
+        if kt != alg.key_type() {
+            return Err(SignerError::invalid_input(format!(
+                "key {key} is a {kt} key; {alg} needs a {} key",
+                alg.key_type()
+            ))
+            .into());
+        }
+        let what = format!("signing with key {key} ({alg})");
+        match alg {
+            Algorithm::Rsa2048Pkcs1Sha256 => s
+                .sign(&Mechanism::Sha256RsaPkcs, private, data)
+                .ck(&self.name, &what),
+            Algorithm::Rsa2048PssSha256 => {
+                let params = PkcsPssParams {
+                    hash_alg: MechanismType::SHA256,
+                    mgf: PkcsMgfType::MGF1_SHA256,
+                    s_len: 32.into(),
+                };
+                match s.sign(&Mechanism::Sha256RsaPkcsPss(params), private, data) {
+                    // Hash here and sign with the bare PSS mechanism.
+                    Err(CkError::Pkcs11(RvError::MechanismInvalid, _)) => {
+                        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+                        s.sign(&Mechanism::RsaPkcsPss(params), private, digest.as_ref())
+                            .ck(&self.name, &what)
+                    }
+                    other => other.ck(&self.name, &what),
+                }
+            }
+            Algorithm::EcdsaP256Sha256 | Algorithm::EcdsaP384Sha384 => {
+                let (digest_alg, field) = if alg == Algorithm::EcdsaP256Sha256 {
+                    (&aws_lc_rs::digest::SHA256, 32)
+                } else {
+                    (&aws_lc_rs::digest::SHA384, 48)
+                };
+                let digest = aws_lc_rs::digest::digest(digest_alg, data);
+                let raw = s
+                    .sign(&Mechanism::Ecdsa, private, digest.as_ref())
+                    .ck(&self.name, &what)?;
+                if raw.len() != 2 * field && !encoding::is_der_ecdsa_signature(&raw) {
+                    return Err(SignerError::backend(format!(
+                        "signer '{}': {what}: the token returned {} bytes, expected \
+                         r||s of {} bytes",
+                        self.name,
+                        raw.len(),
+                        2 * field
+                    ))
+                    .into());
+                }
+                Ok(encoding::ecdsa_raw_to_der(&raw)?)
+            }
+            Algorithm::Ed25519 => {
+                let params = EddsaParams::new(EddsaSignatureScheme::Pure);
+                s.sign(&Mechanism::Eddsa(params), private, data)
+                    .ck(&self.name, &what)
+            }
+        }
+    }
+
     fn generate(
         &self,
         session: &Session,
@@ -1078,73 +1222,58 @@ impl Signer for Pkcs11Signer {
         alg: Algorithm,
         data: &[u8],
     ) -> Result<Vec<u8>, SignerError> {
-        self.with_conn(|c| {
-            let s = &c.session;
-            let private = self.private_key(s, key)?;
-            let kt = self.key_type_of(s, key, private)?;
-            if kt != alg.key_type() {
-                return Err(SignerError::invalid_input(format!(
-                    "key {key} is a {kt} key; {alg} needs a {} key",
-                    alg.key_type()
-                ))
-                .into());
+        let live = self.live()?;
+        // The primary session when it is free (always, for a caller on one thread);
+        // else a spare one, so concurrent signs run side by side.
+        let primary = match live.primary.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        };
+        if let Some(conn) = primary {
+            let result = self.sign_on(&live, &conn.session, key, alg, data);
+            drop(conn);
+            return match result {
+                Err(OpError { error, lost: true }) => {
+                    self.forget(&live, &error);
+                    Err(error)
+                }
+                other => other.map_err(|e| e.error),
+            };
+        }
+        let spare = lock(&live.spare).pop();
+        let session = match spare {
+            Some(s) => s,
+            None => live.module.open_rw_session(live.slot).map_err(|e| {
+                let e = classify(&self.name, "opening another session to sign", &e);
+                if e.lost {
+                    self.forget(&live, &e.error);
+                }
+                e.error
+            })?,
+        };
+        match self.sign_on(&live, &session, key, alg, data) {
+            Err(OpError { error, lost: true }) => {
+                drop(session);
+                self.forget(&live, &error);
+                Err(error)
             }
-            let what = format!("signing with key {key} ({alg})");
-            match alg {
-                Algorithm::Rsa2048Pkcs1Sha256 => s
-                    .sign(&Mechanism::Sha256RsaPkcs, private, data)
-                    .ck(&self.name, &what),
-                Algorithm::Rsa2048PssSha256 => {
-                    let params = PkcsPssParams {
-                        hash_alg: MechanismType::SHA256,
-                        mgf: PkcsMgfType::MGF1_SHA256,
-                        s_len: 32.into(),
-                    };
-                    match s.sign(&Mechanism::Sha256RsaPkcsPss(params), private, data) {
-                        // Hash here and sign with the bare PSS mechanism.
-                        Err(CkError::Pkcs11(RvError::MechanismInvalid, _)) => {
-                            let digest =
-                                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
-                            s.sign(&Mechanism::RsaPkcsPss(params), private, digest.as_ref())
-                                .ck(&self.name, &what)
-                        }
-                        other => other.ck(&self.name, &what),
-                    }
+            other => {
+                let mut spare = lock(&live.spare);
+                if spare.len() < SPARE_SESSIONS {
+                    spare.push(session);
                 }
-                Algorithm::EcdsaP256Sha256 | Algorithm::EcdsaP384Sha384 => {
-                    let (digest_alg, field) = if alg == Algorithm::EcdsaP256Sha256 {
-                        (&aws_lc_rs::digest::SHA256, 32)
-                    } else {
-                        (&aws_lc_rs::digest::SHA384, 48)
-                    };
-                    let digest = aws_lc_rs::digest::digest(digest_alg, data);
-                    let raw = s
-                        .sign(&Mechanism::Ecdsa, private, digest.as_ref())
-                        .ck(&self.name, &what)?;
-                    if raw.len() != 2 * field && !encoding::is_der_ecdsa_signature(&raw) {
-                        return Err(SignerError::backend(format!(
-                            "signer '{}': {what}: the token returned {} bytes, expected \
-                             r||s of {} bytes",
-                            self.name,
-                            raw.len(),
-                            2 * field
-                        ))
-                        .into());
-                    }
-                    Ok(encoding::ecdsa_raw_to_der(&raw)?)
-                }
-                Algorithm::Ed25519 => {
-                    let params = EddsaParams::new(EddsaSignatureScheme::Pure);
-                    s.sign(&Mechanism::Eddsa(params), private, data)
-                        .ck(&self.name, &what)
-                }
+                other.map_err(|e| e.error)
             }
-        })
+        }
     }
 
     /// Destroys every private and public key object with the key's CKA_ID. Unsupported
     /// when the module has no C_DestroyObject (only with `force`).
     fn destroy_key(&self, key: &KeyIdentifier) -> Result<(), SignerError> {
+        if let Some(live) = lock(&self.conn).as_ref() {
+            lock(&live.keys).remove(key);
+        }
         self.with_conn(|c| {
             if c.no_destroy {
                 return Err(SignerError::unsupported(format!(

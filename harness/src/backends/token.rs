@@ -862,7 +862,7 @@ fn init_token(
 
 /// A R/W session logged in as user. Never logs out: logging out would log out the
 /// signer's sessions too (login state is per token, not per session).
-fn user_session(p11: &Pkcs11, label: &str, pin: &str) -> anyhow::Result<Session> {
+pub(crate) fn user_session(p11: &Pkcs11, label: &str, pin: &str) -> anyhow::Result<Session> {
     let slot = slot_of(p11, label)?;
     let session = p11.open_rw_session(slot).map_err(ck("C_OpenSession"))?;
     match session.login(UserType::User, Some(&AuthPin::from(pin.to_string()))) {

@@ -1,5 +1,5 @@
 //! Command line: `run`, `certify`, `list`, `diff`, `merge-junit`, `check`, `probe`,
-//! `signer`, `schema`, and the hidden `cell` and `describe`.
+//! `signer`, `bench`, `schema`, and the hidden `cell` and `describe`.
 //!
 //! Exit codes: 0 when nothing failed or errored; 1 when a cell failed or errored (or a
 //! signer command failed, or `diff` found a regression); 2 for bad input (a suite,
@@ -8,6 +8,7 @@
 //! its own file beside this one (`schema.rs`: the file formats' JSON Schemas), and
 //! `select.rs` holds what `run` and `list` share.
 
+mod bench;
 mod cell;
 mod certify;
 mod check;
@@ -79,6 +80,12 @@ enum Command {
     Probe(probe::ProbeArgs),
     /// Operate the configured signers from the shell (JSON on stdout).
     Signer(signer::SignerArgs),
+    /// Sign throughput and p50/p99 latency on each path (raw cryptoki on SoftHSMv2,
+    /// the PKCS#11 signer, the KMIP signer through the relay and to PyKMIP, the
+    /// software signer), each as a ratio to the raw floor measured in the same run.
+    ///
+    /// Exit 1 when a path errors, 2 on bad input; missed speed targets are reported.
+    Bench(bench::BenchArgs),
     /// Print the JSON Schema of suite or backend files (for editors; the committed
     /// suites/schema.json is this output).
     Schema(schema::SchemaArgs),
@@ -150,6 +157,7 @@ pub fn main() -> i32 {
         Command::Check { files } => check::main(&files),
         Command::Probe(args) => probe::main(args),
         Command::Signer(args) => signer::main(args),
+        Command::Bench(args) => bench::main(args),
         Command::Janitor { dir, containers } => {
             crate::run::lifeline::janitor_main(&dir, containers)
         }
