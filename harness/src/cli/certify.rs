@@ -50,8 +50,8 @@ pub struct CertifyArgs {
     /// directory if there is one, else the suites built into this binary]
     #[arg(long, value_name = "DIR")]
     suites_dir: Option<PathBuf>,
-    /// Cells run in parallel (default: the number of cores; cells on one external
-    /// token take turns whatever this says).
+    /// Cells run in parallel (default: as `run`; cells on one external token take
+    /// turns whatever this says).
     #[arg(short = 'j', long, value_name = "N")]
     jobs: Option<usize>,
     /// Seconds a cell may take before it is killed and reported as an error.
@@ -140,7 +140,7 @@ pub fn main(args: CertifyArgs) -> i32 {
     let options = RunOptions {
         jobs: args
             .jobs
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            .unwrap_or_else(|| crate::run::runner::default_jobs(args.provider)),
         timeout: Duration::from_secs_f64(args.timeout),
         program,
         placement: args.provider,

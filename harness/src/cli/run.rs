@@ -21,7 +21,8 @@ use crate::run::runner::RunOptions;
 pub struct RunArgs {
     #[command(flatten)]
     select: SelectArgs,
-    /// Cells run in parallel (default: the number of cores).
+    /// Cells run in parallel (default: twice the number of cores for local backends,
+    /// whose cells mostly wait; the number of cores under `--provider container`).
     #[arg(short = 'j', long, value_name = "N")]
     jobs: Option<usize>,
     /// Seconds a cell may take before it is killed and reported as an error.
@@ -62,7 +63,7 @@ pub fn main(args: RunArgs) -> i32 {
     };
     let jobs = args
         .jobs
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        .unwrap_or_else(|| crate::run::runner::default_jobs(args.select.provider));
     if args.select.provider == Placement::Container {
         if let Err(e) = crate::backends::container::check_engine() {
             eprintln!("error: --provider container: {e:#}");

@@ -54,6 +54,18 @@ pub struct RunOptions {
     pub trace_pkcs11: bool,
 }
 
+/// How many cells run at once unless `-j` says: twice the cores for local backends,
+/// whose cells mostly wait (on servers, and on the timeouts and back-offs the cases
+/// test: at one cell per core, the cores were busy less than half the run); one per
+/// core for containers, whose start-up keeps the engine busy.
+pub fn default_jobs(placement: Placement) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match placement {
+        Placement::Local => 2 * cores,
+        Placement::Container => cores,
+    }
+}
+
 /// Runs every cell of `plan`, `jobs` at a time, calling `on_done` as each finishes
 /// (in completion order). Returns the results in matrix order.
 pub fn run(
