@@ -21,6 +21,7 @@ mod run;
 pub mod schema;
 mod select;
 mod signer;
+mod signer_serve;
 
 use std::path::PathBuf;
 

@@ -69,6 +69,10 @@ enum SignerCommand {
     /// Each signer's roles and state: bound (with its signer id), waiting to retry, or
     /// unusable with the reason. Connects to each signer first.
     Status,
+    /// Serve the signer protocol (docs/signer-protocol.md) on stdin and stdout: JSON
+    /// lines, one response per request, until `shutdown` or the end of stdin. This is
+    /// what `run --signer-cmd` drives.
+    Serve,
     /// Create a one-off key with the one-off signer, sign a file, destroy the key.
     /// Writes the signature and prints the public key (PEM) in the JSON.
     SignOneOff {
@@ -96,6 +100,10 @@ pub fn main(args: SignerArgs) -> i32 {
     if let Err(e) = std::fs::create_dir_all(&args.state) {
         eprintln!("error: cannot create {}: {e}", args.state.display());
         return EXIT_FAILED;
+    }
+    if let SignerCommand::Serve = args.command {
+        let router = Router::new(&setup, &args.state);
+        return super::signer_serve::serve(router, std::io::stdin().lock(), std::io::stdout().lock());
     }
     let router = match Router::new(&setup, &args.state) {
         Ok(r) => r,
@@ -211,6 +219,9 @@ fn execute(router: &Router, command: SignerCommand) -> Result<String, SignerErro
                 })
                 .collect();
             to_json(json!({ "signers": signers }))
+        }
+        SignerCommand::Serve => {
+            return Err(SignerError::config("`serve` runs before a router is built"))
         }
         SignerCommand::SignOneOff { alg, input, output } => {
             let data = read(&input)?;
