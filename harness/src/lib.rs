@@ -24,4 +24,5 @@ pub mod model;
 pub mod oracle_terms;
 pub mod report;
 pub mod run;
+pub mod signer_protocol;
 pub mod steps;

@@ -384,6 +384,108 @@ impl SignerSetup {
     }
 }
 
+/// Writing a setup back out, for a signer implementation in another process (the
+/// harness's `--signer-cmd`).
+impl SignerSetup {
+    /// The setup in the `[[signers]]` format [`SignerSetup::parse`] reads back as the
+    /// same setup. Secrets are written as their source (`env:NAME`, `file:PATH`);
+    /// refused: a literal secret, which would put a PIN or password in the file.
+    pub fn to_toml(&self) -> Result<String, String> {
+        fn secret(s: &Secret, what: &str) -> Result<Value, String> {
+            match s {
+                Secret::Literal(_) => Err(format!(
+                    "{what} is a literal; only env: and file: sources are written out"
+                )),
+                other => Ok(Value::String(other.to_string())),
+            }
+        }
+        fn path(p: &Path) -> Value {
+            Value::String(p.display().to_string())
+        }
+        fn seconds(d: std::time::Duration) -> Value {
+            Value::Float(d.as_secs_f64())
+        }
+        let mut root = Table::new();
+        if self.signers.len() > 1 {
+            root.insert(
+                "default_signer".into(),
+                Value::String(self.signers[self.default_signer].name.clone()),
+            );
+        }
+        if let Some(i) = self.one_off_signer {
+            root.insert(
+                "one_off_signer".into(),
+                Value::String(self.signers[i].name.clone()),
+            );
+        }
+        if self.retry != RetryPolicy::default() {
+            let mut t = Table::new();
+            t.insert("initial_delay".into(), Value::Float(self.retry.initial_delay));
+            t.insert("factor".into(), Value::Float(self.retry.factor));
+            t.insert("max_delay".into(), Value::Float(self.retry.max_delay));
+            root.insert("signer_retry".into(), Value::Table(t));
+        }
+        let mut entries = Vec::new();
+        for s in &self.signers {
+            let mut t = Table::new();
+            t.insert("type".into(), Value::String(s.kind.type_name().into()));
+            t.insert("name".into(), Value::String(s.name.clone()));
+            match &s.kind {
+                SignerKind::OpenSsl(c) => {
+                    if let Some(d) = &c.keys_dir {
+                        t.insert("keys_dir".into(), path(d));
+                    }
+                }
+                SignerKind::Pkcs11(c) => {
+                    t.insert("lib_path".into(), path(&c.lib_path));
+                    let slot = match &c.slot {
+                        SlotSelector::Id(id) => Value::String(format!("{id:#x}")),
+                        SlotSelector::Label(l) => Value::String(l.clone()),
+                    };
+                    t.insert("slot".into(), slot);
+                    if let Some(pin) = &c.user_pin {
+                        t.insert("user_pin".into(), secret(pin, "user_pin")?);
+                    }
+                    t.insert("login".into(), Value::Boolean(c.login));
+                    t.insert("force".into(), Value::Boolean(c.force));
+                }
+                SignerKind::Kmip(c) => {
+                    t.insert("host".into(), Value::String(c.host.clone()));
+                    t.insert("port".into(), Value::Integer(c.port.into()));
+                    for (k, v) in [
+                        ("server_ca_cert_path", &c.server_ca_cert_path),
+                        ("client_cert_path", &c.client_cert_path),
+                        ("client_cert_private_key_path", &c.client_cert_private_key_path),
+                    ] {
+                        if let Some(p) = v {
+                            t.insert(k.into(), path(p));
+                        }
+                    }
+                    if let Some(u) = &c.username {
+                        t.insert("username".into(), Value::String(u.clone()));
+                    }
+                    if let Some(p) = &c.password {
+                        t.insert("password".into(), secret(p, "password")?);
+                    }
+                    t.insert("insecure".into(), Value::Boolean(c.insecure));
+                    t.insert("force".into(), Value::Boolean(c.force));
+                    t.insert("connect_timeout".into(), seconds(c.connect_timeout));
+                    t.insert("read_timeout".into(), seconds(c.read_timeout));
+                    t.insert("request_timeout".into(), seconds(c.request_timeout));
+                    t.insert("pool_size".into(), Value::Integer(c.pool_size as i64));
+                    t.insert(
+                        "weaken_security_allow_tls12".into(),
+                        Value::Boolean(c.weaken_security_allow_tls12),
+                    );
+                }
+            }
+            entries.push(Value::Table(t));
+        }
+        root.insert("signers".into(), Value::Array(entries));
+        toml::to_string(&root).map_err(|e| e.to_string())
+    }
+}
+
 /// The text being parsed, to turn byte spans into line and column.
 struct Place<'a> {
     text: &'a str,
@@ -787,6 +889,57 @@ force = false                                           # optional
         let setup = SignerSetup::parse("", "empty.conf").unwrap();
         assert_eq!(setup.signers.len(), 1);
         assert_eq!(setup.signers[0].kind.type_name(), "OpenSSL");
+    }
+
+    #[test]
+    fn a_written_setup_reads_back_the_same() {
+        let text = r#"
+default_signer = "hsm"
+one_off_signer = "soft"
+
+[signer_retry]
+initial_delay = 0.5
+factor = 2.0
+max_delay = 4.0
+
+[[signers]]
+type = "OpenSSL"
+name = "soft"
+
+[[signers]]
+type = "PKCS#11"
+name = "hsm"
+lib_path = "/usr/lib/softhsm/libsofthsm2.so"
+slot = 0x12a9f8f7
+user_pin = "env:PIN"
+login = false
+
+[[signers]]
+type = "KMIP"
+name = "kmip"
+host = "localhost"
+port = 5697
+server_ca_cert_path = "/ca.pem"
+client_cert_path = "/c.pem"
+client_cert_private_key_path = "/k.pem"
+username = "u"
+password = "file:/pw"
+read_timeout = 2.5
+pool_size = 0
+"#;
+        let setup = SignerSetup::parse(text, "t.toml").unwrap();
+        let written = setup.to_toml().unwrap();
+        let again = SignerSetup::parse(&written, "w.toml").unwrap();
+        assert_eq!(format!("{:?}", again), format!("{setup:?}"), "{written}");
+    }
+
+    #[test]
+    fn a_literal_secret_is_not_written_out() {
+        let text = "[[signers]]\ntype = \"PKCS#11\"\nname = \"h\"\nlib_path = \"/l.so\"\nslot = \"t\"\nuser_pin = 1234\n";
+        let setup = SignerSetup::parse(text, "t.toml").unwrap();
+        let e = setup.to_toml().unwrap_err();
+        assert!(e.contains("user_pin is a literal"), "{e}");
+        assert!(!e.contains("1234"));
     }
 
     #[rstest]

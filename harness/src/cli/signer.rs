@@ -17,11 +17,11 @@ use super::{init_logging, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK};
 #[derive(Args)]
 pub struct SignerArgs {
     /// Signer configuration (seed 001 `[[signers]]` format). Without it: one OpenSSL signer.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
     /// Directory for what the signers persist (OpenSSL key files, ...).
-    #[arg(long, value_name = "DIR")]
-    state: PathBuf,
+    #[arg(long, value_name = "DIR", global = true)]
+    state: Option<PathBuf>,
     #[command(subcommand)]
     command: SignerCommand,
 }
@@ -97,15 +97,19 @@ pub fn main(args: SignerArgs) -> i32 {
         },
         None => SignerSetup::implicit(),
     };
-    if let Err(e) = std::fs::create_dir_all(&args.state) {
-        eprintln!("error: cannot create {}: {e}", args.state.display());
+    let Some(state) = args.state.clone() else {
+        eprintln!("error: --state DIR is required (where the signers keep what they persist)");
+        return EXIT_BAD_INPUT;
+    };
+    if let Err(e) = std::fs::create_dir_all(&state) {
+        eprintln!("error: cannot create {}: {e}", state.display());
         return EXIT_FAILED;
     }
     if let SignerCommand::Serve = args.command {
-        let router = Router::new(&setup, &args.state);
+        let router = Router::new(&setup, &state);
         return super::signer_serve::serve(router, std::io::stdin().lock(), std::io::stdout().lock());
     }
-    let router = match Router::new(&setup, &args.state) {
+    let router = match Router::new(&setup, &state) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
