@@ -23,14 +23,34 @@ signing suites must pass.
 import argparse, base64, hashlib, json, os, sys, tomllib
 import PyKCS11 as P
 
-LABEL = "naive-signer"
-VERSION = "0.1"
+LABEL = "naive-signer"  # CKA_LABEL of both halves of every key pair it makes
+
+# --- DER, just enough for SubjectPublicKeyInfo and Ecdsa-Sig-Value ---------------------
 
 def tlv(tag, body):
-    n = len(body)
-    size = bytes([n]) if n < 0x80 else bytes([0x80 | ((n.bit_length() + 7) // 8)]) + n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([tag]) + size + body
+    if len(body) < 0x80:
+        return bytes([tag, len(body)]) + body
+    size = len(body).to_bytes((len(body).bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(size)]) + size + body
 
+def seq(*parts):
+    return tlv(0x30, b"".join(parts))
+
+def der_uint(b):
+    b = bytes(b).lstrip(b"\0") or b"\0"
+    return tlv(0x02, b"\0" + b if b[0] & 0x80 else b)
+
+def unwrap_point(b, size):
+    """CKA_EC_POINT is a DER OCTET STRING around the point (SoftHSM); some modules give it raw."""
+    if len(b) == size:
+        return b
+    if tlv(0x04, b[-size:]) == b:
+        return b[-size:]
+    raise Fail("backend", f"CKA_EC_POINT of {len(b)} bytes is not a {size}-byte point, raw or wrapped")
+
+def ecdsa_der(raw):  # CKM_ECDSA gives r || s
+    half = len(raw) // 2
+    return seq(der_uint(raw[:half]), der_uint(raw[half:]))
 
 # DER pieces: algorithm identifiers and curve OIDs.
 OID_RSA = bytes.fromhex("06092a864886f70d010101") + b"\x05\x00"  # rsaEncryption, NULL
@@ -41,6 +61,7 @@ OID_ED25519 = bytes.fromhex("06032b6570")
 # SoftHSM gives an Ed25519 private key CKA_EC_PARAMS = PrintableString "edwards25519".
 CURVES = {OID_P256: "p256", OID_P384: "p384", OID_ED25519: "ed25519",
           tlv(0x13, b"edwards25519"): "ed25519"}
+POINT_SIZE = {"p256": 65, "p384": 97, "ed25519": 32}  # 04 || X || Y, or the raw Ed25519 key
 
 # algorithm name -> (key kind, hash for ECDSA)
 ALGS = {"rsa2048": ("rsa", None), "rsa2048-pss": ("rsa", None),
@@ -54,53 +75,20 @@ GEN = {"rsa": (P.CKM_RSA_PKCS_KEY_PAIR_GEN,
        "ed25519": (P.CKM_EC_EDWARDS_KEY_PAIR_GEN, [(P.CKA_EC_PARAMS, OID_ED25519)])}
 # PKCS#11 errors that mean "the token went away": forget the session, answer unavailable.
 GONE = {P.CKR_SESSION_HANDLE_INVALID, P.CKR_SESSION_CLOSED, P.CKR_DEVICE_REMOVED,
-        P.CKR_TOKEN_NOT_PRESENT, P.CKR_DEVICE_ERROR, P.CKR_USER_NOT_LOGGED_IN,
-        P.CKR_CRYPTOKI_NOT_INITIALIZED}
+        P.CKR_TOKEN_NOT_PRESENT, P.CKR_DEVICE_ERROR, P.CKR_CRYPTOKI_NOT_INITIALIZED}
 BAD_PIN = {P.CKR_PIN_INCORRECT, P.CKR_PIN_LOCKED, P.CKR_PIN_LEN_RANGE,
            P.CKR_PIN_INVALID, P.CKR_USER_PIN_NOT_INITIALIZED}
-
 
 class Fail(Exception):
     def __init__(self, kind, message):
         super().__init__(message)
         self.kind, self.message = kind, message
 
-
 def log(*args):
     print("naive-signer:", *args, file=sys.stderr, flush=True)
 
-
-def ckr(e):
+def ckr(e):  # "CKR_PIN_INCORRECT"
     return P.CKR.get(e.value, hex(e.value)) if e.value >= 0 else str(e)
-
-
-# --- DER ------------------------------------------------------------------------------
-
-def seq(*parts):
-    return tlv(0x30, b"".join(parts))
-
-
-def der_uint(b):
-    b = bytes(b).lstrip(b"\0") or b"\0"
-    return tlv(0x02, b"\0" + b if b[0] & 0x80 else b)
-
-
-def unwrap_octets(b):
-    """CKA_EC_POINT is usually DER OCTET STRING(point) (SoftHSM); take it raw otherwise."""
-    if len(b) > 2 and b[0] == 0x04:
-        n, off = b[1], 2
-        if n & 0x80:
-            off = 2 + (n & 0x7F)
-            n = int.from_bytes(b[2:off], "big")
-        if off + n == len(b):
-            return b[off:]
-    return b
-
-
-def ecdsa_der(raw):
-    half = len(raw) // 2
-    return seq(der_uint(raw[:half]), der_uint(raw[half:]))
-
 
 # --- configuration --------------------------------------------------------------------
 
@@ -129,7 +117,6 @@ def load_config(path):
             raise Fail("config", f"PKCS#11 signer entry without `{key}`")
     return entry
 
-
 def read_pin(value):
     if value is None:
         return None
@@ -141,12 +128,12 @@ def read_pin(value):
         return os.environ[value[4:]]
     if value.startswith("file:"):
         try:
-            text = open(value[5:], encoding="utf-8").read()
+            with open(value[5:], encoding="utf-8") as f:
+                text = f.read()
         except OSError as e:
             raise Fail("config", f"user_pin: cannot read {value[5:]}: {e.strerror}")
         return text[:-1] if text.endswith("\n") else text
     return value
-
 
 # --- the signer -----------------------------------------------------------------------
 
@@ -187,11 +174,15 @@ class Signer:
         self.token_label = lib.getTokenInfo(slot).label.strip()
         session = lib.openSession(slot, P.CKF_SERIAL_SESSION | P.CKF_RW_SESSION)
         if c.get("login", True):
+            pin = read_pin(c.get("user_pin"))
+            if pin is None:
+                raise Fail("config", f"signer '{self.name}': login = true but no user_pin")
             try:
-                session.login(read_pin(c.get("user_pin")) or "")
+                session.login(pin)
             except P.PyKCS11Error as e:
-                if e.value in BAD_PIN:  # the message names the error, never the PIN
-                    raise Fail("unusable", f"token '{self.token_label}' refused the login: {ckr(e)}")
+                if e.value in BAD_PIN:  # never retried (a token may lock the PIN); never print it
+                    self.problem = Fail("unusable", f"token '{self.token_label}' refused the login: {ckr(e)}")
+                    raise self.problem
                 if e.value != P.CKR_USER_ALREADY_LOGGED_IN:
                     raise
         log(f"connected to token '{self.token_label}' (slot {slot:#x}) via {c['lib_path']}")
@@ -228,7 +219,7 @@ class Signer:
             n, e = s.getAttributeValue(pub, [P.CKA_MODULUS, P.CKA_PUBLIC_EXPONENT], True)
             key, alg = seq(der_uint(n), der_uint(e)), seq(OID_RSA)
         elif kind in ("p256", "p384", "ed25519"):
-            key = unwrap_octets(bytes(s.getAttributeValue(pub, [P.CKA_EC_POINT], True)[0]))
+            key = unwrap_point(bytes(s.getAttributeValue(pub, [P.CKA_EC_POINT], True)[0]), POINT_SIZE[kind])
             oid = OID_P256 if kind == "p256" else OID_P384
             alg = seq(OID_ED25519) if kind == "ed25519" else seq(OID_EC, oid)
         else:
@@ -246,9 +237,9 @@ class Signer:
         return self.connect().generateKeyPair(pub, priv, P.Mechanism(mech))
 
     def sign_with(self, priv, alg, data):
-        kind, digest = ALGS[alg]
-        if self.kind(priv) != kind:
-            raise Fail("invalid-input", f"{alg} needs a {kind} key; this one is {self.kind(priv)}")
+        (kind, digest), actual = ALGS[alg], self.kind(priv)
+        if actual != kind:
+            raise Fail("invalid-input", f"{alg} needs a {kind} key; this one is {actual}")
         s = self.connect()
         if alg == "rsa2048":
             return bytes(s.sign(priv, data, P.Mechanism(P.CKM_SHA256_RSA_PKCS)))
@@ -264,6 +255,8 @@ class Signer:
 
     def op_create_key(self, r):
         alg = alg_of(r)
+        if r.get("signer") not in (None, self.name):
+            raise Fail("unsupported", f"naive-signer makes keys with its one signer '{self.name}' only")
         pub, priv = self.generate(alg, True)
         _, spki, key = self.spki(pub)
         for h in (pub, priv):
@@ -326,7 +319,9 @@ class Signer:
     def handle(self, r):
         op = r.get("op")
         if op == "hello":
-            return {"protocol": 1, "implementation": {"name": "naive-signer", "version": VERSION},
+            if not isinstance(r.get("protocol"), int) or r["protocol"] < 1:
+                raise Fail("unsupported", f"naive-signer speaks protocol 1, not {r.get('protocol')!r}")
+            return {"protocol": 1, "implementation": {"name": "naive-signer", "version": "0.1"},
                     "algorithms": list(ALGS), "features": ["one-off", "random", "owners", "info"]}
         if op == "shutdown":
             return {}
@@ -336,35 +331,30 @@ class Signer:
         try:
             return fn(r)
         except P.PyKCS11Error as e:
-            if e.value in GONE:
-                self.session = None
-                raise Fail("unavailable", f"{op}: the token went away: {ckr(e)}")
+            if e.value in GONE:  # no retry: the next request connects again
+                self.session = self.lib = None
+                raise Fail("unavailable", f"{op}: {ckr(e)}; the session is dropped, the next request connects again")
             raise Fail("backend", f"{op}: {ckr(e)}")
-
 
 def field(r, name):
     if name not in r:
         raise Fail("invalid-input", f"`{name}` is missing")
     return r[name]
 
-
 def alg_of(r):
     alg = field(r, "alg")
-    if alg not in ALGS:
+    if not isinstance(alg, str) or alg not in ALGS:
         raise Fail("unsupported", f"algorithm {alg!r} is not offered (offered: {', '.join(ALGS)})")
     return alg
 
-
 def b64(b):
     return base64.b64encode(b).decode()
-
 
 def unb64(r, name):
     try:
         return base64.b64decode(field(r, name), validate=True)
     except (TypeError, ValueError) as e:
         raise Fail("invalid-input", f"`{name}` is not base64: {e}")
-
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -400,7 +390,6 @@ def main():
         if request.get("op") == "shutdown":
             break
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -194,6 +194,7 @@ grep -q wrong-pin-4242 "$work/signer.log" && fail "the PIN is in the signer's lo
 start_signer "$work/two.toml"
 req '"op":"create_key","alg":"ecdsa-p256"'; expect_ok "create_key with two signers"
 [ "$(get signer)" = hsm ] || fail "two signers: $resp"
+pass "two signers: the default (PKCS#11) one makes the key"
 stop_signer
 start_signer "$work/openssl.toml"
 req '"op":"create_key","alg":"ecdsa-p256"'; expect_error unsupported "OpenSSL default signer"

@@ -73,7 +73,10 @@ fn hello_then_keys_signatures_and_shutdown() {
     assert_eq!(hello["ok"], true, "{hello}");
     assert_eq!(hello["protocol"], 1);
     assert_eq!(hello["implementation"]["name"], "hsm-harness router");
-    assert!(hello["features"].as_array().unwrap().contains(&json!("one-off")));
+    assert!(hello["features"]
+        .as_array()
+        .unwrap()
+        .contains(&json!("one-off")));
 
     for alg in ["ecdsa-p256", "rsa2048", "ed25519"] {
         let made = s.ask(json!({ "op": "create_key", "alg": alg }));
@@ -106,7 +109,10 @@ fn errors_carry_the_suites_kind_names_and_bad_lines_are_answered() {
     let mut s = Served::start();
     let early = s.ask(json!({ "op": "list" }));
     assert_eq!(early["error"]["kind"], "invalid-input", "{early}");
-    assert!(early["error"]["message"].as_str().unwrap().contains("hello"));
+    assert!(early["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("hello"));
     s.ask(json!({ "op": "hello", "protocol": 1 }));
 
     let missing = s.ask(json!({
@@ -119,7 +125,10 @@ fn errors_carry_the_suites_kind_names_and_bad_lines_are_answered() {
     assert_eq!(not_json["error"]["kind"], "invalid-input", "{not_json}");
     assert_eq!(not_json["id"], Value::Null);
     let unknown = s.ask(json!({ "op": "teleport" }));
-    assert!(unknown["error"]["message"].as_str().unwrap().contains("teleport"));
+    assert!(unknown["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("teleport"));
 
     // The end of stdin ends it too.
     drop(s.stdin);

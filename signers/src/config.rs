@@ -420,7 +420,10 @@ impl SignerSetup {
         }
         if self.retry != RetryPolicy::default() {
             let mut t = Table::new();
-            t.insert("initial_delay".into(), Value::Float(self.retry.initial_delay));
+            t.insert(
+                "initial_delay".into(),
+                Value::Float(self.retry.initial_delay),
+            );
             t.insert("factor".into(), Value::Float(self.retry.factor));
             t.insert("max_delay".into(), Value::Float(self.retry.max_delay));
             root.insert("signer_retry".into(), Value::Table(t));
@@ -455,7 +458,10 @@ impl SignerSetup {
                     for (k, v) in [
                         ("server_ca_cert_path", &c.server_ca_cert_path),
                         ("client_cert_path", &c.client_cert_path),
-                        ("client_cert_private_key_path", &c.client_cert_private_key_path),
+                        (
+                            "client_cert_private_key_path",
+                            &c.client_cert_private_key_path,
+                        ),
                     ] {
                         if let Some(p) = v {
                             t.insert(k.into(), path(p));

@@ -145,6 +145,7 @@ pub fn main(args: CertifyArgs) -> i32 {
         program,
         placement: args.provider,
         trace_pkcs11: traced,
+        signer_cmd: None,
     };
     let selection = Selection {
         strict: true,

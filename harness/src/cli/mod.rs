@@ -123,6 +123,12 @@ enum Command {
         /// The run allows destructive cases on an existing backend.
         #[arg(long)]
         allow_destructive: bool,
+        /// The signer implementation to drive instead of the built-in router.
+        #[arg(long)]
+        signer_cmd: Option<String>,
+        /// Seconds one signer-protocol request may take.
+        #[arg(long, default_value_t = 45.0)]
+        signer_timeout: f64,
     },
     /// Describe one backend (used by `certify`; not for people).
     #[command(hide = true)]
@@ -172,6 +178,8 @@ pub fn main() -> i32 {
             trace_pkcs11,
             provider,
             allow_destructive,
+            signer_cmd,
+            signer_timeout,
         } => cell::main(
             &suite,
             &case,
@@ -180,6 +188,10 @@ pub fn main() -> i32 {
             crate::run::cell::Options {
                 probe,
                 trace_pkcs11,
+                signer_cmd: signer_cmd.map(|command| crate::steps::SignerCommand {
+                    command,
+                    timeout: std::time::Duration::from_secs_f64(signer_timeout),
+                }),
             },
             provider,
             allow_destructive,

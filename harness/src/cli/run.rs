@@ -16,6 +16,7 @@ use crate::report::outcome::{RunResult, Tally};
 use crate::report::{console, json, junit};
 use crate::run::interrupt;
 use crate::run::runner::RunOptions;
+use crate::steps::SignerCommand;
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -44,6 +45,22 @@ pub struct RunArgs {
     /// there, so by default they are in the testcase's `<system-out>`.
     #[arg(long)]
     junit_case_properties: bool,
+    /// Drive this signer implementation instead of the built-in router: a command line
+    /// (as a shell reads it) that speaks the signer protocol (docs/signer-protocol.md)
+    /// on its standard input and output. Each cell starts it with `--config FILE
+    /// --state DIR` appended, e.g. `--signer-cmd 'target/release/hsm-harness signer
+    /// serve'`.
+    #[arg(long, value_name = "COMMAND")]
+    signer_cmd: Option<String>,
+    /// Seconds one signer-protocol request may take before the signer process counts as
+    /// hung (an error of the cell, quoting the request). Keep it below `--timeout`.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 45.0,
+        requires = "signer_cmd"
+    )]
+    signer_timeout: f64,
 }
 
 pub fn main(args: RunArgs) -> i32 {
@@ -56,6 +73,16 @@ pub fn main(args: RunArgs) -> i32 {
     }
     if !(args.timeout > 0.0 && args.timeout.is_finite()) {
         return bad_input("--timeout must be a positive number of seconds");
+    }
+    if !(args.signer_timeout > 0.0 && args.signer_timeout.is_finite()) {
+        return bad_input("--signer-timeout must be a positive number of seconds");
+    }
+    if args
+        .signer_cmd
+        .as_deref()
+        .is_some_and(|c| c.trim().is_empty())
+    {
+        return bad_input("--signer-cmd needs a command");
     }
     let program = match std::env::current_exe() {
         Ok(p) => p,
@@ -76,6 +103,10 @@ pub fn main(args: RunArgs) -> i32 {
         program,
         placement: args.select.provider,
         trace_pkcs11: false,
+        signer_cmd: args.signer_cmd.clone().map(|command| SignerCommand {
+            command,
+            timeout: Duration::from_secs_f64(args.signer_timeout),
+        }),
     };
     let used = |f: fn(&crate::run::runner::PlannedCell) -> usize| {
         let mut v: Vec<usize> = plan.cells.iter().map(f).collect();
@@ -116,6 +147,9 @@ pub fn main(args: RunArgs) -> i32 {
     };
     println!();
     print!("{}", console::summary_table(&result));
+    if let Some(cmd) = &args.signer_cmd {
+        println!("{}", console::signer_line(&result, cmd));
+    }
     if let Err(e) = junit::write_junit(
         &result,
         &args.junit,

@@ -107,7 +107,11 @@ pub fn main(args: SignerArgs) -> i32 {
     }
     if let SignerCommand::Serve = args.command {
         let router = Router::new(&setup, &state);
-        return super::signer_serve::serve(router, std::io::stdin().lock(), std::io::stdout().lock());
+        return super::signer_serve::serve(
+            router,
+            std::io::stdin().lock(),
+            std::io::stdout().lock(),
+        );
     }
     let router = match Router::new(&setup, &state) {
         Ok(r) => r,

@@ -17,7 +17,9 @@ use super::{EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK};
 use crate::signer_protocol::{self as protocol, Op, B64, MAX_LINE, PROTOCOL};
 
 /// What `hello` says this implementation offers.
-const FEATURES: &[&str] = &["one-off", "random", "owners", "orphans", "status", "info", "identity"];
+const FEATURES: &[&str] = &[
+    "one-off", "random", "owners", "orphans", "status", "info", "identity",
+];
 
 /// Serves requests from `input` until `shutdown` or its end; `router` is what the
 /// configuration gave (an error is every answer's, `hello`'s included, and exit 1).
@@ -29,7 +31,11 @@ pub fn serve(
     let mut greeted = false;
     loop {
         let mut line = Vec::new();
-        match input.by_ref().take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line) {
+        match input
+            .by_ref()
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)
+        {
             Ok(0) => return EXIT_OK,
             Ok(_) if line.len() > MAX_LINE => {
                 eprintln!("error: a request line is longer than {MAX_LINE} bytes");
@@ -65,13 +71,20 @@ pub fn serve(
                 greeted |= name == "hello" && answer.is_ok();
                 (id, answer, name == "shutdown")
             }
-            Err(e) => (Value::Null, Err(invalid(format!("not a JSON request: {e}"))), false),
+            Err(e) => (
+                Value::Null,
+                Err(invalid(format!("not a JSON request: {e}"))),
+                false,
+            ),
         };
         let response = match answer {
             Ok(fields) => protocol::ok_line(id, fields),
             Err(e) => protocol::error_line(id, e.kind.name(), &e.message),
         };
-        if writeln!(output, "{response}").and_then(|()| output.flush()).is_err() {
+        if writeln!(output, "{response}")
+            .and_then(|()| output.flush())
+            .is_err()
+        {
             return EXIT_FAILED;
         }
         if done {
@@ -108,7 +121,9 @@ fn handle(router: &Router, op: Op) -> Result<Value, SignerError> {
             if asked < PROTOCOL {
                 return Err(SignerError::new(
                     ErrorKind::Unsupported,
-                    format!("this signer speaks protocol {PROTOCOL}; the harness asked for {asked}"),
+                    format!(
+                        "this signer speaks protocol {PROTOCOL}; the harness asked for {asked}"
+                    ),
                 ));
             }
             json(protocol::Hello {
@@ -135,7 +150,11 @@ fn handle(router: &Router, op: Op) -> Result<Value, SignerError> {
                 signer: router.owner_name(&made.id)?,
             })
         }
-        Op::Sign { key: k, alg: a, data } => json(protocol::Signed {
+        Op::Sign {
+            key: k,
+            alg: a,
+            data,
+        } => json(protocol::Signed {
             signature: B64(router.sign(&key(&k)?, alg(&a)?, &data.0)?),
         }),
         Op::PublicKey { key: k } => json(protocol::PublicKey {
@@ -192,10 +211,9 @@ fn handle(router: &Router, op: Op) -> Result<Value, SignerError> {
         }
         Op::Info { signer } => {
             let name = signer.unwrap_or_else(|| router.default_signer().name().to_string());
-            let s = router
-                .signers()
-                .find(|s| s.name() == name)
-                .ok_or_else(|| SignerError::new(ErrorKind::NotFound, format!("no signer named '{name}'")))?;
+            let s = router.signers().find(|s| s.name() == name).ok_or_else(|| {
+                SignerError::new(ErrorKind::NotFound, format!("no signer named '{name}'"))
+            })?;
             let info = s.info()?;
             json(protocol::Info {
                 name: info.name,
@@ -206,7 +224,10 @@ fn handle(router: &Router, op: Op) -> Result<Value, SignerError> {
         Op::Identity { signer } => {
             let map = router.keymap();
             let id = map.bound_name(&signer)?.ok_or_else(|| {
-                SignerError::new(ErrorKind::NotFound, format!("signer '{signer}' has never been bound"))
+                SignerError::new(
+                    ErrorKind::NotFound,
+                    format!("signer '{signer}' has never been bound"),
+                )
             })?;
             let record = map.signer(&id)?.ok_or_else(|| {
                 SignerError::new(ErrorKind::NotFound, format!("no record of signer id {id}"))

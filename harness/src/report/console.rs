@@ -33,6 +33,32 @@ pub fn progress_line(done: usize, total: usize, cell: &CellResult) -> String {
 }
 
 /// The end-of-run summary: a table of counts per `suite.backend` with a totals row,
+/// The summary's line naming the signer implementation a `--signer-cmd` run drove, as
+/// its cells' `hello` named it (several if they differed, none if no cell got that far).
+pub fn signer_line(run: &RunResult, command: &str) -> String {
+    let mut seen: Vec<String> = Vec::new();
+    for cell in &run.cells {
+        let get = |k: &str| {
+            cell.properties
+                .iter()
+                .find(|(pk, _)| pk == k)
+                .map(|(_, v)| v.clone())
+        };
+        if let Some(name) = get(crate::run::cell::SIGNER_IMPLEMENTATION) {
+            let version = get(crate::run::cell::SIGNER_VERSION).unwrap_or_default();
+            let both = format!("{name} {version}");
+            if !seen.contains(&both) {
+                seen.push(both);
+            }
+        }
+    }
+    if seen.is_empty() {
+        format!("signer: '{command}' (no cell got as far as its hello)")
+    } else {
+        format!("signer: {} ('{command}')", seen.join(", "))
+    }
+}
+
 /// then each failed or errored cell with its message.
 pub fn summary_table(run: &RunResult) -> String {
     // Rows in first-seen order.

@@ -19,8 +19,13 @@ use crate::run::kmip_exchanges;
 use crate::run::protocol::CellReport;
 use crate::steps::{log, Bindings, CellContext, StepError};
 
+/// The report property naming the signer implementation the cell drove.
+pub const SIGNER_IMPLEMENTATION: &str = "signer_implementation";
+/// The report property giving its version.
+pub const SIGNER_VERSION: &str = "signer_version";
+
 /// What the runner asks of a cell beyond its case.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Options {
     /// Compare the backend's capability profile with what a fresh instance reports
     /// first (the runner asks it of each backend's first cell); a disagreement is this
@@ -31,6 +36,9 @@ pub struct Options {
     /// the backend is reached through the PKCS#11 signer and its provider can put the
     /// shim in front (see [`crate::run::runner::RunOptions::trace_pkcs11`]).
     pub trace_pkcs11: bool,
+    /// Drive this signer implementation (a child process speaking the signer
+    /// protocol) instead of our router.
+    pub signer_cmd: Option<crate::steps::SignerCommand>,
 }
 
 /// Runs `case` against `backend` with `workdir` as the cell's private directory and
@@ -137,7 +145,8 @@ fn run(case: &Case, backend: &Backend, workdir: &Path, options: Options) -> Cell
         backend_shim: backend.shim().cloned(),
         spec,
         state: workdir.join("state"),
-        router: None,
+        signer: None,
+        signer_cmd: options.signer_cmd.clone(),
         bindings: Bindings::default(),
     };
     let mut phases = Phases {
@@ -158,7 +167,7 @@ fn run(case: &Case, backend: &Backend, workdir: &Path, options: Options) -> Cell
 /// what it must (an external token: its keys destroyed, its old objects checked).
 /// What could not be put back makes the cell an error, whatever the case's verdict.
 fn end(mut report: CellReport, cell: &mut CellContext) -> CellReport {
-    cell.router = None;
+    cell.signer = None;
     let (problems, late) = cell.instances.finish();
     for (k, v) in late {
         if !report.properties.iter().any(|(pk, _)| *pk == k) {
@@ -199,7 +208,7 @@ fn run_in(
         (Some(b), Some(c)) => Some(b.merged(c)),
         (b, c) => b.or(c.as_ref()).cloned(),
     };
-    let shim = shim.or_else(|| traced(backend, options).then(ShimSpec::default));
+    let shim = shim.or_else(|| traced(backend, &options).then(ShimSpec::default));
     if let Some(spec) = &shim {
         if let Err(e) = cell.instances.use_shim(spec) {
             return errored(
@@ -223,11 +232,15 @@ fn run_in(
         );
     }
     let mut properties = cell.instances.properties();
-    if let Some(router) = &cell.router {
+    if let Some(signer) = &cell.signer {
+        if let Some((name, version)) = signer.implementation() {
+            properties.push((SIGNER_IMPLEMENTATION.to_string(), name));
+            properties.push((SIGNER_VERSION.to_string(), version));
+        }
         // A signer that cannot say who it is (a refused TLS handshake, say) is what some
         // cases test: the steps find out; the log says it now.
-        match router.default_signer().info() {
-            Ok(info) => {
+        match signer.default_info() {
+            Some(Ok(info)) => {
                 log(format!("signer '{}' ({})", info.name, info.signer_type));
                 for (k, v) in info.details {
                     log(format!("  {k}: {v}"));
@@ -236,7 +249,8 @@ fn run_in(
                     }
                 }
             }
-            Err(e) => log(format!("default signer: no info: {e}")),
+            Some(Err(e)) => log(format!("default signer: no info: {e}")),
+            None => log("default signer: the implementation offers no info"),
         }
     }
     for (i, step) in case.steps.iter().enumerate() {
@@ -262,13 +276,22 @@ fn run_in(
                 log(format!("{at}: ERROR: {message}"));
                 return errored(format!("{at}: {message}"), properties);
             }
+            Err(StepError::Skipped(reason)) => {
+                log(format!("{at}: SKIPPED: {reason}"));
+                return CellReport {
+                    status: Status::Skipped {
+                        reason: format!("{at}: {reason}"),
+                    },
+                    properties,
+                };
+            }
         }
     }
     let mut late = cell.instances.properties();
     // The TLS version and cipher suite are known once a KMIP signer has connected,
     // which may have been after the start.
     if !properties.iter().any(|(k, _)| k == "tls_version") {
-        if let Some(Ok(info)) = cell.router.as_ref().map(|r| r.default_signer().info()) {
+        if let Some(Ok(info)) = cell.signer.as_ref().and_then(|s| s.default_info()) {
             late.extend(info.details);
         }
     }
@@ -285,7 +308,7 @@ fn run_in(
 
 /// Whether `options` put the transparent shim in front of this backend's module: it
 /// is reached through the PKCS#11 signer, and its provider can put the shim there.
-fn traced(backend: &Backend, options: Options) -> bool {
+fn traced(backend: &Backend, options: &Options) -> bool {
     options.trace_pkcs11
         && backend.has(Capability::Pkcs11)
         && backend

@@ -52,6 +52,8 @@ pub struct RunOptions {
     /// backend file nor the case sets rules, so that each cell's report carries every
     /// PKCS#11 call and its answer (`certify`'s function table).
     pub trace_pkcs11: bool,
+    /// The signer implementation each cell drives instead of the built-in router.
+    pub signer_cmd: Option<crate::steps::SignerCommand>,
 }
 
 /// How many cells run at once unless `-j` says: twice the cores for local backends,
@@ -310,6 +312,14 @@ fn spawn_and_wait(
         .args(probe.then_some("--probe"))
         .args(options.trace_pkcs11.then_some("--trace-pkcs11"))
         .args(backend.allow_destructive.then_some("--allow-destructive"))
+        .args(options.signer_cmd.iter().flat_map(|c| {
+            [
+                "--signer-cmd".into(),
+                c.command.clone(),
+                "--signer-timeout".into(),
+                c.timeout.as_secs_f64().to_string(),
+            ]
+        }))
         .arg("--provider")
         .arg(options.placement.name());
     let (status, log) = supervise(&mut command, workdir, "cell", options)?;

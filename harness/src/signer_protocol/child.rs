@@ -170,7 +170,11 @@ impl SignerProcess {
                 return Err(self.broke(format!("closed its output during {what}{status}")));
             }
         };
-        tracing::debug!(op = name, ms = started.elapsed().as_millis() as u64, "signer answered");
+        tracing::debug!(
+            op = name,
+            ms = started.elapsed().as_millis() as u64,
+            "signer answered"
+        );
         let envelope: Envelope = match serde_json::from_str(&text) {
             Ok(e) => e,
             Err(e) => {
@@ -251,9 +255,7 @@ impl SignerProcess {
         loop {
             match self.child.try_wait() {
                 Ok(Some(_)) => return,
-                Ok(None) if Instant::now() < until => {
-                    std::thread::sleep(Duration::from_millis(10))
-                }
+                Ok(None) if Instant::now() < until => std::thread::sleep(Duration::from_millis(10)),
                 _ => break,
             }
         }

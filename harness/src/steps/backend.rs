@@ -145,20 +145,7 @@ impl StepKind for ReplaceIdentityKey {
 
     fn run(&self, cell: &mut CellContext) -> Result<(), StepError> {
         let signer = &self.signer;
-        let router = cell.router()?;
-        let map = router.keymap();
-        let signer_id = map
-            .bound_name(signer)
-            .map_err(|e| StepError::Harness(e.to_string()))?
-            .ok_or_else(|| {
-                StepError::Harness(format!(
-                    "signer '{signer}' has never been bound; nothing to replace"
-                ))
-            })?;
-        let record = map
-            .signer(&signer_id)
-            .map_err(|e| StepError::Harness(e.to_string()))?
-            .ok_or_else(|| StepError::Harness(format!("no record of signer id {signer_id}")))?;
+        let (identity_key, identity_alg) = cell.signer()?.identity(signer)?;
         let instance = cell
             .spec
             .signers
@@ -167,11 +154,11 @@ impl StepKind for ReplaceIdentityKey {
             .and_then(|s| s.on.clone())
             .unwrap_or_else(|| "software".into());
         cell.instances
-            .replace_key(&instance, &record.identity_key, record.identity_alg)
+            .replace_key(&instance, &identity_key, identity_alg)
             .map_err(StepError::harness)?;
         log(format!(
             "  identity key {} of signer '{signer}' replaced by other key material",
-            record.identity_key
+            identity_key
         ));
         Ok(())
     }

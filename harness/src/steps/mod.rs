@@ -23,6 +23,7 @@ pub mod process;
 pub mod random;
 pub mod router;
 pub mod trace;
+pub mod under_test;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
@@ -38,6 +39,8 @@ use crate::backends::shim::ShimSpec;
 use crate::backends::Instances;
 use crate::model::suite::{Capability, InstanceSpec, SignerSpec, SignersSpec};
 use crate::oracle_terms;
+use crate::signer_protocol::child::SignerProcess;
+use under_test::SignerUnderTest;
 
 /// One step of a case: a map with exactly one key, the step's keyword. Steps speak the
 /// signer's language; `as: NAME` binds a result for later steps of the same case.
@@ -346,6 +349,10 @@ pub enum StepError {
     /// The harness could not do what the step asks (a missing binding, an I/O error,
     /// a backend it cannot administer): an `<error>`, never blamed on the signer.
     Harness(String),
+    /// The signer under test does not offer what the step needs (a signer
+    /// implementation whose `hello` left out a feature or algorithm): the case is
+    /// skipped with this reason.
+    Skipped(String),
 }
 
 impl StepError {
@@ -397,14 +404,28 @@ pub struct CellContext {
     /// The backend's own shim settings, which come before a case's or a restart's.
     pub backend_shim: Option<ShimSpec>,
     pub spec: SignersSpec,
-    /// The router's state directory.
+    /// The signer's state directory.
     pub state: PathBuf,
-    pub router: Option<Router>,
+    /// The signer under test, once started.
+    pub signer: Option<SignerUnderTest>,
+    /// Another signer implementation to drive instead of our router (`--signer-cmd`).
+    pub signer_cmd: Option<SignerCommand>,
     pub bindings: Bindings,
 }
 
+/// A signer implementation run as a child process (`run --signer-cmd`).
+#[derive(Clone, Debug)]
+pub struct SignerCommand {
+    /// The command line, as a shell reads it; `--config F --state D` are appended.
+    pub command: String,
+    /// How long one request may take before the process counts as hung.
+    pub timeout: std::time::Duration,
+}
+
 impl CellContext {
-    /// Builds the signer configuration from the spec and starts a router on it.
+    /// Builds the signer configuration from the spec and starts the signer under test on
+    /// it: our router, or the `--signer-cmd` process with the configuration written to
+    /// `signers.toml` beside the state directory.
     pub fn start(&mut self) -> anyhow::Result<()> {
         let mut signers = Vec::new();
         for s in &self.spec.signers {
@@ -436,15 +457,37 @@ impl CellContext {
             names.join(", "),
             names[setup.default_signer]
         ));
-        self.router = Some(Router::new(&setup, &self.state).map_err(|e| anyhow::anyhow!("{e}"))?);
+        let Some(cmd) = &self.signer_cmd else {
+            self.signer = Some(SignerUnderTest::Router(
+                Router::new(&setup, &self.state).map_err(|e| anyhow::anyhow!("{e}"))?,
+            ));
+            return Ok(());
+        };
+        let text = setup
+            .to_toml()
+            .map_err(|e| anyhow::anyhow!("the signer configuration cannot be written: {e}"))?;
+        let config = self.state.with_file_name("signers.toml");
+        std::fs::create_dir_all(&self.state)?;
+        std::fs::write(&config, text)?;
+        let process = SignerProcess::start(&cmd.command, &config, &self.state, cmd.timeout)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        log(format!(
+            "  signer implementation: {} {} (protocol {}; algorithms {}; features {})",
+            process.hello.implementation.name,
+            process.hello.implementation.version,
+            process.hello.protocol,
+            process.hello.algorithms.join(", "),
+            process.hello.features.join(", ")
+        ));
+        self.signer = Some(SignerUnderTest::Process(std::cell::RefCell::new(process)));
         Ok(())
     }
 
-    /// The running router.
-    pub fn router(&self) -> Result<&Router, StepError> {
-        self.router
+    /// The running signer under test.
+    pub fn signer(&self) -> Result<&SignerUnderTest, StepError> {
+        self.signer
             .as_ref()
-            .ok_or_else(|| StepError::Harness("no router is running".into()))
+            .ok_or_else(|| StepError::Harness("no signer is running".into()))
     }
 
     /// The key bound to `name`; the loader made sure one was, so its absence is the

@@ -93,8 +93,8 @@ impl StepKind for Random {
             }
             _ => None,
         };
-        let router = cell.router()?;
-        let Some((r, source)) = self.expect.judge(router.random_with_source(bytes))? else {
+        let signer = cell.signer()?;
+        let Some((r, source)) = self.expect.judge(signer.random_with_source(bytes)?)? else {
             return Ok(());
         };
         if r.len() != bytes {

@@ -148,8 +148,9 @@ impl StepKind for Restart {
     }
 
     fn run(&self, cell: &mut CellContext) -> Result<(), StepError> {
-        // The old router goes first: it closes its sessions and the key map.
-        cell.router = None;
+        // The old signer goes first: it closes its sessions and the key map (a signer
+        // process is asked to shut down, and killed after a grace period).
+        cell.signer = None;
         if let Some(new) = &self.shim {
             let spec = match &cell.backend_shim {
                 Some(b) => b.merged(new),
@@ -256,15 +257,10 @@ impl StepKind for Keymap {
     }
 
     fn run(&self, cell: &mut CellContext) -> Result<(), StepError> {
-        let router = cell.router()?;
+        let under_test = cell.signer()?;
         for name in &self.has {
             let id = cell.key_id(name)?;
-            if router
-                .keymap()
-                .key(&id)
-                .map_err(|e| StepError::Failed(format!("reading the key map: {e}")))?
-                .is_none()
-            {
+            if !under_test.holds(&id)? {
                 return Err(StepError::Failed(format!(
                     "the key map has no key '{name}' ({id})"
                 )));
@@ -272,12 +268,7 @@ impl StepKind for Keymap {
         }
         for name in &self.lacks {
             let id = cell.key_id(name)?;
-            if router
-                .keymap()
-                .key(&id)
-                .map_err(|e| StepError::Failed(format!("reading the key map: {e}")))?
-                .is_some()
-            {
+            if under_test.holds(&id)? {
                 return Err(StepError::Failed(format!(
                     "the key map still has key '{name}' ({id})"
                 )));
@@ -285,8 +276,8 @@ impl StepKind for Keymap {
         }
         for (name, signer) in &self.owner {
             let id = cell.key_id(name)?;
-            let owner = router
-                .owner_name(&id)
+            let owner = under_test
+                .owner_name(&id)?
                 .map_err(|e| StepError::Failed(format!("owner of '{name}': {e}")))?;
             if owner != *signer {
                 return Err(StepError::Failed(format!(
@@ -330,17 +321,13 @@ impl StepKind for Info {
     }
 
     fn run(&self, cell: &mut CellContext) -> Result<(), StepError> {
-        let router = cell.router()?;
         let name = self
             .signer
             .clone()
             .unwrap_or_else(|| cell.default_signer_name());
-        let signer = router
-            .signers()
-            .find(|s| s.name() == name)
-            .ok_or_else(|| StepError::Harness(format!("no signer named '{name}'")))?;
-        let info = signer
-            .info()
+        let info = cell
+            .signer()?
+            .info(&name)?
             .map_err(|e| StepError::Failed(format!("signer '{name}' info: {e}")))?;
         for (k, want) in &self.has {
             match info.details.iter().find(|(dk, _)| dk == k) {
