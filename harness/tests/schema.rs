@@ -208,6 +208,27 @@ fn refused_by_both(doc: &Value) -> SuiteError {
 
 // --- the schema itself ------------------------------------------------------------------
 
+/// The committed signer protocol schemas are what the message types generate.
+#[rstest]
+#[case::request("docs/signer-protocol/request.schema.json", hsm_harness::signer_protocol::request_schema(), "signer-request")]
+#[case::response("docs/signer-protocol/response.schema.json", hsm_harness::signer_protocol::response_schema(), "signer-response")]
+fn the_committed_signer_protocol_schemas_are_the_generated_ones(
+    #[case] file: &str,
+    #[case] schema: Value,
+    #[case] format: &str,
+) {
+    let generated = hsm_harness::cli::schema::pretty(&schema);
+    let committed = std::fs::read_to_string(root().join(file)).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{file} is stale: run `cargo run -p hsm-harness -- schema {format} > {file}` and commit it"
+    );
+    if let Err(e) = jsonschema::meta::validate(&schema) {
+        panic!("{file} is not a valid JSON Schema: {e}");
+    }
+    jsonschema::draft202012::new(&schema).unwrap_or_else(|e| panic!("{file}: {e}"));
+}
+
 /// The committed suites/schema.json is what the model generates.
 #[test]
 fn the_committed_suite_schema_is_the_generated_one() {

@@ -23,9 +23,8 @@ impl Served {
     fn start() -> Self {
         let state = tempfile::tempdir().unwrap();
         let mut child = Command::new(BIN)
-            .args(["signer", "--state"])
+            .args(["signer", "serve", "--state"])
             .arg(state.path())
-            .arg("serve")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -42,18 +41,32 @@ impl Served {
         }
     }
 
+    /// Sends a line; the answer, which must be a response the schema allows.
     fn line(&mut self, line: &str) -> Value {
         writeln!(self.stdin, "{line}").unwrap();
         self.stdin.flush().unwrap();
         let mut answer = String::new();
         self.stdout.read_line(&mut answer).unwrap();
-        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer:?}"))
+        let v: Value = serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer:?}"));
+        let schema = hsm_harness::signer_protocol::response_schema();
+        let validator = jsonschema::draft202012::new(&schema).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{answer} breaks the response schema: {errors:?}");
+        v
     }
 
-    /// Sends `request` with the next id; checks the answer carries it.
+    /// Sends `request` with the next id (a request the schema allows); checks the
+    /// answer carries it.
     fn ask(&mut self, mut request: Value) -> Value {
         self.next += 1;
         request["id"] = self.next.into();
+        let schema = hsm_harness::signer_protocol::request_schema();
+        if request["op"] != "teleport" {
+            assert!(
+                jsonschema::draft202012::new(&schema).unwrap().is_valid(&request),
+                "{request} breaks the request schema"
+            );
+        }
         let answer = self.line(&request.to_string());
         assert_eq!(answer["id"], self.next, "{answer}");
         answer
@@ -95,8 +108,18 @@ fn hello_then_keys_signatures_and_shutdown() {
         let alg: oracle::Algorithm = serde_json::from_value(json!(alg)).unwrap();
         oracle::verify::verify(&public_key, alg, data, &b64(&signed["signature"])).unwrap();
     }
-    let listed = s.ask(json!({ "op": "list" }));
+    let listed = s.ask(json!({ "op": "list", "orphans": true }));
     assert_eq!(listed["keys"].as_array().unwrap().len(), 3, "{listed}");
+    let info = s.ask(json!({ "op": "info" }));
+    assert_eq!(info["type"], "OpenSSL", "{info}");
+    let status = s.ask(json!({ "op": "status" }));
+    assert_eq!(status["signers"][0]["roles"][0], "default", "{status}");
+    let identity = s.ask(json!({ "op": "identity", "signer": "Default OpenSSL signer" }));
+    assert_eq!(identity["ok"], true, "{identity}");
+    let one_off = s.ask(json!({ "op": "sign_one_off", "alg": "ecdsa-p256", "data": "aGk=" }));
+    let alg: oracle::Algorithm = serde_json::from_value(json!("ecdsa-p256")).unwrap();
+    oracle::verify::verify(&b64(&one_off["public_key"]), alg, b"hi", &b64(&one_off["signature"]))
+        .unwrap();
     let random = s.ask(json!({ "op": "random", "bytes": 32 }));
     assert_eq!(b64(&random["random"]).len(), 32, "{random}");
     let bye = s.ask(json!({ "op": "shutdown" }));

@@ -19,6 +19,10 @@ enum Format {
     Suite,
     /// Backend files (`fixtures/backend.schema.json`).
     Backend,
+    /// A signer protocol request line (`docs/signer-protocol/request.schema.json`).
+    SignerRequest,
+    /// A signer protocol response line (`docs/signer-protocol/response.schema.json`).
+    SignerResponse,
 }
 
 /// Prints the schema, pretty, with a final newline: the committed files are this
@@ -27,6 +31,8 @@ pub fn main(args: SchemaArgs) -> i32 {
     let schema = match args.of {
         Format::Suite => crate::model::suite::schema(),
         Format::Backend => crate::model::backend::schema(),
+        Format::SignerRequest => crate::signer_protocol::request_schema(),
+        Format::SignerResponse => crate::signer_protocol::response_schema(),
     };
     let text = pretty(&schema);
     match std::io::stdout().lock().write_all(text.as_bytes()) {

@@ -94,14 +94,14 @@ pub enum Op {
     /// Always the first request: the protocol version the harness speaks. Answered with
     /// [`Hello`].
     Hello { protocol: u64 },
-    /// Make a key pair with the default signer (or `signer`). Answered with [`Created`].
+    /// Make a key pair with the default signer (or `signer`). Answered with `Created`.
     CreateKey {
         #[schemars(with = "AlgorithmName")]
         alg: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signer: Option<String>,
     },
-    /// Sign `data` with a key. Answered with [`Signed`].
+    /// Sign `data` with a key. Answered with `Signed`.
     Sign {
         #[schemars(with = "KeyHex")]
         key: String,
@@ -109,28 +109,28 @@ pub enum Op {
         alg: String,
         data: B64,
     },
-    /// A key's public key. Answered with [`PublicKey`].
+    /// A key's public key. Answered with `PublicKey`.
     PublicKey {
         #[schemars(with = "KeyHex")]
         key: String,
     },
-    /// Destroy a key pair. Answered with [`Destroyed`].
+    /// Destroy a key pair. Answered with `Destroyed`.
     Destroy {
         #[schemars(with = "KeyHex")]
         key: String,
     },
     /// The keys the implementation knows, and (when asked and offered) the keys its
-    /// backends hold that it does not. Answered with [`Listing`].
+    /// backends hold that it does not. Answered with `Listing`.
     List {
         #[serde(default)]
         orphans: bool,
     },
-    /// Random bytes. Answered with [`Random`].
+    /// Random bytes. Answered with `Random`.
     Random { bytes: usize },
-    /// Each configured signer's roles and state. Answered with [`Status`].
+    /// Each configured signer's roles and state. Answered with `Status`.
     Status,
     /// What a configured signer (default: the default signer) knows of its backend.
-    /// Answered with [`Info`].
+    /// Answered with `Info`.
     Info {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signer: Option<String>,
@@ -139,13 +139,13 @@ pub enum Op {
     /// [`Identity`].
     Identity { signer: String },
     /// Sign with a key made for this signature alone and destroyed afterwards. Answered
-    /// with [`OneOff`].
+    /// with `OneOff`.
     SignOneOff {
         #[schemars(with = "AlgorithmName")]
         alg: String,
         data: B64,
     },
-    /// End: answer, then exit 0. Answered with [`Empty`].
+    /// End: answer, then exit 0. Answered with `Empty`.
     Shutdown,
 }
 
@@ -392,24 +392,7 @@ pub fn response_schema() -> Value {
             { "properties": { "ok": { "const": true } }, "anyOf": answers }
         ]),
     );
-    let defs = map
-        .entry("$defs")
-        .or_insert_with(|| json!({}))
-        .as_object_mut()
-        .expect("$defs is an object");
-    defs.insert(
-        "ErrorBody".into(),
-        crate::model::schema::generate::<ErrorBody>("", "")
-            .as_object()
-            .map(|o| {
-                let mut o = o.clone();
-                for k in ["$schema", "$id", "title", "$defs"] {
-                    o.remove(k);
-                }
-                Value::Object(o)
-            })
-            .unwrap_or(Value::Null),
-    );
+    // `ErrorBody` is among the definitions already: `Orphans` uses it.
     schema
 }
 
