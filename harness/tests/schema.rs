@@ -210,8 +210,16 @@ fn refused_by_both(doc: &Value) -> SuiteError {
 
 /// The committed signer protocol schemas are what the message types generate.
 #[rstest]
-#[case::request("docs/signer-protocol/request.schema.json", hsm_harness::signer_protocol::request_schema(), "signer-request")]
-#[case::response("docs/signer-protocol/response.schema.json", hsm_harness::signer_protocol::response_schema(), "signer-response")]
+#[case::request(
+    "docs/signer-protocol/request.schema.json",
+    hsm_harness::signer_protocol::request_schema(),
+    "signer-request"
+)]
+#[case::response(
+    "docs/signer-protocol/response.schema.json",
+    hsm_harness::signer_protocol::response_schema(),
+    "signer-response"
+)]
 fn the_committed_signer_protocol_schemas_are_the_generated_ones(
     #[case] file: &str,
     #[case] schema: Value,

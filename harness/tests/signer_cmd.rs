@@ -58,7 +58,11 @@ impl Project {
         let xml = std::fs::read_to_string(self.dir.path().join("out/junit.xml")).unwrap();
         testkit::junit10::assert_valid(&xml);
         let v: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-        (o.status.code(), v["cells"].as_array().unwrap().clone(), text(&o))
+        (
+            o.status.code(),
+            v["cells"].as_array().unwrap().clone(),
+            text(&o),
+        )
     }
 }
 
@@ -128,7 +132,10 @@ fn our_router_over_the_protocol_passes_and_is_named_in_the_report() {
     for case in ["signs", "draws"] {
         let c = cell(&cells, case);
         assert_eq!(status(c), "passed", "{c}");
-        assert_eq!(property(c, "signer_implementation"), Some("hsm-harness router"));
+        assert_eq!(
+            property(c, "signer_implementation"),
+            Some("hsm-harness router")
+        );
         assert!(property(c, "signer_version").is_some(), "{c}");
     }
     assert!(out.contains("signer: hsm-harness router"), "{out}");
@@ -192,7 +199,10 @@ for line in sys.stdin:
     assert_eq!(status(cell(&cells, "signs")), "passed");
     let draws = cell(&cells, "draws");
     assert_eq!(status(draws), "skipped", "{draws}");
-    assert!(message(draws).contains("does not offer feature 'random'"), "{draws}");
+    assert!(
+        message(draws).contains("does not offer feature 'random'"),
+        "{draws}"
+    );
 }
 
 /// The naive signer on SoftHSMv2: baseline signing passes; identity binding fails
@@ -223,17 +233,17 @@ fn the_naive_python_signer_passes_baseline_and_fails_identity_binding_readably()
         assert_ne!(status(c), "errored", "a harness error: {c}\n{text}");
     }
     for c in in_suite("baseline-signing") {
-        assert!(
-            ["passed", "skipped"].contains(&status(c)),
-            "baseline: {c}"
-        );
+        assert!(["passed", "skipped"].contains(&status(c)), "baseline: {c}");
         assert_eq!(property(c, "signer_implementation"), Some("naive-signer"));
     }
     assert!(in_suite("baseline-signing").any(|c| status(c) == "passed"));
     let failed: Vec<&Value> = in_suite("identity-binding")
         .filter(|c| status(c) == "failed")
         .collect();
-    assert!(!failed.is_empty(), "identity binding caught nothing: {text}");
+    assert!(
+        !failed.is_empty(),
+        "identity binding caught nothing: {text}"
+    );
     for c in failed {
         let m = message(c);
         assert!(m.contains("step "), "the failure names no step: {m}");

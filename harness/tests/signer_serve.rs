@@ -51,7 +51,10 @@ impl Served {
         let schema = hsm_harness::signer_protocol::response_schema();
         let validator = jsonschema::draft202012::new(&schema).unwrap();
         let errors: Vec<String> = validator.iter_errors(&v).map(|e| e.to_string()).collect();
-        assert!(errors.is_empty(), "{answer} breaks the response schema: {errors:?}");
+        assert!(
+            errors.is_empty(),
+            "{answer} breaks the response schema: {errors:?}"
+        );
         v
     }
 
@@ -63,7 +66,9 @@ impl Served {
         let schema = hsm_harness::signer_protocol::request_schema();
         if request["op"] != "teleport" {
             assert!(
-                jsonschema::draft202012::new(&schema).unwrap().is_valid(&request),
+                jsonschema::draft202012::new(&schema)
+                    .unwrap()
+                    .is_valid(&request),
                 "{request} breaks the request schema"
             );
         }
@@ -118,8 +123,13 @@ fn hello_then_keys_signatures_and_shutdown() {
     assert_eq!(identity["ok"], true, "{identity}");
     let one_off = s.ask(json!({ "op": "sign_one_off", "alg": "ecdsa-p256", "data": "aGk=" }));
     let alg: oracle::Algorithm = serde_json::from_value(json!("ecdsa-p256")).unwrap();
-    oracle::verify::verify(&b64(&one_off["public_key"]), alg, b"hi", &b64(&one_off["signature"]))
-        .unwrap();
+    oracle::verify::verify(
+        &b64(&one_off["public_key"]),
+        alg,
+        b"hi",
+        &b64(&one_off["signature"]),
+    )
+    .unwrap();
     let random = s.ask(json!({ "op": "random", "bytes": 32 }));
     assert_eq!(b64(&random["random"]).len(), 32, "{random}");
     let bye = s.ask(json!({ "op": "shutdown" }));
