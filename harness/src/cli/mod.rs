@@ -190,7 +190,8 @@ pub fn main() -> i32 {
                 trace_pkcs11,
                 signer_cmd: signer_cmd.map(|command| crate::steps::SignerCommand {
                     command,
-                    timeout: std::time::Duration::from_secs_f64(signer_timeout),
+                    timeout: std::time::Duration::try_from_secs_f64(signer_timeout)
+                        .unwrap_or(std::time::Duration::from_secs(45)),
                 }),
             },
             provider,

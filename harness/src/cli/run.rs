@@ -53,7 +53,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "COMMAND")]
     signer_cmd: Option<String>,
     /// Seconds one signer-protocol request may take before the signer process counts as
-    /// hung (an error of the cell, quoting the request). Keep it below `--timeout`.
+    /// hung (an error of the cell, quoting the request); below `--timeout`.
     #[arg(
         long,
         value_name = "SECONDS",
@@ -74,9 +74,20 @@ pub fn main(args: RunArgs) -> i32 {
     if !(args.timeout > 0.0 && args.timeout.is_finite()) {
         return bad_input("--timeout must be a positive number of seconds");
     }
-    if !(args.signer_timeout > 0.0 && args.signer_timeout.is_finite()) {
-        return bad_input("--signer-timeout must be a positive number of seconds");
-    }
+    let Ok(timeout) = Duration::try_from_secs_f64(args.timeout) else {
+        return bad_input("--timeout is too long");
+    };
+    let signer_timeout = match Duration::try_from_secs_f64(args.signer_timeout) {
+        Ok(t) if args.signer_timeout > 0.0 && args.signer_timeout < args.timeout => t,
+        _ if args.signer_cmd.is_none() => timeout,
+        _ => {
+            return bad_input(format!(
+                "--signer-timeout must be a positive number of seconds below --timeout ({} s): \
+                 a hung signer must be caught before its cell is killed, or the evidence is lost",
+                args.timeout
+            ))
+        }
+    };
     if args
         .signer_cmd
         .as_deref()
@@ -99,13 +110,13 @@ pub fn main(args: RunArgs) -> i32 {
     }
     let options = RunOptions {
         jobs,
-        timeout: Duration::from_secs_f64(args.timeout),
+        timeout,
         program,
         placement: args.select.provider,
         trace_pkcs11: false,
         signer_cmd: args.signer_cmd.clone().map(|command| SignerCommand {
             command,
-            timeout: Duration::from_secs_f64(args.signer_timeout),
+            timeout: signer_timeout,
         }),
     };
     let used = |f: fn(&crate::run::runner::PlannedCell) -> usize| {

@@ -32,7 +32,6 @@ pub fn progress_line(done: usize, total: usize, cell: &CellResult) -> String {
     line
 }
 
-/// The end-of-run summary: a table of counts per `suite.backend` with a totals row,
 /// The summary's line naming the signer implementation a `--signer-cmd` run drove, as
 /// its cells' `hello` named it (several if they differed, none if no cell got that far).
 pub fn signer_line(run: &RunResult, command: &str) -> String {
@@ -46,7 +45,12 @@ pub fn signer_line(run: &RunResult, command: &str) -> String {
         };
         if let Some(name) = get(crate::run::cell::SIGNER_IMPLEMENTATION) {
             let version = get(crate::run::cell::SIGNER_VERSION).unwrap_or_default();
-            let both = format!("{name} {version}");
+            // The signer's own words: control characters would reach the terminal.
+            let both: String = format!("{name} {version}")
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .take(120)
+                .collect();
             if !seen.contains(&both) {
                 seen.push(both);
             }
@@ -59,6 +63,7 @@ pub fn signer_line(run: &RunResult, command: &str) -> String {
     }
 }
 
+/// The end-of-run summary: a table of counts per `suite.backend` with a totals row,
 /// then each failed or errored cell with its message.
 pub fn summary_table(run: &RunResult) -> String {
     // Rows in first-seen order.

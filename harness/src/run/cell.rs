@@ -240,7 +240,13 @@ fn run_in(
         // A signer that cannot say who it is (a refused TLS handshake, say) is what some
         // cases test: the steps find out; the log says it now.
         match signer.default_info() {
-            Some(Ok(info)) => {
+            Err(e) => {
+                return errored(
+                    format!("the signer's info before the steps: {}", e.message()),
+                    properties,
+                )
+            }
+            Ok(Some(Ok(info))) => {
                 log(format!("signer '{}' ({})", info.name, info.signer_type));
                 for (k, v) in info.details {
                     log(format!("  {k}: {v}"));
@@ -249,8 +255,8 @@ fn run_in(
                     }
                 }
             }
-            Some(Err(e)) => log(format!("default signer: no info: {e}")),
-            None => log("default signer: the implementation offers no info"),
+            Ok(Some(Err(e))) => log(format!("default signer: no info: {e}")),
+            Ok(None) => log("default signer: the implementation offers no info"),
         }
     }
     for (i, step) in case.steps.iter().enumerate() {
@@ -291,8 +297,15 @@ fn run_in(
     // The TLS version and cipher suite are known once a KMIP signer has connected,
     // which may have been after the start.
     if !properties.iter().any(|(k, _)| k == "tls_version") {
-        if let Some(Ok(info)) = cell.signer.as_ref().and_then(|s| s.default_info()) {
-            late.extend(info.details);
+        match cell.signer.as_ref().map(|s| s.default_info()) {
+            Some(Ok(Some(Ok(info)))) => late.extend(info.details),
+            Some(Err(e)) => {
+                return errored(
+                    format!("the signer's info after the steps: {}", e.message()),
+                    properties,
+                )
+            }
+            _ => {}
         }
     }
     for (k, v) in late {

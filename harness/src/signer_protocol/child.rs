@@ -52,8 +52,10 @@ pub struct SignerProcess {
 }
 
 impl SignerProcess {
-    /// Starts `command` (a shell command line: program and arguments) with
-    /// `--config CONFIG --state STATE` appended and says `hello`. Its standard error
+    /// Starts `command` (a program and its arguments, quoted and expanded as `sh` reads
+    /// them) with `--config CONFIG --state STATE` appended and says `hello`. `sh` execs
+    /// the program, so the process the harness shuts down or kills is the signer
+    /// itself, in the cell's process group (it dies with the cell). Its standard error
     /// goes to this process's (the cell's log), each line prefixed.
     pub fn start(
         command: &str,
@@ -80,17 +82,7 @@ impl SignerProcess {
         std::thread::spawn(move || read_lines(stdout, tx));
         let stderr = Arc::new(Mutex::new(VecDeque::new()));
         let kept = Arc::clone(&stderr);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr_pipe).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("  signer| {line}");
-                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
-                if kept.len() == STDERR_TAIL {
-                    kept.pop_front();
-                }
-                kept.push_back(line);
-            }
-        });
+        std::thread::spawn(move || keep_stderr(stderr_pipe, kept));
         let mut process = SignerProcess {
             command: command.to_string(),
             stdin: child.stdin.take(),
@@ -243,6 +235,7 @@ impl SignerProcess {
     /// Asks the process to end: `shutdown`, the end of its input, then a kill once
     /// [`SHUTDOWN_GRACE`] has passed.
     pub fn shutdown(&mut self) {
+        let until = Instant::now() + SHUTDOWN_GRACE;
         if self.broken.is_none() {
             let timeout = std::mem::replace(&mut self.timeout, SHUTDOWN_GRACE);
             if let Err(CallError::Broken(m)) = self.call::<serde_json::Value>(Op::Shutdown) {
@@ -251,7 +244,6 @@ impl SignerProcess {
             self.timeout = timeout;
         }
         self.stdin = None;
-        let until = Instant::now() + SHUTDOWN_GRACE;
         loop {
             match self.child.try_wait() {
                 Ok(Some(_)) => return,
@@ -272,6 +264,32 @@ impl SignerProcess {
 impl Drop for SignerProcess {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// Copies the process's standard error to ours (the cell's log), line by line, and
+/// keeps the last [`STDERR_TAIL`] lines, each cut to [`QUOTED`] characters. Reads to the
+/// end whatever comes (bytes that are not UTF-8, lines without an end): a process that
+/// cannot write its standard error would block.
+fn keep_stderr(pipe: impl Read, kept: Arc<Mutex<VecDeque<String>>>) {
+    let mut reader = BufReader::new(pipe);
+    loop {
+        let mut line = Vec::new();
+        match reader
+            .by_ref()
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut line)
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        eprintln!("  signer| {text}");
+        let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() == STDERR_TAIL {
+            kept.pop_front();
+        }
+        kept.push_back(cut(&text));
     }
 }
 
@@ -314,11 +332,16 @@ fn read_lines(out: impl Read, tx: mpsc::Sender<Result<String, String>>) {
 }
 
 fn quote(text: &str) -> String {
+    format!("'{}'", cut(text))
+}
+
+/// At most [`QUOTED`] characters of `text`.
+fn cut(text: &str) -> String {
     if text.chars().count() > QUOTED {
         let cut: String = text.chars().take(QUOTED).collect();
-        format!("'{cut}...'")
+        format!("{cut}...")
     } else {
-        format!("'{text}'")
+        text.to_string()
     }
 }
 

@@ -380,7 +380,14 @@ pub fn response_schema() -> Value {
     map.insert("required".into(), json!(["id", "ok"]));
     map.insert(
         "properties".into(),
-        json!({ "id": { "type": "integer", "minimum": 0 }, "ok": { "type": "boolean" } }),
+        json!({
+            "id": {
+                "description": "The request's id; null when the request's could not be read (a line that is not JSON).",
+                "type": ["integer", "null"],
+                "minimum": 0
+            },
+            "ok": { "type": "boolean" }
+        }),
     );
     map.insert(
         "oneOf".into(),

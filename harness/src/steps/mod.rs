@@ -356,6 +356,13 @@ pub enum StepError {
 }
 
 impl StepError {
+    /// What it says, whatever its kind.
+    pub fn message(&self) -> &str {
+        match self {
+            StepError::Failed(m) | StepError::Harness(m) | StepError::Skipped(m) => m,
+        }
+    }
+
     /// A harness-side error with its causes.
     pub fn harness(e: anyhow::Error) -> Self {
         StepError::Harness(format!("{e:#}"))

@@ -253,21 +253,22 @@ impl SignerUnderTest {
     }
 
     /// The default signer's details, when the implementation can give them (for the
-    /// report's properties).
-    pub fn default_info(&self) -> Option<Result<SignerInfo, SignerError>> {
+    /// report's properties): `None` if it offers no `info`. A signer process that breaks
+    /// the protocol here is the cell's error like anywhere else.
+    pub fn default_info(&self) -> Result<Option<Result<SignerInfo, SignerError>>, StepError> {
         match self {
-            SignerUnderTest::Router(r) => Some(r.default_signer().info()),
+            SignerUnderTest::Router(r) => Ok(Some(r.default_signer().info())),
             SignerUnderTest::Process(p) => {
                 if !p.borrow().offers("info") {
-                    return None;
+                    return Ok(None);
                 }
-                let a: Result<protocol::Info, _> = call(p, Op::Info { signer: None }).ok()?;
+                let a: Result<protocol::Info, _> = call(p, Op::Info { signer: None })?;
                 settle(a.map(|i| SignerInfo {
                     name: i.name,
                     signer_type: i.signer_type,
                     details: i.details.into_iter().collect(),
                 }))
-                .ok()
+                .map(Some)
             }
         }
     }
