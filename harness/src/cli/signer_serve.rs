@@ -59,8 +59,7 @@ pub fn serve(
                 let answer = match op {
                     _ if !id.is_u64() => Err(invalid("a request needs a numeric `id`")),
                     Err(e) => Err(invalid(format!("not a request this signer knows: {e}"))),
-                    Ok(op) if !greeted && name != "hello" => {
-                        let _ = op;
+                    Ok(_) if !greeted && name != "hello" => {
                         Err(invalid("the first request must be `hello`"))
                     }
                     Ok(op) => match &router {

@@ -44,6 +44,8 @@ pub struct SignerProcess {
     stdin: Option<ChildStdin>,
     lines: Receiver<Result<String, String>>,
     stderr: Arc<Mutex<VecDeque<String>>>,
+    /// Says when standard error has been read to its end.
+    stderr_ended: Receiver<()>,
     timeout: Duration,
     next_id: u64,
     broken: Option<String>,
@@ -82,13 +84,18 @@ impl SignerProcess {
         std::thread::spawn(move || read_lines(stdout, tx));
         let stderr = Arc::new(Mutex::new(VecDeque::new()));
         let kept = Arc::clone(&stderr);
-        std::thread::spawn(move || keep_stderr(stderr_pipe, kept));
+        let (ended, stderr_ended) = mpsc::channel();
+        std::thread::spawn(move || {
+            keep_stderr(stderr_pipe, kept);
+            let _ = ended.send(());
+        });
         let mut process = SignerProcess {
             command: command.to_string(),
             stdin: child.stdin.take(),
             child,
             lines,
             stderr,
+            stderr_ended,
             timeout,
             next_id: 1,
             broken: None,
@@ -203,8 +210,9 @@ impl SignerProcess {
     /// kills it.
     fn broke(&mut self, what: String) -> CallError {
         let _ = self.child.kill();
-        // The stderr reader may still be copying the last lines.
-        std::thread::sleep(Duration::from_millis(50));
+        // The last lines may still be in the pipe: read them (to its end, which a
+        // process the signer started may hold open; not longer than a moment).
+        let _ = self.stderr_ended.recv_timeout(Duration::from_millis(500));
         let tail: Vec<String> = self
             .stderr
             .lock()
@@ -351,5 +359,109 @@ fn describe(status: ExitStatus) -> String {
         (Some(code), _) => format!("exited with status {code}"),
         (None, Some(sig)) => format!("was killed by signal {sig}"),
         _ => "ended".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    /// A fake signer (a fault no real one is known to produce on demand): it greets,
+    /// then answers the next request with the bytes of `answer` and a newline, then
+    /// waits. Returns the broken call's message.
+    fn broken_by(answer: &[u8]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("answer"), answer).unwrap();
+        let script = dir.path().join("fake-signer");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nread -r line\necho '{}'\nread -r line\necho 'fake: answering' >&2\ncat '{}'\necho\nexec sleep 5\n",
+                r#"{"id":1,"ok":true,"protocol":1,"implementation":{"name":"fake","version":"0"},"algorithms":[]}"#,
+                dir.path().join("answer").display()
+            ),
+        )
+        .unwrap();
+        let mut p = SignerProcess::start(
+            &format!("sh {}", script.display()),
+            &dir.path().join("signers.toml"),
+            dir.path(),
+            Duration::from_secs(3),
+        )
+        .unwrap();
+        assert_eq!(p.hello.implementation.name, "fake");
+        match p.call::<super::super::Listing>(Op::List { orphans: false }) {
+            Err(CallError::Broken(m)) => {
+                // Broken for good: the next call is refused with the same words.
+                match p.call::<super::super::Listing>(Op::List { orphans: false }) {
+                    Err(CallError::Broken(again)) => assert_eq!(again, m),
+                    other => panic!("a broken process answered again: {other:?}"),
+                }
+                m
+            }
+            other => panic!("not broken: {other:?}"),
+        }
+    }
+
+    #[rstest]
+    #[case::another_id(br#"{"id":7,"ok":true,"keys":[]}"#, "with a response for id 7")]
+    #[case::no_id(br#"{"ok":true,"keys":[]}"#, "with a response for id (none)")]
+    #[case::no_ok(br#"{"id":2,"keys":[]}"#, "neither `ok: true` nor `ok: false`")]
+    #[case::ok_as_text(br#"{"id":2,"ok":"true","keys":[]}"#, "not a JSON response")]
+    #[case::error_without_kind(
+        br#"{"id":2,"ok":false,"error":{"message":"x"}}"#,
+        "not a JSON response"
+    )]
+    #[case::field_missing(br#"{"id":2,"ok":true}"#, "without what it must hold")]
+    #[case::not_json(b"<html>oops</html>", "not a JSON response")]
+    #[case::not_utf8(b"\xff\xfe{", "not a JSON response")]
+    fn a_line_that_is_not_the_response_breaks_the_process(
+        #[case] answer: &[u8],
+        #[case] words: &str,
+    ) {
+        let m = broken_by(answer);
+        assert!(m.contains("`list` (request 2)"), "{m}");
+        assert!(m.contains(words), "{m}");
+        assert!(
+            m.contains("fake: answering"),
+            "the stderr tail is missing: {m}"
+        );
+    }
+
+    #[test]
+    fn an_overlong_line_is_quoted_in_part() {
+        let m = broken_by(&vec![b'x'; MAX_LINE + 10]);
+        assert!(
+            m.contains("a line longer than"),
+            "{}",
+            &m[..200.min(m.len())]
+        );
+        assert!(m.len() < 2 * QUOTED + 1000, "{} bytes quoted", m.len());
+    }
+
+    #[test]
+    fn a_refusal_is_the_signers_answer_not_a_broken_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("refuses");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\nread -r l\necho '{\"id\":1,\"ok\":true,\"protocol\":1,\"implementation\":{\"name\":\"r\",\"version\":\"0\"},\"algorithms\":[]}'\nread -r l\necho '{\"id\":2,\"ok\":false,\"error\":{\"kind\":\"not-found\",\"message\":\"no such key\"}}'\nread -r l\n",
+        )
+        .unwrap();
+        let mut p = SignerProcess::start(
+            &format!("sh {}", script.display()),
+            &dir.path().join("signers.toml"),
+            dir.path(),
+            Duration::from_secs(3),
+        )
+        .unwrap();
+        match p.call::<super::super::Listing>(Op::List { orphans: false }) {
+            Err(CallError::Refused(e)) => {
+                assert_eq!(e.kind, "not-found");
+                assert_eq!(e.message, "no such key");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

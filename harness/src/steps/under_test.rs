@@ -243,11 +243,7 @@ impl SignerUnderTest {
                         signer: Some(name.to_string()),
                     },
                 )?;
-                settle(a.map(|i| SignerInfo {
-                    name: i.name,
-                    signer_type: i.signer_type,
-                    details: i.details.into_iter().collect(),
-                }))
+                settle(a.map(info_of))
             }
         }
     }
@@ -263,12 +259,7 @@ impl SignerUnderTest {
                     return Ok(None);
                 }
                 let a: Result<protocol::Info, _> = call(p, Op::Info { signer: None })?;
-                settle(a.map(|i| SignerInfo {
-                    name: i.name,
-                    signer_type: i.signer_type,
-                    details: i.details.into_iter().collect(),
-                }))
-                .map(Some)
+                settle(a.map(info_of)).map(Some)
             }
         }
     }
@@ -336,9 +327,7 @@ impl Refusal {
     fn describe(&self) -> String {
         match self {
             Refusal::Signer(e) => e.to_string(),
-            Refusal::Step(StepError::Failed(m) | StepError::Harness(m) | StepError::Skipped(m)) => {
-                m.clone()
-            }
+            Refusal::Step(e) => e.message().to_string(),
         }
     }
 }
@@ -360,6 +349,14 @@ fn settle<T>(a: Result<T, Refusal>) -> Answer<T> {
         Ok(v) => Ok(Ok(v)),
         Err(Refusal::Signer(e)) => Ok(Err(e)),
         Err(Refusal::Step(e)) => Err(e),
+    }
+}
+
+fn info_of(i: protocol::Info) -> SignerInfo {
+    SignerInfo {
+        name: i.name,
+        signer_type: i.signer_type,
+        details: i.details.into_iter().collect(),
     }
 }
 
