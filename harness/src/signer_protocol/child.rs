@@ -368,22 +368,21 @@ mod tests {
     use rstest::rstest;
 
     /// A fake signer (a fault no real one is known to produce on demand): it greets,
-    /// then answers the next request with the bytes of `answer` and a newline, then
-    /// waits. Returns the broken call's message.
-    fn broken_by(answer: &[u8]) -> String {
-        let dir = tempfile::tempdir().unwrap();
+    /// then answers the next request with the bytes of `answer` and a newline (saying
+    /// so on standard error first), then waits for one more line.
+    fn fake(dir: &tempfile::TempDir, answer: &[u8]) -> SignerProcess {
         std::fs::write(dir.path().join("answer"), answer).unwrap();
         let script = dir.path().join("fake-signer");
         std::fs::write(
             &script,
             format!(
-                "#!/bin/sh\nread -r line\necho '{}'\nread -r line\necho 'fake: answering' >&2\ncat '{}'\necho\nexec sleep 5\n",
+                "#!/bin/sh\nread -r line\necho '{}'\nread -r line\necho 'fake: answering' >&2\ncat '{}'\necho\nread -r line\n",
                 r#"{"id":1,"ok":true,"protocol":1,"implementation":{"name":"fake","version":"0"},"algorithms":[]}"#,
                 dir.path().join("answer").display()
             ),
         )
         .unwrap();
-        let mut p = SignerProcess::start(
+        let p = SignerProcess::start(
             &format!("sh {}", script.display()),
             &dir.path().join("signers.toml"),
             dir.path(),
@@ -391,6 +390,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.hello.implementation.name, "fake");
+        p
+    }
+
+    /// The message of the call `answer` breaks.
+    fn broken_by(answer: &[u8]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = fake(&dir, answer);
         match p.call::<super::super::Listing>(Op::List { orphans: false }) {
             Err(CallError::Broken(m)) => {
                 // Broken for good: the next call is refused with the same words.
@@ -443,19 +449,10 @@ mod tests {
     #[test]
     fn a_refusal_is_the_signers_answer_not_a_broken_process() {
         let dir = tempfile::tempdir().unwrap();
-        let script = dir.path().join("refuses");
-        std::fs::write(
-            &script,
-            "#!/bin/sh\nread -r l\necho '{\"id\":1,\"ok\":true,\"protocol\":1,\"implementation\":{\"name\":\"r\",\"version\":\"0\"},\"algorithms\":[]}'\nread -r l\necho '{\"id\":2,\"ok\":false,\"error\":{\"kind\":\"not-found\",\"message\":\"no such key\"}}'\nread -r l\n",
-        )
-        .unwrap();
-        let mut p = SignerProcess::start(
-            &format!("sh {}", script.display()),
-            &dir.path().join("signers.toml"),
-            dir.path(),
-            Duration::from_secs(3),
-        )
-        .unwrap();
+        let mut p = fake(
+            &dir,
+            br#"{"id":2,"ok":false,"error":{"kind":"not-found","message":"no such key"}}"#,
+        );
         match p.call::<super::super::Listing>(Op::List { orphans: false }) {
             Err(CallError::Refused(e)) => {
                 assert_eq!(e.kind, "not-found");
